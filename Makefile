@@ -1,0 +1,67 @@
+# tornado.h: everything is built next to its sources (the top level is fixed).
+#   make run      build and serve examples/hello on http://127.0.0.1:8888
+#   make test     the whole suite, once per backend (epoll, poll)
+#   make check    sanitizers, valgrind, the compile matrix, the symbol check
+#   make bench    benchmarks (bench/README.md)
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -std=c99 -Wall -Wextra -Wpedantic -Werror
+LDLIBS   = -pthread
+HDR      = tornado.h
+
+TEST_SRCS = $(sort $(wildcard tests/test_*.c)) tests/main.c tests/impl.c
+TEST_DEPS = $(TEST_SRCS) tests/tn_test.h $(HDR)
+EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
+
+.PHONY: all test check examples bench run clean test-epoll test-poll \
+        check-asan check-valgrind check-matrix check-symbols
+
+all: tests/tn_tests-epoll tests/tn_tests-poll examples
+
+# Each test binary is built from the suite's files in one compiler call;
+# only tests/impl.c defines TORNADO_IMPLEMENTATION.
+tests/tn_tests-epoll: $(TEST_DEPS)
+	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
+tests/tn_tests-poll: $(TEST_DEPS)
+	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -DTN_BACKEND_POLL -o $@ $(TEST_SRCS) $(LDLIBS)
+
+test: tests/tn_tests-epoll tests/tn_tests-poll examples
+	@sh tests/run.sh tests/tn_tests-epoll tests/tn_tests-poll
+
+examples: $(EXAMPLES)
+examples/%: examples/%.c $(HDR)
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+run: examples/hello
+	@echo "serving http://127.0.0.1:8888  (Ctrl-C stops)"
+	./examples/hello
+
+# ---- make check ---------------------------------------------------------
+SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+tests/tn_tests-asan: $(TEST_DEPS)
+	$(CC) $(WARN) -O1 -g $(SAN) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
+tests/tn_tests-asan-poll: $(TEST_DEPS)
+	$(CC) $(WARN) -O1 -g $(SAN) -D_GNU_SOURCE -DTN_BACKEND_POLL -o $@ $(TEST_SRCS) $(LDLIBS)
+tests/tn_tests-vg: $(TEST_DEPS)
+	$(CC) $(WARN) -O0 -g -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
+
+check: check-symbols check-matrix check-asan check-valgrind
+
+check-asan: tests/tn_tests-asan tests/tn_tests-asan-poll
+	@ASAN_OPTIONS=detect_leaks=1 TN_TEST_SLOW=1 sh tests/run.sh tests/tn_tests-asan tests/tn_tests-asan-poll
+
+check-valgrind: tests/tn_tests-vg
+	@TN_VALGRIND=1 sh tests/run.sh tests/tn_tests-vg
+
+check-matrix:
+	@sh tests/matrix.sh
+
+check-symbols:
+	@sh tests/symbols.sh
+
+bench:
+	@$(MAKE) -C bench run
+
+clean:
+	rm -f tests/tn_tests-* $(EXAMPLES) tests/*.o
+	-$(MAKE) -C bench clean

@@ -1,0 +1,66 @@
+/* tn_test.h: the minimal test harness of tornado.h's suite.
+ *
+ * A test is `TEST(name) { ... }` in any tests/test_*.c file. Tests register
+ * themselves before main() runs; tests/main.c runs each one in a forked child
+ * (so a crash or a hang fails that test only, never the run) with an alarm,
+ * and ends with the line "N passed, N failed".
+ *
+ * CHECK(cond) records a failure and goes on; REQUIRE(cond) stops the test.
+ * A test that made no CHECK/REQUIRE at all counts as failed: an assertion-free
+ * test proves nothing.
+ */
+#ifndef TN_TEST_H
+#define TN_TEST_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*tn_test_fn)(void);
+
+void tn_test_register(const char *file, const char *name, tn_test_fn fn);
+void tn_test_fail(const char *file, int line, const char *expr);
+void tn_test_skip(const char *why);
+extern int tn_test_checks; /* per child process: assertions evaluated */
+
+#define TEST(name)                                                        \
+    static void test_##name(void);                                        \
+    __attribute__((constructor)) static void test_register_##name(void) { \
+        tn_test_register(__FILE__, #name, test_##name);                   \
+    }                                                                     \
+    static void test_##name(void)
+
+#define CHECK(cond)                                                   \
+    do {                                                              \
+        tn_test_checks++;                                             \
+        if (!(cond)) tn_test_fail(__FILE__, __LINE__, #cond);         \
+    } while (0)
+
+#define REQUIRE(cond)                                                 \
+    do {                                                              \
+        tn_test_checks++;                                             \
+        if (!(cond)) {                                                \
+            tn_test_fail(__FILE__, __LINE__, #cond);                  \
+            exit(1);                                                  \
+        }                                                             \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                    \
+    do {                                                                      \
+        long long tn_a_ = (long long)(a), tn_b_ = (long long)(b);             \
+        tn_test_checks++;                                                     \
+        if (tn_a_ != tn_b_) {                                                 \
+            fprintf(stderr, "    %s = %lld, %s = %lld\n", #a, tn_a_, #b, tn_b_); \
+            tn_test_fail(__FILE__, __LINE__, #a " == " #b);                   \
+        }                                                                     \
+    } while (0)
+
+/* Skips the test (prints "skipped: why"). Under CI=true a skip is a failure:
+ * CI installs every tool, so a missing one there is a broken CI script. */
+#define SKIP(why)                \
+    do {                         \
+        tn_test_skip(why);       \
+        return;                  \
+    } while (0)
+
+#endif
