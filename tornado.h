@@ -261,14 +261,22 @@ TN_API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value)
  * TN_AWAIT must not sit inside a switch of your own. __COUNTER__ (where the
  * compiler has it) lets two awaits share a source line. */
 #ifdef __COUNTER__
-#define TN__ID (__COUNTER__ + 1)
+#define TN__ID __COUNTER__
 #else
 #define TN__ID __LINE__
 #endif
 #define TN__CAT2(a, b) a##b
 #define TN__CAT(a, b) TN__CAT2(a, b)
 #ifdef TN_CO_LABELS
+/* Labels-as-values is a GNU extension (hence -Wpedantic off here), and gcc
+ * 12 mistakes a label's address for a local's (-Wdangling-pointer). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define TN__PEDANTIC_OFF                                                    \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wpedantic\"") \
+        _Pragma("GCC diagnostic ignored \"-Wdangling-pointer\"")
+#else
 #define TN__PEDANTIC_OFF _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wpedantic\"")
+#endif
 #define TN__PEDANTIC_ON _Pragma("GCC diagnostic pop")
 #define TN_BEGIN(co) \
     TN__PEDANTIC_OFF if ((co)->lc.label) goto *(co)->lc.label; TN__PEDANTIC_ON
@@ -277,8 +285,8 @@ TN_API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value)
 #define TN__END_BODY
 #else
 #define TN_BEGIN(co) switch ((co)->lc.line) { case 0:
-#define TN__SET(co, n) (co)->lc.line = (n)
-#define TN__MARK(n) case n:
+#define TN__SET(co, n) (co)->lc.line = (n) + 1 /* 0 is the start */
+#define TN__MARK(n) case (n) + 1:
 #define TN__END_BODY }
 #endif
 
@@ -310,7 +318,7 @@ TN_API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value)
 #define TN__WAIT_UNTIL(co, cond, n)                           \
     do {                                                      \
         TN__SET(co, n);                                       \
-        TN__MARK(n);                                          \
+        if (0) { TN__MARK(n); } /* no fall-through into a label */ \
         if (!(cond) && !TN_CANCELLED(co)) return tn__co_wait(co); \
         (co)->err = (cond) ? 0 : TN_ECANCELLED;               \
     } while (0)
