@@ -374,6 +374,313 @@ TN_API int tn_queue_task_done(tn_queue *q);
 /* Resolves when every item put has been marked done (Queue.join). */
 TN_API tn_future *tn_queue_join(tn_queue *q);
 
+/* tornado.h HTTP/1.1 message parser: declarations.
+ *
+ * Written from RFC 9110 (HTTP Semantics) and RFC 9112 (HTTP/1.1).
+ * Pure functions over bytes: no allocation, no callbacks, no globals. Every
+ * pointer a parser returns points into the caller's buffer.
+ *
+ * Error codes used:
+ *   TN_EAGAIN      incomplete: call again with more bytes
+ *   TN_EMALFORMED  400 (or a response the client must discard)
+ *   TN_ETOOLARGE   413 (chunked body over max_body)
+ *   TN_EURILONG    414
+ *   TN_EHEADERS    431
+ *   TN_ENOTIMPL    501 (a transfer coding other than chunked in a request)
+ *   TN_EVERSION    505 (HTTP/d.d with a major version other than 1)
+ *
+ * Choices made where the RFCs leave room (RFC 9112 section numbers):
+ *   - Line terminator is CRLF only. A bare LF (allowed by section 2.2 as a
+ *     MAY) is rejected like a bare CR: one framing rule leaves no room for a
+ *     peer that splits lines differently (request smuggling).
+ *   - Empty lines (CRLF) before the start line are skipped, for requests and
+ *     responses alike (section 2.2); they count toward max_head.
+ *   - HTTP/1.x with x in 2..9 is accepted and reported as version_minor 1.
+ *   - obs-fold is rejected (section 5.2 allows a server to reject; for
+ *     responses replacing it with SP would need a writable buffer).
+ *   - Status line: the reason phrase may be empty, and "HTTP/1.1 200\r\n"
+ *     (no SP) is tolerated. Status codes outside 100..599 are malformed.
+ *   - Control characters (other than HTAB) are rejected anywhere in a head.
+ *   - A Host field must occur at most once in every request and exactly once
+ *     in HTTP/1.1 requests (section 3.2); its value must look like
+ *     uri-host [":" port].
+ */
+#ifndef TN_HTTP_PARSER_DECL_H
+#define TN_HTTP_PARSER_DECL_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef TN_HTTP_MAX_HEAD
+#define TN_HTTP_MAX_HEAD 65536 /* bytes of a head (or of a trailer section) */
+#endif
+#ifndef TN_HTTP_MAX_TARGET
+#define TN_HTTP_MAX_TARGET 8192 /* bytes of a request-target */
+#endif
+#ifndef TN_HTTP_MAX_HEADERS
+#define TN_HTTP_MAX_HEADERS 100 /* field lines in a head (or trailer section) */
+#endif
+#ifndef TN_HTTP_MAX_CHUNK_EXT
+#define TN_HTTP_MAX_CHUNK_EXT 4096 /* bytes after the chunk size, before CRLF */
+#endif
+
+/* One field line. name and value point into the parsed buffer; the value has
+ * its leading and trailing whitespace (OWS) removed. */
+typedef struct tn_http_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} tn_http_header;
+
+/* Zero fields mean the defaults. max_head is clamped to INT_MAX because the
+ * parsers return the head length as an int. */
+typedef struct tn_http_limits {
+    size_t max_head;    /* start line + fields, in bytes -> TN_EHEADERS */
+    size_t max_target;  /* request-target, in bytes -> TN_EURILONG */
+    size_t max_headers; /* number of field lines -> TN_EHEADERS */
+} tn_http_limits;
+
+typedef struct tn_http_message {
+    /* request line (requests) */
+    const char *method;
+    size_t method_len;
+    const char *target;
+    size_t target_len;
+    /* status line (responses) */
+    int status;
+    const char *reason;
+    size_t reason_len;
+    int version_minor; /* 0 or 1 (HTTP/1.x with x > 1 is reported as 1) */
+    tn_http_header *headers; /* the caller's array, filled in */
+    size_t num_headers;
+    /* framing, derived from the fields by the parser */
+    int64_t content_length; /* -1 when absent. A request without
+                               Content-Length or chunked has no body; a
+                               response that has no body reports 0. */
+    int chunked;            /* the body uses the chunked coding: decode it
+                               with tn_http_chunked_decode() */
+    int close_delimited;    /* response body runs until the connection closes */
+    int keep_alive;         /* connection may carry another message after
+                               this one */
+    int expect_continue;    /* HTTP/1.1 request with Expect: 100-continue */
+    int upgrade;            /* request: HTTP/1.1 with an Upgrade field and
+                               "upgrade" in Connection (the server may switch
+                               protocols). response: 101, or 2xx to CONNECT:
+                               the connection stops carrying HTTP after this
+                               head (keep_alive is then 0). */
+    const char *host;       /* requests: the Host field value, or the
+                               authority of an absolute-form target (which
+                               overrides Host, RFC 9112 section 3.2.2) */
+    size_t host_len;
+} tn_http_message;
+
+/* Parses a request head.
+ *   buf, len:  the bytes received so far; the head starts at buf[0].
+ *   prev_len:  len of the previous call on this same head, 0 the first time.
+ *              Bytes before prev_len are not examined again, so feeding one
+ *              byte per call stays O(n) overall. (A prev_len > len restarts.)
+ *   msg:       filled in on success; unspecified otherwise.
+ *   headers, max_headers: the caller's array for the field lines.
+ *   limits:    may be NULL for the defaults. More field lines than
+ *              min(max_headers, limits->max_headers) is TN_EHEADERS.
+ * Returns the number of bytes of the head (> 0; any bytes after it are the
+ * body or the next message), TN_EAGAIN when the head is incomplete, or an
+ * error. Errors that a prefix already proves (NUL or other control bytes, a
+ * bare CR or LF, a head over max_head, a target over max_target, a first
+ * byte that cannot start a method) are reported before the head is
+ * complete, so the result never depends on how the input was split.
+ * Never reads buf[len] or beyond. */
+TN_API int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
+                                 tn_http_message *msg, tn_http_header *headers,
+                                 size_t max_headers,
+                                 const tn_http_limits *limits);
+
+/* Same for a response head. request_method (may be NULL) is the method of
+ * the request this response answers: responses to HEAD, 1xx, 204 and 304
+ * have no body; a 2xx to CONNECT and a 101 end HTTP on the connection.
+ * Transfer codings other than chunked are left to the caller: chunked is set
+ * when the last coding is chunked; when it is not, the body is
+ * close-delimited (RFC 9112 section 6.3). */
+TN_API int tn_http_parse_response(const char *buf, size_t len, size_t prev_len,
+                                  tn_http_message *msg,
+                                  tn_http_header *headers, size_t max_headers,
+                                  const tn_http_limits *limits,
+                                  const char *request_method);
+
+/* Incremental decoder of the chunked transfer coding (RFC 9112 section 7.1),
+ * for requests and responses. Zero-initialise it; optionally point trailers
+ * at an array before the first call to receive the trailer fields. */
+typedef struct tn_http_chunked {
+    /* in (optional) */
+    tn_http_header *trailers; /* array for the trailer fields, or NULL */
+    size_t max_trailers;      /* its size */
+    /* out */
+    size_t num_trailers; /* trailer fields seen (stored if trailers != NULL) */
+    uint64_t body_len;   /* sum of the chunk sizes announced so far */
+    int done;            /* last chunk and trailer section consumed */
+    /* private decoder state */
+    int state;
+    int err;              /* sticky error */
+    int digits;           /* hex digits of the current chunk size */
+    uint64_t size;        /* current chunk size, then bytes of it left */
+    size_t ext_len;       /* bytes of the current chunk-ext */
+    size_t trailer_seen;  /* bytes of the trailer section already scanned */
+} tn_http_chunked;
+
+/* Decodes the chunked body in place.
+ *   buf, len: the next bytes of the body (see "Retained bytes" below).
+ *   On return buf[0 .. *out_len) holds the body data decoded from this call
+ *   (moved down over the framing); use it before touching buf again.
+ *   max_body: TN_ETOOLARGE as soon as a chunk size would take the body past
+ *   it (0: no limit). limits (may be NULL) bounds the trailer section:
+ *   max_head bytes and max_headers fields, else TN_EHEADERS.
+ * Returns the number of bytes consumed from buf (>= 0) or an error
+ * (TN_EMALFORMED: bad hex, an empty or over-long size (more than 16 hex
+ * digits, or over 2^63-1), a chunk-ext over TN_HTTP_MAX_CHUNK_EXT bytes or
+ * with control bytes, missing CRLF, a bad trailer field line (same rules as
+ * header fields, obs-fold rejected); TN_EHEADERS; TN_ETOOLARGE). Errors are
+ * sticky. When the last chunk and the trailer section have been consumed it
+ * sets dec->done: bytes after the body are left unconsumed (they belong to
+ * the next message); later calls consume nothing.
+ * Retained bytes: the trailer section is parsed only once it is complete, so
+ * while it is incomplete its bytes are left unconsumed. The caller must pass
+ * unconsumed bytes again at the start of the next call, followed by new ones
+ * (the usual "keep the tail, read more" loop); the trailer section must fit
+ * in the buffer (at most limits->max_head bytes). Trailer pointers point into
+ * the buf of the call that set done. Any split of the input, down to one
+ * byte per call, gives the same body, trailers and result. At most INT_MAX
+ * bytes are consumed per call. */
+TN_API int tn_http_chunked_decode(tn_http_chunked *dec, char *buf, size_t len,
+                                  size_t *out_len, uint64_t max_body,
+                                  const tn_http_limits *limits);
+
+/* 1 when the field name equals name, ignoring ASCII case. */
+TN_API int tn_http_header_eq(const tn_http_header *h, const char *name);
+/* The first field named name (ASCII case-insensitive), or NULL. */
+TN_API const tn_http_header *tn_http_find_header(const tn_http_message *m,
+                                                 const char *name);
+/* The status a server answers a parse error with: TN_EMALFORMED 400,
+ * TN_ETOOLARGE 413, TN_EURILONG 414, TN_EHEADERS 431, TN_ENOTIMPL 501,
+ * TN_EVERSION 505, anything else 500. */
+TN_API int tn_http_error_status(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TN_HTTP_PARSER_DECL_H */
+
+/* ------------------------------------------------------------------------
+ * TCP streams (Tornado's IOStream): the buffered, non-blocking socket layer
+ * that the HTTP server and client share.
+ * ---------------------------------------------------------------------- */
+typedef struct tn_stream tn_stream;
+
+/* ------------------------------------------------------------------------
+ * HTTP server (Tornado's HTTPServer, Application and RequestHandler)
+ * ---------------------------------------------------------------------- */
+typedef struct tn_http_server tn_http_server;
+typedef struct tn_http_request tn_http_request;
+
+/* Run-time options; zero means the default given. */
+typedef struct tn_http_server_opts {
+    size_t max_head_bytes;      /* request line + fields: 65536 (TN_HTTP_MAX_HEAD) -> 431 */
+    size_t max_target_bytes;    /* request-target: 8192 (TN_HTTP_MAX_TARGET) -> 414 */
+    size_t max_body_bytes;      /* buffered body: 1 MiB (TN_HTTP_MAX_BODY) -> 413 */
+    size_t max_connections;     /* beyond it new connections get 503 and are closed: 10000 */
+    unsigned header_timeout_ms; /* from a request's first byte to its last head byte: 10000 */
+    unsigned body_timeout_ms;   /* to receive the whole body: 60000 */
+    unsigned idle_timeout_ms;   /* an idle keep-alive connection is closed: 60000 */
+    int backlog;                /* listen(2) backlog: 511 */
+    int reuseport;              /* set SO_REUSEPORT (one listener per worker) */
+} tn_http_server_opts;
+
+/* A handler of a plain route: it must respond before it returns (else 500). */
+typedef void (*tn_http_handler_fn)(tn_http_request *req, void *arg);
+/* A streamed request body arrives in pieces (Tornado's stream_request_body);
+ * return 0 to go on or an error to answer 400 and close. */
+typedef int (*tn_http_body_fn)(tn_http_request *req, const char *data, size_t len, void *arg);
+
+/* A coroutine handler's frame begins with this; the framework allocates and
+ * frees the frame (its size is given at registration), zeroed, and sets req. */
+typedef struct tn_http_co {
+    tn_co co;
+    tn_http_request *req;
+    void *arg; /* the route's arg */
+} tn_http_co;
+
+/* Per-route options; zero means the server's default. */
+typedef struct tn_http_route_opts {
+    size_t max_body_bytes;  /* raise (or lower) the body limit for this route */
+    tn_http_body_fn on_body; /* stream the body to this callback instead of buffering it */
+    size_t frame_size;      /* coroutine routes: sizeof your frame (>= sizeof(tn_http_co)) */
+} tn_http_route_opts;
+
+/* Creates a server on loop; *out is yours (tn_http_server_free). */
+TN_API int tn_http_server_new(tn_loop *loop, const tn_http_server_opts *opts, tn_http_server **out);
+/* Closes every connection at once and frees the server. */
+TN_API void tn_http_server_free(tn_http_server *srv);
+/* Binds and listens (host NULL: 127.0.0.1; port 0: any free port, see
+ * tn_http_server_port). May be called more than once. 0 or -errno. */
+TN_API int tn_http_listen(tn_http_server *srv, const char *host, int port);
+TN_API int tn_http_server_port(const tn_http_server *srv);
+/* Routes method (NULL: any method) and pattern to a plain handler. Patterns
+ * are literal segments, {name} for one segment, and a trailing {name*} for
+ * the rest of the path: "/users/{id}", "/static/{path*}". Earlier routes win.
+ * HEAD is served by the GET route when no HEAD route exists. */
+TN_API int tn_http_route(tn_http_server *srv, const char *method, const char *pattern,
+                         tn_http_handler_fn fn, void *arg, const tn_http_route_opts *opts);
+/* The same with a coroutine handler: opts->frame_size gives the frame. */
+TN_API int tn_http_route_co(tn_http_server *srv, const char *method, const char *pattern,
+                            tn_co_fn fn, void *arg, const tn_http_route_opts *opts);
+/* Graceful shutdown: stops accepting, closes idle connections, lets requests
+ * in flight finish (their connections then close), and after deadline_ms
+ * closes what is left. The future resolves once no connection remains. */
+TN_API tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms);
+/* Connections open right now (for tests and metrics). */
+TN_API size_t tn_http_server_connections(const tn_http_server *srv);
+
+/* --- the request (valid until the response is finished) ---
+ * Strings are NUL-terminated and point into the connection's buffer. */
+TN_API const char *tn_http_method(const tn_http_request *req);
+TN_API const char *tn_http_target(const tn_http_request *req); /* as sent */
+TN_API const char *tn_http_path(const tn_http_request *req);   /* percent-decoded, no query */
+TN_API int tn_http_version_minor(const tn_http_request *req);
+/* A path parameter ({name} in the route), percent-decoded; NULL if absent. */
+TN_API const char *tn_http_param(tn_http_request *req, const char *name);
+/* A query parameter, percent-decoded ('+' is a space); NULL if absent. */
+TN_API const char *tn_http_query(tn_http_request *req, const char *name);
+/* A header field value (case-insensitive name; the first if repeated). */
+TN_API const char *tn_http_get_header(const tn_http_request *req, const char *name);
+TN_API size_t tn_http_header_count(const tn_http_request *req);
+TN_API int tn_http_header_at(const tn_http_request *req, size_t i, const char **name, const char **value);
+/* The buffered body (empty for streamed-body routes). */
+TN_API const char *tn_http_body(const tn_http_request *req, size_t *len);
+/* The route's per-request frame (coroutine routes). */
+TN_API void *tn_http_frame(tn_http_request *req);
+/* True once the client has gone away: writes are then dropped. */
+TN_API int tn_http_closed(const tn_http_request *req);
+
+/* --- the response --- */
+/* Adds a response header. TN_EINVAL (and nothing sent) if name is not a
+ * token or either contains CR, LF or NUL; TN_ESTATE after headers went out. */
+TN_API int tn_http_set_header(tn_http_request *req, const char *name, const char *value);
+/* Responds with a whole body (copied); Content-Length is set. */
+TN_API int tn_http_respond(tn_http_request *req, int status, const char *content_type,
+                           const char *body, size_t len);
+/* Streaming: start the response (length -1: unknown, so chunked for
+ * HTTP/1.1 and close-delimited for HTTP/1.0), write pieces, then finish. */
+TN_API int tn_http_begin(tn_http_request *req, int status, const char *content_type, int64_t length);
+TN_API int tn_http_write(tn_http_request *req, const char *data, size_t len);
+/* Resolves once the output buffer has drained below TN_HTTP_WRITE_LOW
+ * (backpressure for large bodies); fails with TN_ECLOSED if the client left. */
+TN_API tn_future *tn_http_drain(tn_http_request *req);
+TN_API int tn_http_finish(tn_http_request *req);
+/* The reason phrase of a status code ("Not Found"); "Unknown" otherwise. */
+TN_API const char *tn_http_reason(int status);
+
 #ifdef __cplusplus
 }
 #endif
@@ -396,6 +703,10 @@ TN_API tn_future *tn_queue_join(tn_queue *q);
 #include <time.h>
 #include <unistd.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 
 #ifndef TN_MALLOC
 #define TN_MALLOC(sz) malloc(sz)
@@ -405,6 +716,12 @@ TN_API tn_future *tn_queue_join(tn_queue *q);
 #ifndef TN_ASSERT
 #include <assert.h>
 #define TN_ASSERT(c) assert(c)
+#endif
+#ifndef TN_BUF_SIZE
+#define TN_BUF_SIZE 16384 /* a connection's read/write buffer, pooled */
+#endif
+#ifndef TN_BUF_POOL
+#define TN_BUF_POOL 64 /* free buffers a loop keeps for reuse */
 #endif
 #ifndef TN_EXECUTOR_THREADS
 #define TN_EXECUTOR_THREADS 4
@@ -592,6 +909,8 @@ struct tn_loop {
     size_t nwaiters, waiters_cap, waiters_spare_cap;
     int waiters_progress;
 
+    void *buf_free; /* pooled I/O buffers, linked through their first bytes */
+    size_t nbuf_free;
     size_t nfutures, ncoroutines, njobs;
     int running, stop_requested;
 };
@@ -1029,6 +1348,9 @@ int tn_signal_add(tn_loop *l, int signo, tn_signal_fn fn, void *arg) {
             tn__sigmask_apply(SIG_UNBLOCK, signo);
             return rc;
         }
+        /* Internal, like the wake-up fd: stats.handlers counts the user's
+         * fds only (tn_signal_remove adds it back before removing it). */
+        l->nhandlers--;
     }
     l->sig[signo].fn = fn;
     l->sig[signo].arg = arg;
@@ -1044,6 +1366,7 @@ int tn_signal_remove(tn_loop *l, int signo) {
     (void)signalfd(l->sigfd, &l->sigmask, SFD_NONBLOCK | SFD_CLOEXEC);
     tn__sigmask_apply(SIG_UNBLOCK, signo);
     if (l->nsignals == 0) {
+        l->nhandlers++; /* not counted while registered (see tn_signal_add) */
         tn_remove_handler(l, l->sigfd);
         close(l->sigfd);
         l->sigfd = -1;
@@ -1101,6 +1424,7 @@ int tn_signal_remove(tn_loop *l, int signo) {
 /* ------------------------------------------------------- loop lifecycle */
 static void tn__executor_free(tn_loop *l);
 static void tn__drop_callbacks(tn_loop *l);
+static void tn__bufpool_free(tn_loop *l);
 
 int tn_loop_new(tn_loop **out, const tn_loop_opts *opts) {
     tn_loop *l;
@@ -1175,6 +1499,7 @@ void tn_loop_free(tn_loop *l) {
     TN_FREE(l->heap);
     TN_FREE(l->waiters);
     TN_FREE(l->waiters_spare);
+    tn__bufpool_free(l);
     TN_FREE(l);
 }
 
@@ -1546,6 +1871,11 @@ static void tn__timeout_fire(tn_loop *l, void *arg) {
     tn__timeout *t = (tn__timeout *)arg;
     tn_future *out = t->out;
     (void)l;
+    /* The input completed before its deadline came up, but its done callback
+     * has not run yet (it runs on a later iteration): that callback settles
+     * out with the result. Timing out here would throw a completed result
+     * away (a queue item, an executor result) and call it a timeout. */
+    if (tn_future_done(t->in)) return;
     t->out = NULL;
     tn_future_fail(out, TN_ETIMEOUT);
     tn_future_cancel(t->in); /* its done callback frees t */
@@ -1579,29 +1909,52 @@ tn_future *tn_with_timeout(tn_loop *l, tn_future *in, uint64_t timeout_ms) {
     return out;
 }
 
+/* run_sync's done callback. It also stops the loop, because the iteration
+ * that runs it would otherwise go on to block in poll with nothing left to
+ * wake it (1: a stop was already requested, and stays; 2: the stop is ours,
+ * run_sync clears it). */
+static void tn__run_sync_done(tn_future *f, void *arg) {
+    *(int *)arg = f->loop->stop_requested ? 1 : 2;
+    f->loop->stop_requested = 1;
+}
+
 int tn_run_sync(tn_loop *l, tn_future *f, uint64_t timeout_ms, void **value) {
-    uint64_t deadline = l->now_ns + timeout_ms * 1000000u;
-    int err;
+    uint64_t deadline;
+    int err, fired = 0, own_cb, timed_out = 0;
     if (!f) return TN_ENOMEM;
     if (l->running) {
         tn_future_release(f);
         return TN_ESTATE;
     }
+    /* From the real clock: the cached one is as old as the last iteration,
+     * and a loop left idle for longer than timeout_ms would otherwise time
+     * out before running anything. */
+    deadline = tn__clock_ns() + timeout_ms * 1000000u;
+    /* Wait for f's done callback rather than poll tn_future_done(f): when f
+     * completed inside an iteration, that iteration blocked in poll (-1 when
+     * there is no timeout) with nothing left to wake it: run_sync hung. The
+     * queued callback keeps that poll from blocking, and stops the next. */
+    own_cb = tn_future_on_done(f, tn__run_sync_done, &fired) == 0;
     l->running = 1;
-    while (!tn_future_done(f)) {
+    while (own_cb ? !fired : !tn_future_done(f)) {
         int wait = -1;
         if (timeout_ms) {
             uint64_t now = tn__clock_ns();
-            if (now >= deadline) break;
+            if (now >= deadline) {
+                timed_out = 1;
+                break;
+            }
             wait = (int)((deadline - now + 999999u) / 1000000u);
         }
         err = tn_loop_step(l, wait);
         if (err && err != TN_ENOMEM) break;
     }
     l->running = 0;
+    if (fired == 2) l->stop_requested = 0;
+    if (own_cb) f->done_fn = NULL; /* its arg is this frame: never call it later */
     if (!tn_future_done(f)) tn_future_cancel(f);
     err = tn_future_error(f);
-    if (err == TN_ECANCELLED && timeout_ms && tn__clock_ns() >= deadline) err = TN_ETIMEOUT;
+    if (err == TN_ECANCELLED && timed_out) err = TN_ETIMEOUT;
     if (value) *value = err ? NULL : tn_future_take(f);
     tn_future_release(f);
     return err;
@@ -2218,6 +2571,2387 @@ int tn_queue_task_done(tn_queue *q) {
 tn_future *tn_queue_join(tn_queue *q) {
     if (!q->unfinished) return tn__future_resolved(q->loop, NULL);
     return tn__waitlist_wait(q->loop, &q->joiners, NULL, tn__queue_join_cancelled, q);
+}
+
+/* tornado.h HTTP/1.1 message parser: implementation (declared above).
+ *
+ * How a head is parsed:
+ *   1. tn__http_scan() walks the bytes not seen by the previous call
+ *      (prev_len onwards) looking for the empty line that ends the head.
+ *      Every check it makes at byte i depends on buf[0..i] only and the walk
+ *      stops at the first failing byte, so whatever the split of the input
+ *      the same byte gives the same answer: one-byte feeding and whole-buffer
+ *      parsing cannot disagree. Its checks are the ones a prefix can prove:
+ *      bytes that are never valid in a head, line endings, the size limit
+ *      and an over-long request-target.
+ *   2. Once the head is complete it is parsed once, front to back: start
+ *      line, field lines, then the framing the fields imply.
+ * The trailer section of a chunked body is the same kind of block (field
+ * lines ended by an empty line), so the decoder reuses the scan and the
+ * field-line parser.
+ */
+#ifndef TN_HTTP_PARSER_IMPL_H
+#define TN_HTTP_PARSER_IMPL_H
+
+/* The largest value an int holds: parsers return lengths as int. */
+#define TN__HTTP_INT_MAX ((size_t)((unsigned)-1 >> 1))
+
+/* ---- Character classes (RFC 9110 section 5.6.2, RFC 5234 appendix B) ---- */
+
+static int tn__http_is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+static int tn__http_is_alpha(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int tn__http_is_tchar(unsigned char c) {
+    /* strchr() would match the terminating NUL, hence c != 0. */
+    return tn__http_is_alpha(c) || tn__http_is_digit(c) ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Visible ASCII: what a request-target is made of. */
+static int tn__http_is_vchar(unsigned char c) { return c > 0x20 && c < 0x7f; }
+
+/* field-content and reason-phrase: VCHAR, SP, HTAB and obs-text (>= 0x80). */
+static int tn__http_is_text(unsigned char c) {
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static int tn__http_is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
+
+static int tn__http_hex_value(unsigned char c) {
+    if (tn__http_is_digit(c)) return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static unsigned char tn__http_lower(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* s[0..n) equals the NUL-terminated lit, ignoring ASCII case. */
+static int tn__http_ieq(const char *s, size_t n, const char *lit) {
+    size_t k;
+    for (k = 0; k < n; k++)
+        if (lit[k] == '\0' ||
+            tn__http_lower((unsigned char)s[k]) != tn__http_lower((unsigned char)lit[k]))
+            return 0;
+    return lit[n] == '\0';
+}
+
+/* s[0..n) equals lit exactly (methods are case-sensitive). */
+static int tn__http_eq(const char *s, size_t n, const char *lit) {
+    return strlen(lit) == n && memcmp(s, lit, n) == 0;
+}
+
+/* ---- Limits ---- */
+
+static tn_http_limits tn__http_limits_or_defaults(const tn_http_limits *in) {
+    tn_http_limits l;
+    l.max_head = (in && in->max_head) ? in->max_head : TN_HTTP_MAX_HEAD;
+    l.max_target = (in && in->max_target) ? in->max_target : TN_HTTP_MAX_TARGET;
+    l.max_headers = (in && in->max_headers) ? in->max_headers : TN_HTTP_MAX_HEADERS;
+    if (l.max_head > TN__HTTP_INT_MAX) l.max_head = TN__HTTP_INT_MAX;
+    return l;
+}
+
+/* ---- Finding the end of a block of lines ---- */
+
+/* What tn__http_scan() looks for. */
+typedef struct tn__http_scan_opts {
+    size_t max_bytes;  /* reaching this many bytes without the end -> 431 */
+    size_t max_target; /* request heads: the target limit; 0 otherwise */
+    int start_line;    /* the block opens with a start line, so empty lines
+                          before it are skipped (RFC 9112 section 2.2)
+                          instead of ending the block */
+} tn__http_scan_opts;
+
+/* 1 when the line ended by the LF at buf[lf] is empty. The scan has checked
+ * that every LF up to here follows a CR, so "empty" means the CR is the
+ * first byte of the line. */
+static int tn__http_empty_line_at(const char *buf, size_t lf) {
+    return lf == 1 || (lf >= 2 && buf[lf - 2] == '\n');
+}
+
+/* 1 when buf[i] is the first byte of the start line. While the scan runs,
+ * an empty line after a non-empty one would have ended the block, so every
+ * empty line seen so far is one of the skipped leading ones. */
+static int tn__http_at_start_line(const char *buf, size_t i) {
+    return i == 0 || (buf[i - 1] == '\n' && tn__http_empty_line_at(buf, i - 1));
+}
+
+/* 1 when the LF at buf[lf] ends the block. */
+static int tn__http_ends_block(const char *buf, size_t lf, int start_line) {
+    if (!tn__http_empty_line_at(buf, lf)) return 0;
+    if (!start_line) return 1;
+    /* Only an empty line after the start line ends a head. */
+    return lf >= 3 && !tn__http_empty_line_at(buf, lf - 2);
+}
+
+/* The scan is at byte i and buf[sp] = SP with i - sp - 1 == max_target:
+ * 1 when that SP ends the method of the request line and buf[sp+1..i] are
+ * all target bytes, i.e. the target has just grown past max_target.
+ * Cost: the forward loop stops at the next non-VCHAR (a SP at the latest),
+ * so the loops of different SPs cover disjoint bytes; the backward loop runs
+ * only after a run of max_target VCHARs. The scan stays O(n) overall. */
+static int tn__http_target_overflows(const char *buf, size_t sp, size_t i) {
+    size_t k, s = sp;
+    for (k = sp + 1; k <= i; k++)
+        if (!tn__http_is_vchar((unsigned char)buf[k])) return 0;
+    while (s > 0 && tn__http_is_tchar((unsigned char)buf[s - 1])) s--;
+    return s < sp && tn__http_at_start_line(buf, s);
+}
+
+/* 1 when byte i would extend the request-target of an unfinished request
+ * line ("method SP target-so-far"). Run once, when the head hits max_head:
+ * a long target then deserves 414, not 431. */
+static int tn__http_in_target(const char *buf, size_t i) {
+    size_t s = i, k;
+    while (s > 0 && buf[s - 1] != '\n') s--;
+    if (!tn__http_at_start_line(buf, s)) return 0;
+    for (k = s; k < i && tn__http_is_tchar((unsigned char)buf[k]); k++) {}
+    if (k == s || k == i || buf[k] != ' ') return 0;
+    for (k++; k < i; k++)
+        if (!tn__http_is_vchar((unsigned char)buf[k])) return 0;
+    return 1;
+}
+
+/* Looks for the empty line ending a block (head or trailer section) in
+ * buf[0..len), examining bytes from `from` on (the bytes before were passed
+ * by an earlier call; the checks at byte i read only buf[0..i]).
+ * Returns the block length including the final CRLF, TN_EAGAIN, or the
+ * error of the first byte that proves the block invalid. */
+static int tn__http_scan(const char *buf, size_t len, size_t from,
+                         const tn__http_scan_opts *o) {
+    size_t i;
+    for (i = from; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (i >= o->max_bytes)
+            return (o->max_target && tn__http_in_target(buf, i)) ? TN_EURILONG
+                                                                 : TN_EHEADERS;
+        /* RFC 9112 section 2.2: a bare CR is invalid; we also refuse a bare
+         * LF (see the decl header) so lines end one way only. */
+        if (i > 0 && buf[i - 1] == '\r' && c != '\n') return TN_EMALFORMED;
+        if (c == '\n') {
+            if (i == 0 || buf[i - 1] != '\r') return TN_EMALFORMED;
+            if (tn__http_ends_block(buf, i, o->start_line)) return (int)(i + 1);
+            continue;
+        }
+        /* No element of a head admits control bytes other than HTAB. */
+        if (c != '\r' && c != '\t' && (c < 0x20 || c == 0x7f)) return TN_EMALFORMED;
+        /* Methods and "HTTP" are tokens: anything else is not HTTP (a TLS
+         * ClientHello on a plain port, say), no need to wait for more. */
+        if (o->start_line && c != '\r' && !tn__http_is_tchar(c) &&
+            tn__http_at_start_line(buf, i))
+            return TN_EMALFORMED;
+        if (o->max_target && i > o->max_target &&
+            buf[i - o->max_target - 1] == ' ' &&
+            tn__http_target_overflows(buf, i - o->max_target - 1, i))
+            return TN_EURILONG;
+    }
+    return TN_EAGAIN;
+}
+
+/* Finds the end of a request or response head. */
+static int tn__http_find_head(const char *buf, size_t len, size_t prev_len,
+                              const tn_http_limits *lim, int is_request) {
+    tn__http_scan_opts o;
+    o.max_bytes = lim->max_head;
+    o.max_target = is_request ? lim->max_target : 0;
+    o.start_line = 1;
+    return tn__http_scan(buf, len, prev_len <= len ? prev_len : 0, &o);
+}
+
+/* ---- Start lines (RFC 9112 sections 2.3, 3, 4) ---- */
+
+/* Skips the empty lines before the start line. */
+static const char *tn__http_skip_empty_lines(const char *p, const char *end) {
+    while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') p += 2;
+    return p;
+}
+
+/* HTTP-version = "HTTP/" DIGIT "." DIGIT, then the byte `term`, consumed.
+ * Syntax is checked before the major version, so "HTTP/2.00" is malformed
+ * while "HTTP/2.0" is a version we do not support. */
+static int tn__http_parse_version(const char **pp, const char *end, char term,
+                                  int *minor) {
+    const char *p = *pp;
+    if (end - p < 9 || memcmp(p, "HTTP/", 5) != 0 ||
+        !tn__http_is_digit((unsigned char)p[5]) || p[6] != '.' ||
+        !tn__http_is_digit((unsigned char)p[7]) || p[8] != term)
+        return TN_EMALFORMED;
+    if (p[5] != '1') return TN_EVERSION;
+    *minor = p[7] != '0'; /* 1.x for x > 1 speaks 1.1 to us (section 2.3) */
+    *pp = p + 9;
+    return 0;
+}
+
+/* request-line = method SP request-target SP HTTP-version CRLF */
+static int tn__http_parse_request_line(const char **pp, const char *end,
+                                       tn_http_message *m, size_t max_target) {
+    const char *p = *pp, *start = p;
+    int rc;
+    while (p < end && tn__http_is_tchar((unsigned char)*p)) p++;
+    if (p == start || p == end || *p != ' ') return TN_EMALFORMED;
+    m->method = start;
+    m->method_len = (size_t)(p - start);
+    start = ++p;
+    while (p < end && tn__http_is_vchar((unsigned char)*p)) p++;
+    if (p == start || p == end || *p != ' ') return TN_EMALFORMED;
+    /* The scan reports this first; kept so this function is right alone. */
+    if ((size_t)(p - start) > max_target) return TN_EURILONG;
+    m->target = start;
+    m->target_len = (size_t)(p - start);
+    p++;
+    rc = tn__http_parse_version(&p, end, '\r', &m->version_minor);
+    if (rc) return rc;
+    *pp = p + 1; /* the LF, which the scan proved follows every CR */
+    return 0;
+}
+
+/* status-line = HTTP-version SP status-code SP [ reason-phrase ] CRLF,
+ * also accepting no SP at all after the status code. */
+static int tn__http_parse_status_line(const char **pp, const char *end,
+                                      tn_http_message *m) {
+    const char *p = *pp;
+    int rc = tn__http_parse_version(&p, end, ' ', &m->version_minor), k;
+    if (rc) return rc;
+    if (end - p < 4) return TN_EMALFORMED;
+    m->status = 0;
+    for (k = 0; k < 3; k++) {
+        if (!tn__http_is_digit((unsigned char)p[k])) return TN_EMALFORMED;
+        m->status = m->status * 10 + (p[k] - '0');
+    }
+    /* RFC 9110 section 15: valid codes are 100..599. */
+    if (m->status < 100 || m->status > 599) return TN_EMALFORMED;
+    p += 3;
+    if (*p == ' ') p++;
+    else if (*p != '\r') return TN_EMALFORMED;
+    m->reason = p;
+    while (p < end && *p != '\r') {
+        if (!tn__http_is_text((unsigned char)*p)) return TN_EMALFORMED;
+        p++;
+    }
+    if (p == end) return TN_EMALFORMED;
+    m->reason_len = (size_t)(p - m->reason);
+    *pp = p + 2;
+    return 0;
+}
+
+/* ---- Field lines (RFC 9112 section 5, RFC 9110 section 5.5) ---- */
+
+/* Parses field lines from p up to and including the empty line that ends
+ * end (the block tn__http_scan() found). Stores them in out when it is not
+ * NULL; more than max lines is TN_EHEADERS. Used for heads and trailers. */
+static int tn__http_parse_fields(const char *p, const char *end,
+                                 tn_http_header *out, size_t max,
+                                 size_t *count) {
+    size_t n = 0;
+    *count = 0;
+    while (p < end && *p != '\r') {
+        const char *name = p, *value, *value_end;
+        /* A line starting with whitespace is obs-fold, or whitespace before
+         * the first field: both rejected (sections 2.2 and 5.2). */
+        while (p < end && tn__http_is_tchar((unsigned char)*p)) p++;
+        /* Whitespace between name and colon is a 400 (section 5.1). */
+        if (p == name || p == end || *p != ':') return TN_EMALFORMED;
+        if (n == max) return TN_EHEADERS;
+        if (out) {
+            out[n].name = name;
+            out[n].name_len = (size_t)(p - name);
+        }
+        p++;
+        while (p < end && tn__http_is_ows((unsigned char)*p)) p++;
+        value = value_end = p;
+        while (p < end && *p != '\r') {
+            if (!tn__http_is_text((unsigned char)*p)) return TN_EMALFORMED;
+            if (!tn__http_is_ows((unsigned char)*p)) value_end = p + 1;
+            p++;
+        }
+        if (p == end) return TN_EMALFORMED; /* cannot happen after the scan */
+        if (out) {
+            out[n].value = value;
+            out[n].value_len = (size_t)(value_end - value);
+        }
+        n++;
+        p += 2; /* CRLF */
+    }
+    if (end - p != 2) return TN_EMALFORMED; /* cannot happen after the scan */
+    *count = n;
+    return 0;
+}
+
+/* ---- Field values the framing depends on ---- */
+
+/* The next element of a comma-separated list (RFC 9110 section 5.6.1),
+ * trimmed of OWS. Empty elements are skipped; a comma inside a
+ * quoted-string does not split. Returns 0 when none is left. */
+static int tn__http_list_next(const char **pp, const char *end,
+                              const char **el, size_t *el_len) {
+    const char *p = *pp, *start, *stop;
+    int quoted = 0;
+    while (p < end && (*p == ',' || tn__http_is_ows((unsigned char)*p))) p++;
+    if (p == end) {
+        *pp = p;
+        return 0;
+    }
+    for (start = p; p < end && (quoted || *p != ','); p++) {
+        if (quoted && *p == '\\' && p + 1 < end) p++;
+        else if (*p == '"') quoted = !quoted;
+    }
+    for (stop = p; stop > start && tn__http_is_ows((unsigned char)stop[-1]); stop--) {}
+    *el = start;
+    *el_len = (size_t)(stop - start);
+    *pp = p;
+    return 1;
+}
+
+/* Content-Length = 1*DIGIT, at most 2^63-1 (RFC 9110 section 8.6). */
+static int tn__http_parse_length(const char *s, size_t n, int64_t *out) {
+    int64_t v = 0;
+    size_t k;
+    if (n == 0) return TN_EMALFORMED;
+    for (k = 0; k < n; k++) {
+        int d;
+        if (!tn__http_is_digit((unsigned char)s[k])) return TN_EMALFORMED;
+        d = s[k] - '0';
+        if (v > (INT64_MAX - d) / 10) return TN_EMALFORMED;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The facts about a message's fields that decide its framing. */
+typedef struct tn__http_facts {
+    int64_t content_length; /* -1: no Content-Length */
+    int te_fields;          /* Transfer-Encoding field lines */
+    int te_chunked;         /* chunked codings in them */
+    int te_last_chunked;    /* the last coding is chunked */
+    int te_other;           /* some coding other than chunked */
+    int conn_close, conn_keep_alive, conn_upgrade;
+    int expect_continue;
+    int upgrade_field; /* a non-empty Upgrade field */
+    size_t host_count;
+    const char *host;
+    size_t host_len;
+} tn__http_facts;
+
+/* Content-Length fields may repeat, and hold a list, if every value is the
+ * same (RFC 9110 section 8.6); anything else is unrecoverable framing. */
+static int tn__http_add_content_length(tn__http_facts *f, const char *p,
+                                       const char *end) {
+    const char *el;
+    size_t n;
+    int any = 0;
+    while (tn__http_list_next(&p, end, &el, &n)) {
+        int64_t v;
+        if (tn__http_parse_length(el, n, &v)) return TN_EMALFORMED;
+        if (f->content_length >= 0 && v != f->content_length) return TN_EMALFORMED;
+        f->content_length = v;
+        any = 1;
+    }
+    return any ? 0 : TN_EMALFORMED;
+}
+
+/* transfer-coding = token *( OWS ";" OWS transfer-parameter ) */
+static int tn__http_add_transfer_coding(tn__http_facts *f, const char *el,
+                                        size_t n) {
+    size_t k = 0, name_len;
+    while (k < n && tn__http_is_tchar((unsigned char)el[k])) k++;
+    name_len = k;
+    while (k < n && tn__http_is_ows((unsigned char)el[k])) k++;
+    if (name_len == 0 || (k < n && el[k] != ';')) return TN_EMALFORMED;
+    if (tn__http_ieq(el, name_len, "chunked")) {
+        /* chunked has no parameters, and is applied once (section 7). */
+        if (k < n || f->te_chunked) return TN_EMALFORMED;
+        f->te_chunked = f->te_last_chunked = 1;
+    } else {
+        f->te_other = 1;
+        f->te_last_chunked = 0;
+    }
+    return 0;
+}
+
+/* Gathers the facts from m's fields, in field order. */
+static int tn__http_collect(const tn_http_message *m, tn__http_facts *f) {
+    size_t i;
+    memset(f, 0, sizeof *f);
+    f->content_length = -1;
+    for (i = 0; i < m->num_headers; i++) {
+        const tn_http_header *h = &m->headers[i];
+        const char *p = h->value, *end = h->value + h->value_len, *el;
+        size_t n;
+        int rc = 0;
+        if (tn_http_header_eq(h, "content-length")) {
+            rc = tn__http_add_content_length(f, p, end);
+        } else if (tn_http_header_eq(h, "transfer-encoding")) {
+            /* The codings of several fields form one list, in order. */
+            f->te_fields++;
+            while (rc == 0 && tn__http_list_next(&p, end, &el, &n))
+                rc = tn__http_add_transfer_coding(f, el, n);
+        } else if (tn_http_header_eq(h, "connection")) {
+            while (tn__http_list_next(&p, end, &el, &n)) {
+                if (tn__http_ieq(el, n, "close")) f->conn_close = 1;
+                else if (tn__http_ieq(el, n, "keep-alive")) f->conn_keep_alive = 1;
+                else if (tn__http_ieq(el, n, "upgrade")) f->conn_upgrade = 1;
+            }
+        } else if (tn_http_header_eq(h, "expect")) {
+            while (tn__http_list_next(&p, end, &el, &n))
+                if (tn__http_ieq(el, n, "100-continue")) f->expect_continue = 1;
+        } else if (tn_http_header_eq(h, "upgrade")) {
+            if (h->value_len) f->upgrade_field = 1;
+        } else if (tn_http_header_eq(h, "host")) {
+            f->host_count++;
+            f->host = h->value;
+            f->host_len = h->value_len;
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* RFC 9112 section 9.3: 1.1 persists unless closed; 1.0 only if asked. */
+static int tn__http_keep_alive(int minor, const tn__http_facts *f) {
+    if (f->conn_close) return 0;
+    return minor ? 1 : f->conn_keep_alive;
+}
+
+/* ---- Request targets and Host (RFC 9112 section 3.2, RFC 9110 4.2) ---- */
+
+/* uri-host [ ":" port ] characters: reg-name (unreserved, pct-encoded,
+ * sub-delims), IP-literal brackets and the port colon. */
+static int tn__http_is_host_char(unsigned char c) {
+    return tn__http_is_alpha(c) || tn__http_is_digit(c) ||
+           (c != 0 && strchr("-._~%!$&'()*+,;=:[]", c) != NULL);
+}
+
+static int tn__http_valid_host(const char *s, size_t n) {
+    size_t k;
+    for (k = 0; k < n; k++)
+        if (!tn__http_is_host_char((unsigned char)s[k])) return 0;
+    return 1;
+}
+
+/* authority-form = uri-host ":" port, the port required (RFC 9110 9.3.6). */
+static int tn__http_valid_authority_form(const char *s, size_t n) {
+    size_t colon = n, k;
+    while (colon > 0 && s[colon - 1] != ':') colon--;
+    if (colon < 2 || colon == n) return 0; /* no host, no colon or no port */
+    for (k = colon; k < n; k++)
+        if (!tn__http_is_digit((unsigned char)s[k])) return 0;
+    return tn__http_valid_host(s, colon - 1);
+}
+
+/* absolute-form = absolute-URI, which we require to have an authority
+ * ("scheme://authority..."): a URI without one names no server to talk to,
+ * and "host:port" would otherwise pass for scheme "host" (authority-form is
+ * CONNECT's alone). *auth gets the authority, which replaces Host
+ * (section 3.2.2). */
+static int tn__http_check_absolute_form(const char *s, size_t n,
+                                        const char **auth, size_t *auth_len) {
+    size_t k = 1, a;
+    int http;
+    if (!tn__http_is_alpha((unsigned char)s[0])) return TN_EMALFORMED;
+    while (k < n && (tn__http_is_alpha((unsigned char)s[k]) ||
+                     tn__http_is_digit((unsigned char)s[k]) || s[k] == '+' ||
+                     s[k] == '-' || s[k] == '.'))
+        k++;
+    if (k == n || s[k] != ':') return TN_EMALFORMED;
+    if (n - k < 3 || s[k + 1] != '/' || s[k + 2] != '/') return TN_EMALFORMED;
+    for (a = k + 3; a < n && s[a] != '/' && s[a] != '?' && s[a] != '#'; a++) {}
+    *auth = s + k + 3;
+    *auth_len = a - (k + 3);
+    /* '@' is no host char: userinfo is treated as an error, as RFC 9110
+     * 4.2.4 advises (it serves to disguise the real host). */
+    if (!tn__http_valid_host(*auth, *auth_len)) return TN_EMALFORMED;
+    /* RFC 9110 4.2.1: an http(s) URI with an empty host is invalid. */
+    http = tn__http_ieq(s, k, "http") || tn__http_ieq(s, k, "https");
+    if (http && (*auth_len == 0 || **auth == ':')) return TN_EMALFORMED;
+    return 0;
+}
+
+/* Which target forms a method may use: CONNECT only authority-form, "*"
+ * only with OPTIONS, the others origin-form or absolute-form. */
+static int tn__http_check_target(const tn_http_message *m, const char **auth,
+                                 size_t *auth_len) {
+    const char *t = m->target;
+    size_t n = m->target_len;
+    int connect = tn__http_eq(m->method, m->method_len, "CONNECT");
+    *auth = NULL;
+    *auth_len = 0;
+    if (connect) return tn__http_valid_authority_form(t, n) ? 0 : TN_EMALFORMED;
+    if (t[0] == '/') return 0;
+    if (n == 1 && t[0] == '*')
+        return tn__http_eq(m->method, m->method_len, "OPTIONS") ? 0 : TN_EMALFORMED;
+    return tn__http_check_absolute_form(t, n, auth, auth_len);
+}
+
+/* ---- Framing (RFC 9112 section 6) ---- */
+
+static int tn__http_request_framing(tn_http_message *m, const tn__http_facts *f,
+                                    const char *auth, size_t auth_len) {
+    int v11 = m->version_minor == 1;
+    /* Section 3.2: one Host, required in 1.1, never repeated. */
+    if (f->host_count > 1 || (v11 && f->host_count == 0)) return TN_EMALFORMED;
+    if (f->host_count && !tn__http_valid_host(f->host, f->host_len))
+        return TN_EMALFORMED;
+    m->host = auth ? auth : f->host;
+    m->host_len = auth ? auth_len : f->host_len;
+    m->content_length = f->content_length;
+    if (f->te_fields) {
+        /* Section 6.1: TE in a 1.0 request is faulty framing; TE with
+         * Content-Length is a smuggling attempt; chunked must come last or
+         * the length is unknowable. All 400; the server then closes. */
+        if (!v11 || f->content_length >= 0 || !f->te_last_chunked)
+            return TN_EMALFORMED;
+        if (f->te_other) return TN_ENOTIMPL; /* we decode no other coding */
+        m->chunked = 1;
+    }
+    m->keep_alive = tn__http_keep_alive(m->version_minor, f);
+    /* RFC 9110 10.1.1 and 7.8: 1.0 requests' Expect and Upgrade are ignored. */
+    m->expect_continue = v11 && f->expect_continue;
+    m->upgrade = v11 && f->conn_upgrade && f->upgrade_field;
+    return 0;
+}
+
+static void tn__http_response_framing(tn_http_message *m, const tn__http_facts *f,
+                                      const char *request_method) {
+    size_t mlen = request_method ? strlen(request_method) : 0;
+    int head = request_method && tn__http_eq(request_method, mlen, "HEAD");
+    int connect = request_method && tn__http_eq(request_method, mlen, "CONNECT");
+    int tunnel = m->status == 101 || (connect && m->status / 100 == 2);
+    m->keep_alive = tn__http_keep_alive(m->version_minor, f);
+    m->content_length = -1;
+    if (tunnel || head || m->status < 200 || m->status == 204 || m->status == 304) {
+        /* Section 6.3 rules 1 and 2: no body whatever the fields say. */
+        m->content_length = 0;
+        m->upgrade = tunnel;
+        if (tunnel) m->keep_alive = 0;
+    } else if (f->te_fields) {
+        /* Rule 3: TE overrides Content-Length, but both at once smells of
+         * smuggling, so do not reuse the connection. A 1.0 message with TE
+         * has faulty framing (section 6.1): read it to the close. */
+        if (m->version_minor == 1 && f->te_last_chunked) m->chunked = 1;
+        else m->close_delimited = 1;
+        if (f->content_length >= 0) m->keep_alive = 0;
+    } else if (f->content_length >= 0) {
+        m->content_length = f->content_length;
+    } else {
+        m->close_delimited = 1; /* rule 8 */
+    }
+    if (m->close_delimited) m->keep_alive = 0;
+}
+
+/* ---- Heads ---- */
+
+static void tn__http_message_init(tn_http_message *m, tn_http_header *headers) {
+    memset(m, 0, sizeof *m);
+    m->headers = headers;
+    m->content_length = -1;
+}
+
+/* Field lines of a head, then the facts they state. */
+static int tn__http_parse_head_fields(const char *p, const char *end,
+                                      tn_http_message *m, size_t max_headers,
+                                      const tn_http_limits *lim,
+                                      tn__http_facts *f) {
+    /* Framing is read from the stored fields, so no array means no room. */
+    size_t max = m->headers ? max_headers : 0;
+    int rc;
+    if (max > lim->max_headers) max = lim->max_headers;
+    rc = tn__http_parse_fields(p, end, m->headers, max, &m->num_headers);
+    return rc ? rc : tn__http_collect(m, f);
+}
+
+int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
+                          tn_http_message *msg, tn_http_header *headers,
+                          size_t max_headers, const tn_http_limits *limits) {
+    tn_http_limits lim = tn__http_limits_or_defaults(limits);
+    tn__http_facts f;
+    const char *p, *end, *auth = NULL;
+    size_t auth_len = 0;
+    int n = tn__http_find_head(buf, len, prev_len, &lim, 1), rc;
+    if (n < 0) return n;
+    tn__http_message_init(msg, headers);
+    end = buf + n;
+    p = tn__http_skip_empty_lines(buf, end);
+    rc = tn__http_parse_request_line(&p, end, msg, lim.max_target);
+    if (!rc) rc = tn__http_check_target(msg, &auth, &auth_len);
+    if (!rc) rc = tn__http_parse_head_fields(p, end, msg, max_headers, &lim, &f);
+    if (!rc) rc = tn__http_request_framing(msg, &f, auth, auth_len);
+    return rc ? rc : n;
+}
+
+int tn_http_parse_response(const char *buf, size_t len, size_t prev_len,
+                           tn_http_message *msg, tn_http_header *headers,
+                           size_t max_headers, const tn_http_limits *limits,
+                           const char *request_method) {
+    tn_http_limits lim = tn__http_limits_or_defaults(limits);
+    tn__http_facts f;
+    const char *p, *end;
+    int n = tn__http_find_head(buf, len, prev_len, &lim, 0), rc;
+    if (n < 0) return n;
+    tn__http_message_init(msg, headers);
+    end = buf + n;
+    p = tn__http_skip_empty_lines(buf, end);
+    rc = tn__http_parse_status_line(&p, end, msg);
+    if (!rc) rc = tn__http_parse_head_fields(p, end, msg, max_headers, &lim, &f);
+    if (rc) return rc;
+    tn__http_response_framing(msg, &f, request_method);
+    return n;
+}
+
+/* ---- Chunked transfer coding (RFC 9112 section 7.1) ---- */
+
+enum {
+    TN__HTTP_CH_SIZE = 0,  /* first hex digit of a chunk size */
+    TN__HTTP_CH_SIZE_MORE, /* further hex digits */
+    TN__HTTP_CH_EXT_WS,    /* BWS after the size, before ";" or CR */
+    TN__HTTP_CH_EXT,       /* chunk-ext, up to CR */
+    TN__HTTP_CH_SIZE_LF,   /* LF ending the size line */
+    TN__HTTP_CH_DATA,      /* chunk data; dec->size bytes left */
+    TN__HTTP_CH_DATA_CR,   /* CRLF after the data */
+    TN__HTTP_CH_DATA_LF,
+    TN__HTTP_CH_TRAILERS,  /* trailer section, parsed once complete */
+    TN__HTTP_CH_DONE
+};
+
+/* chunk-ext is "*( BWS ; BWS ext-name [ BWS = BWS ext-val ] )": we check
+ * only that it is text and bounded; nobody should act on extensions. */
+static int tn__http_chunk_ext_byte(tn_http_chunked *d, unsigned char c) {
+    if (c == '\r') {
+        d->state = TN__HTTP_CH_SIZE_LF;
+        return 0;
+    }
+    if (d->state == TN__HTTP_CH_EXT_WS) {
+        if (c == ';') d->state = TN__HTTP_CH_EXT;
+        else if (!tn__http_is_ows(c)) return TN_EMALFORMED;
+    } else if (!tn__http_is_text(c)) {
+        return TN_EMALFORMED;
+    }
+    return ++d->ext_len > TN_HTTP_MAX_CHUNK_EXT ? TN_EMALFORMED : 0;
+}
+
+/* The size line is complete: start the data, or the trailer section. */
+static int tn__http_chunk_start(tn_http_chunked *d, uint64_t max_body) {
+    if (d->size == 0) {
+        d->state = TN__HTTP_CH_TRAILERS;
+        d->trailer_seen = 0;
+        return 0;
+    }
+    /* Refuse before the data arrives: the size announces it. */
+    if (max_body && d->size > max_body - d->body_len) return TN_ETOOLARGE;
+    d->body_len = d->size > UINT64_MAX - d->body_len ? UINT64_MAX
+                                                      : d->body_len + d->size;
+    d->state = TN__HTTP_CH_DATA;
+    return 0;
+}
+
+/* One byte of framing (everything but data and trailers). */
+static int tn__http_chunk_byte(tn_http_chunked *d, unsigned char c,
+                               uint64_t max_body) {
+    int v = tn__http_hex_value(c);
+    switch (d->state) {
+    case TN__HTTP_CH_SIZE:
+        if (v < 0) return TN_EMALFORMED; /* chunk-size = 1*HEXDIG */
+        d->size = (uint64_t)v;
+        d->digits = 1;
+        d->state = TN__HTTP_CH_SIZE_MORE;
+        return 0;
+    case TN__HTTP_CH_SIZE_MORE:
+        if (v >= 0) {
+            /* Sizes are kept below 2^63 so they fit an int64_t length. */
+            if (++d->digits > 16 || d->size > ((uint64_t)INT64_MAX >> 4))
+                return TN_EMALFORMED;
+            d->size = d->size * 16 + (uint64_t)v;
+            return 0;
+        }
+        d->ext_len = 0;
+        d->state = TN__HTTP_CH_EXT_WS;
+        return tn__http_chunk_ext_byte(d, c);
+    case TN__HTTP_CH_EXT_WS:
+    case TN__HTTP_CH_EXT:
+        return tn__http_chunk_ext_byte(d, c);
+    case TN__HTTP_CH_SIZE_LF:
+        return c == '\n' ? tn__http_chunk_start(d, max_body) : TN_EMALFORMED;
+    case TN__HTTP_CH_DATA_CR:
+        d->state = TN__HTTP_CH_DATA_LF;
+        return c == '\r' ? 0 : TN_EMALFORMED;
+    case TN__HTTP_CH_DATA_LF:
+        d->state = TN__HTTP_CH_SIZE;
+        return c == '\n' ? 0 : TN_EMALFORMED;
+    default:
+        return TN_ESTATE; /* data, trailers and done are handled elsewhere */
+    }
+}
+
+/* The trailer section starts at buf[0]: the same block as a head's fields
+ * minus the start line, checked by the same scan and field-line parser.
+ * Returns its length once complete, or TN_EAGAIN (nothing consumed). */
+static int tn__http_chunk_trailers(tn_http_chunked *d, const char *buf,
+                                   size_t len, const tn_http_limits *limits) {
+    tn_http_limits lim = tn__http_limits_or_defaults(limits);
+    tn__http_scan_opts o;
+    size_t max = lim.max_headers;
+    int n, rc;
+    o.max_bytes = lim.max_head;
+    o.max_target = 0;
+    o.start_line = 0;
+    n = tn__http_scan(buf, len, d->trailer_seen <= len ? d->trailer_seen : 0, &o);
+    if (n == TN_EAGAIN) d->trailer_seen = len;
+    if (n < 0) return n;
+    if (d->trailers && d->max_trailers < max) max = d->max_trailers;
+    rc = tn__http_parse_fields(buf, buf + n, d->trailers, max, &d->num_trailers);
+    if (rc) return rc;
+    d->state = TN__HTTP_CH_DONE;
+    d->done = 1;
+    return n;
+}
+
+int tn_http_chunked_decode(tn_http_chunked *dec, char *buf, size_t len,
+                           size_t *out_len, uint64_t max_body,
+                           const tn_http_limits *limits) {
+    size_t i = 0, o = 0;
+    int rc = 0;
+    *out_len = 0;
+    if (dec->err) return dec->err;
+    if (len > TN__HTTP_INT_MAX) len = TN__HTTP_INT_MAX;
+    while (i < len && dec->state != TN__HTTP_CH_DONE) {
+        if (dec->state == TN__HTTP_CH_DATA) {
+            size_t n = len - i;
+            if ((uint64_t)n > dec->size) n = (size_t)dec->size;
+            memmove(buf + o, buf + i, n);
+            o += n;
+            i += n;
+            dec->size -= n;
+            if (dec->size == 0) dec->state = TN__HTTP_CH_DATA_CR;
+        } else if (dec->state == TN__HTTP_CH_TRAILERS) {
+            rc = tn__http_chunk_trailers(dec, buf + i, len - i, limits);
+            if (rc == TN_EAGAIN) { /* keep them: the caller passes them again */
+                rc = 0;
+                break;
+            }
+            if (rc < 0) break;
+            i += (size_t)rc;
+            rc = 0;
+        } else {
+            rc = tn__http_chunk_byte(dec, (unsigned char)buf[i++], max_body);
+            if (rc) break;
+        }
+    }
+    if (rc < 0) {
+        dec->err = rc;
+        return rc;
+    }
+    *out_len = o;
+    return (int)i;
+}
+
+/* ---- Helpers ---- */
+
+int tn_http_header_eq(const tn_http_header *h, const char *name) {
+    return tn__http_ieq(h->name, h->name_len, name);
+}
+
+const tn_http_header *tn_http_find_header(const tn_http_message *m,
+                                          const char *name) {
+    size_t i;
+    for (i = 0; i < m->num_headers; i++)
+        if (tn_http_header_eq(&m->headers[i], name)) return &m->headers[i];
+    return NULL;
+}
+
+int tn_http_error_status(int err) {
+    switch (err) {
+    case TN_EMALFORMED: return 400;
+    case TN_ETOOLARGE: return 413;
+    case TN_EURILONG: return 414;
+    case TN_EHEADERS: return 431;
+    case TN_ENOTIMPL: return 501;
+    case TN_EVERSION: return 505;
+    default: return 500;
+    }
+}
+
+#endif /* TN_HTTP_PARSER_IMPL_H */
+
+/* ---------------------------------------------------------- buffer pool
+ * Connections borrow read and write buffers only while they read or write;
+ * an idle keep-alive connection holds none. Freed buffers of the standard
+ * size wait on a per-loop free list (up to TN_BUF_POOL of them). */
+typedef struct tn__buf {
+    char *data;
+    size_t off, len, cap; /* live bytes: data[off .. len) */
+} tn__buf;
+
+static int tn__buf_reserve(tn_loop *l, tn__buf *b, size_t extra) {
+    size_t need;
+    if (!b->data) {
+        if (l->buf_free) {
+            b->data = (char *)l->buf_free;
+            l->buf_free = *(void **)l->buf_free;
+            l->nbuf_free--;
+        } else if (!(b->data = (char *)TN_MALLOC(TN_BUF_SIZE))) {
+            return TN_ENOMEM;
+        }
+        b->cap = TN_BUF_SIZE;
+        b->off = b->len = 0;
+    }
+    if (b->cap - b->len >= extra) return 0;
+    if (b->off) { /* slide live bytes down before growing */
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->cap - b->len >= extra) return 0;
+    }
+    need = b->len + extra;
+    if (need < b->len) return TN_ENOMEM;
+    {
+        size_t ncap = b->cap;
+        char *nd;
+        while (ncap < need) ncap *= 2;
+        nd = (char *)TN_REALLOC(b->data, ncap);
+        if (!nd) return TN_ENOMEM;
+        b->data = nd;
+        b->cap = ncap;
+    }
+    return 0;
+}
+
+static void tn__buf_release(tn_loop *l, tn__buf *b) {
+    if (!b->data) return;
+    if (b->cap == TN_BUF_SIZE && l->nbuf_free < TN_BUF_POOL) {
+        *(void **)b->data = l->buf_free;
+        l->buf_free = b->data;
+        l->nbuf_free++;
+    } else {
+        TN_FREE(b->data);
+    }
+    b->data = NULL;
+    b->off = b->len = b->cap = 0;
+}
+
+static int tn__buf_append(tn_loop *l, tn__buf *b, const char *p, size_t n) {
+    if (tn__buf_reserve(l, b, n)) return TN_ENOMEM;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static void tn__bufpool_free(tn_loop *l) {
+    while (l->buf_free) {
+        void *next = *(void **)l->buf_free;
+        TN_FREE(l->buf_free);
+        l->buf_free = next;
+    }
+    l->nbuf_free = 0;
+}
+
+/* ---------------------------------------------------------------- streams
+ * A stream owns an fd and two buffers. Its owner (the HTTP connection, the
+ * client) gets three calls: bytes arrived, output drained, closed. Output
+ * is only queued by tn__stream_queue; tn__stream_flush writes it, so a
+ * batch of pipelined responses goes out in one write(2). */
+typedef struct tn__stream_ops {
+    void (*on_read)(tn_stream *s);   /* new bytes in s->in, or s->eof set */
+    void (*on_drain)(tn_stream *s);  /* pending output fell to s->low or below */
+    void (*on_error)(tn_stream *s, int err); /* read/write failed; s is closed */
+} tn__stream_ops;
+
+#define TN__S_EOF 1u     /* the peer closed its side */
+#define TN__S_CLOSED 2u  /* our fd is closed */
+#define TN__S_READING 4u /* we want TN_READ */
+
+struct tn_stream {
+    tn_loop *loop;
+    const tn__stream_ops *ops;
+    tn__buf in, out;
+    size_t low; /* on_drain once pending output is at most this */
+    int fd;
+    unsigned flags;
+};
+
+static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg);
+
+static int tn__stream_init(tn_stream *s, tn_loop *l, int fd, const tn__stream_ops *ops) {
+    memset(s, 0, sizeof *s);
+    s->loop = l;
+    s->fd = fd;
+    s->ops = ops;
+    s->flags = TN__S_READING;
+    return tn_add_handler(l, fd, TN_READ, tn__stream_io, s);
+}
+
+static void tn__stream_interest(tn_stream *s) {
+    unsigned ev = 0;
+    if (s->flags & TN__S_CLOSED) return;
+    if ((s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) ev |= TN_READ;
+    if (s->out.len > s->out.off) ev |= TN_WRITE;
+    tn_update_handler(s->loop, s->fd, ev); /* a no-op when unchanged */
+}
+
+static void tn__stream_set_reading(tn_stream *s, int on) {
+    if (on) s->flags |= TN__S_READING;
+    else s->flags &= ~TN__S_READING;
+    tn__stream_interest(s);
+}
+
+/* Closes the fd and gives the buffers back. The owner frees the stream. */
+static void tn__stream_close(tn_stream *s) {
+    if (s->flags & TN__S_CLOSED) return;
+    s->flags |= TN__S_CLOSED;
+    tn_remove_handler(s->loop, s->fd);
+    close(s->fd);
+    s->fd = -1;
+    tn__buf_release(s->loop, &s->out);
+}
+
+static size_t tn__stream_pending(const tn_stream *s) { return s->out.len - s->out.off; }
+
+static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
+    if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
+    return tn__buf_append(s->loop, &s->out, p, n);
+}
+
+/* Writes what it can. Returns 0 (maybe with bytes left, then TN_WRITE is
+ * watched) or an error (the stream is then closed and on_error called). */
+static int tn__stream_flush(tn_stream *s) {
+    while (s->out.len > s->out.off) {
+        ssize_t n = write(s->fd, s->out.data + s->out.off, s->out.len - s->out.off);
+        if (n < 0) {
+            int err = errno;
+            if (err == EINTR) continue;
+            if (err == EAGAIN || err == EWOULDBLOCK) break;
+            tn__stream_close(s);
+            s->ops->on_error(s, -err);
+            return -err;
+        }
+        s->out.off += (size_t)n;
+    }
+    if (s->out.off == s->out.len) tn__buf_release(s->loop, &s->out);
+    tn__stream_interest(s);
+    return 0;
+}
+
+/* One read per readiness event: level-triggered polling brings us back if
+ * more is waiting, and other connections get their turn meanwhile. */
+static int tn__stream_read(tn_stream *s) {
+    ssize_t n;
+    if (s->in.len == s->in.cap || !s->in.data) {
+        if (tn__buf_reserve(s->loop, &s->in, s->in.data ? s->in.cap : TN_BUF_SIZE)) return TN_ENOMEM;
+    }
+    do
+        n = read(s->fd, s->in.data + s->in.len, s->in.cap - s->in.len);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        s->in.len += (size_t)n;
+        return 1;
+    }
+    if (n == 0) {
+        s->flags |= TN__S_EOF;
+        tn__stream_interest(s);
+        return 1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    return -errno;
+}
+
+static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
+    tn_stream *s = (tn_stream *)arg;
+    (void)l;
+    (void)fd;
+    if ((events & TN_WRITE) && tn__stream_pending(s)) {
+        if (tn__stream_flush(s)) return;
+        if (tn__stream_pending(s) <= s->low) s->ops->on_drain(s);
+        if (s->flags & TN__S_CLOSED) return;
+    }
+    if ((events & (TN_READ | TN_ERROR)) && (s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) {
+        int rc = tn__stream_read(s);
+        if (rc < 0) {
+            tn__stream_close(s);
+            s->ops->on_error(s, rc);
+            return;
+        }
+        if (rc > 0) s->ops->on_read(s);
+    }
+}
+
+/* ------------------------------------------------------------ HTTP server */
+#ifndef TN_HTTP_MAX_BODY
+#define TN_HTTP_MAX_BODY (1024 * 1024)
+#endif
+#ifndef TN_HTTP_WRITE_HIGH
+#define TN_HTTP_WRITE_HIGH (256 * 1024) /* stop reading pipelined requests above this */
+#endif
+#ifndef TN_HTTP_WRITE_LOW
+#define TN_HTTP_WRITE_LOW (64 * 1024)   /* tn_http_drain resolves below this */
+#endif
+#ifndef TN_HTTP_MAX_PARAMS
+#define TN_HTTP_MAX_PARAMS 8
+#endif
+#ifndef TN_HTTP_REQ_POOL
+#define TN_HTTP_REQ_POOL 64 /* request objects kept for reuse per server */
+#endif
+
+typedef struct tn__route {
+    char *method; /* NULL: any */
+    char *pattern;
+    tn_http_handler_fn fn;
+    tn_co_fn co_fn;
+    void *arg;
+    tn_http_route_opts opts;
+} tn__route;
+
+typedef struct tn__conn tn__conn;
+
+/* Request states */
+#define TN__RQ_HEAD 0    /* reading the head */
+#define TN__RQ_BODY 1    /* reading a body */
+#define TN__RQ_HANDLER 2 /* the handler has it */
+
+struct tn_http_request {
+    tn__conn *conn;
+    tn_http_server *srv;
+    tn_http_request *next_free;
+    const tn__route *route;
+    tn_http_message msg;
+    size_t prev_len;  /* parser resumption point */
+    size_t head_len;  /* the head's bytes, from conn->s.in.off */
+    size_t body_len;  /* body bytes gathered (decoded, for chunked) */
+    uint64_t body_max;
+    tn_http_chunked chunked;
+    int state;
+    /* decoded strings live in scratch (sized once, never moved) */
+    char *scratch;
+    size_t scratch_len, scratch_cap;
+    const char *path;
+    struct {
+        const char *name, *raw, *value; /* value: decoded, NUL-terminated */
+        size_t name_len, raw_len;
+    } params[TN_HTTP_MAX_PARAMS];
+    size_t nparams;
+    const char *query_pairs; /* "name\0value\0..." in scratch, once parsed */
+    size_t query_pairs_len;
+    int query_parsed;
+    /* response */
+    char *rh;         /* headers set by the handler */
+    size_t rh_len, rh_cap;
+    int status;
+    int headers_sent, finished, chunked_out, no_body, closed, is_head;
+    int64_t length_out;
+    uint64_t out_len; /* response body bytes written */
+    const char *base; /* in.data + in.off when the head was parsed */
+    size_t body_raw;  /* raw bytes after the head that belong to this request */
+    tn_co *frame;
+    tn_future *co_future;
+    tn_future *drain;
+    tn_http_header headers[TN_HTTP_MAX_HEADERS];
+};
+
+#define TN__C_CLOSE_AFTER 1u /* close once the output is written */
+#define TN__C_IN_BATCH 2u    /* inside on_read: flush at the end */
+#define TN__C_TIMER 4u       /* a timer is armed for the connection */
+#define TN__C_ZOMBIE 8u      /* fd closed, a handler still holds the request */
+#define TN__C_CLOSE_NOW 16u  /* close asked for inside a batch: done after it */
+#define TN__C_SERVED 32u     /* has served a request: idle timeout applies */
+
+struct tn__conn {
+    tn_stream s; /* first: stream callbacks cast back to the connection */
+    tn_http_server *srv;
+    tn__conn *prev, *next;
+    tn_http_request *req;
+    uint64_t deadline_ns; /* 0: none */
+    uint64_t timer_at;
+    tn_timer timer;
+    unsigned flags;
+    int got_bytes; /* the current request has sent at least one byte */
+};
+
+struct tn_http_server {
+    tn_loop *loop;
+    tn_http_server_opts opts;
+    tn_http_limits limits;
+    int lfds[8];
+    int nlisten, port;
+    tn__route *routes;
+    size_t nroutes, routes_cap;
+    tn__conn *conns;
+    size_t nconns;
+    tn_http_request *req_free;
+    size_t nreq_free;
+    char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+    size_t date_len;
+    uint64_t date_at_ns;
+    int shutting_down;
+    tn_future *shutdown_f;
+    tn_timer shutdown_timer;
+};
+
+static const tn__stream_ops tn__conn_ops;
+static void tn__req_settle_drain(tn_http_request *r, int err);
+static void tn__conn_process(tn__conn *c);
+static void tn__conn_close(tn__conn *c);
+static void tn__conn_end_request(tn__conn *c);
+
+const char *tn_http_reason(int status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 418: return "I'm a teapot";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* The Date header, formatted at most once per second. */
+static void tn__http_date(tn_http_server *srv) {
+    static const char days[] = "SunMonTueWedThuFriSat";
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    uint64_t now = srv->loop->now_ns;
+    time_t t;
+    struct tm tm;
+    if (srv->date_len && now - srv->date_at_ns < 1000000000u) return;
+    srv->date_at_ns = now;
+    t = time(NULL);
+    gmtime_r(&t, &tm);
+    srv->date_len = (size_t)snprintf(srv->date, sizeof srv->date,
+                                     "Date: %.3s, %02d %.3s %04d %02d:%02d:%02d GMT\r\n",
+                                     days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
+                                     tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* ------------------------------------------------------- conn timers
+ * One timer per connection, re-armed lazily: moving a deadline later (the
+ * common case, once per request) only writes deadline_ns; the timer, when it
+ * fires early, re-arms itself for what is left. */
+static void tn__conn_timeout(tn_loop *l, void *arg);
+
+static void tn__conn_set_deadline(tn__conn *c, unsigned ms) {
+    tn_http_server *srv = c->srv;
+    uint64_t when = ms ? srv->loop->now_ns + (uint64_t)ms * 1000000u : 0;
+    c->deadline_ns = when;
+    if (!when) return;
+    if ((c->flags & TN__C_TIMER) && c->timer_at <= when) return;
+    if (c->flags & TN__C_TIMER) tn_cancel_timer(srv->loop, c->timer);
+    c->flags &= ~TN__C_TIMER;
+    if (tn__timer_start(srv->loop, when, 0, tn__conn_timeout, c, &c->timer) == 0) {
+        c->flags |= TN__C_TIMER;
+        c->timer_at = when;
+    }
+}
+
+static int tn__conn_error(tn__conn *c, int status);
+
+static void tn__conn_timeout(tn_loop *l, void *arg) {
+    tn__conn *c = (tn__conn *)arg;
+    c->flags &= ~TN__C_TIMER;
+    if (!c->deadline_ns) return;
+    if (c->deadline_ns > l->now_ns) { /* moved later since armed */
+        if (tn__timer_start(l, c->deadline_ns, 0, tn__conn_timeout, c, &c->timer) == 0) {
+            c->flags |= TN__C_TIMER;
+            c->timer_at = c->deadline_ns;
+        }
+        return;
+    }
+    c->deadline_ns = 0;
+    /* Idle (no byte of a request yet): just close. Mid-request: 408. */
+    if (!c->got_bytes || (c->req && c->req->state == TN__RQ_HANDLER)) {
+        if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c);
+        return;
+    }
+    tn__conn_error(c, 408);
+}
+
+/* --------------------------------------------------- request objects */
+static tn_http_request *tn__req_get(tn_http_server *srv) {
+    tn_http_request *r = srv->req_free;
+    char *scratch = NULL, *rh = NULL;
+    size_t scap = 0, rcap = 0;
+    if (r) {
+        srv->req_free = r->next_free;
+        srv->nreq_free--;
+        scratch = r->scratch;
+        scap = r->scratch_cap;
+        rh = r->rh;
+        rcap = r->rh_cap;
+    } else if (!(r = (tn_http_request *)TN_MALLOC(sizeof *r))) {
+        return NULL;
+    }
+    /* Reset all but the header array, which the parser fills as needed. */
+    memset(r, 0, offsetof(tn_http_request, headers));
+    r->scratch = scratch;
+    r->scratch_cap = scap;
+    r->rh = rh;
+    r->rh_cap = rcap;
+    r->srv = srv;
+    r->length_out = -1;
+    return r;
+}
+
+static void tn__req_put(tn_http_server *srv, tn_http_request *r) {
+    if (r->frame && !r->co_future) TN_FREE(r->frame); /* made, never started */
+    r->frame = NULL;
+    if (srv->nreq_free >= TN_HTTP_REQ_POOL || r->scratch_cap > 65536 || r->rh_cap > 65536) {
+        TN_FREE(r->scratch);
+        TN_FREE(r->rh);
+        TN_FREE(r);
+        return;
+    }
+    r->next_free = srv->req_free;
+    srv->req_free = r;
+    srv->nreq_free++;
+}
+
+/* -------------------------------------------------------- response out */
+static int tn__out(tn__conn *c, const char *p, size_t n) { return tn__stream_queue(&c->s, p, n); }
+static int tn__out_str(tn__conn *c, const char *p) { return tn__out(c, p, strlen(p)); }
+static int tn__out_u64(tn__conn *c, uint64_t v, int hex) {
+    char buf[24];
+    size_t i = sizeof buf;
+    do {
+        buf[--i] = "0123456789abcdef"[hex ? v % 16 : v % 10];
+        v = hex ? v / 16 : v / 10;
+    } while (v);
+    return tn__out(c, buf + i, sizeof buf - i);
+}
+
+static int tn__is_tchar(unsigned char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* Writes the status line and headers. length: the body's, or -1. */
+static int tn__send_head(tn_http_request *r, int status, const char *ctype, int64_t length) {
+    tn__conn *c = r->conn;
+    tn_http_server *srv = r->srv;
+    int keep = r->msg.keep_alive && !srv->shutting_down && !(c->flags & TN__C_CLOSE_AFTER);
+    int rc = 0;
+    if (r->headers_sent) return TN_ESTATE;
+    if (status < 200 || status > 999) return TN_EINVAL;
+    r->headers_sent = 1;
+    r->status = status;
+    r->no_body = r->is_head || status == 204 || status == 304;
+    if (length < 0 && !r->no_body) {
+        if (r->msg.version_minor >= 1) r->chunked_out = 1;
+        else keep = 0; /* HTTP/1.0: the close delimits the body */
+    }
+    r->length_out = length;
+    if (!keep) c->flags |= TN__C_CLOSE_AFTER;
+    if (c->s.flags & TN__S_CLOSED) return TN_ECLOSED;
+    tn__http_date(srv);
+    rc |= tn__out_str(c, r->msg.version_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ");
+    rc |= tn__out_u64(c, (uint64_t)status, 0);
+    rc |= tn__out(c, " ", 1);
+    rc |= tn__out_str(c, tn_http_reason(status));
+    rc |= tn__out(c, "\r\nServer: tornado.h\r\n", 21);
+    rc |= tn__out(c, srv->date, srv->date_len);
+    if (ctype && status != 204 && status != 304) {
+        rc |= tn__out(c, "Content-Type: ", 14);
+        rc |= tn__out_str(c, ctype);
+        rc |= tn__out(c, "\r\n", 2);
+    }
+    if (r->rh_len) rc |= tn__out(c, r->rh, r->rh_len);
+    if (status != 204 && status != 304) {
+        if (length >= 0) {
+            rc |= tn__out(c, "Content-Length: ", 16);
+            rc |= tn__out_u64(c, (uint64_t)length, 0);
+            rc |= tn__out(c, "\r\n", 2);
+        } else if (r->msg.version_minor >= 1) {
+            rc |= tn__out(c, "Transfer-Encoding: chunked\r\n", 28);
+        }
+    }
+    if (!keep) rc |= tn__out(c, "Connection: close\r\n", 19);
+    else if (r->msg.version_minor == 0) rc |= tn__out(c, "Connection: keep-alive\r\n", 24);
+    rc |= tn__out(c, "\r\n", 2);
+    return rc ? TN_ENOMEM : 0;
+}
+
+int tn_http_set_header(tn_http_request *r, const char *name, const char *value) {
+    size_t nl, vl, i;
+    if (r->headers_sent) return TN_ESTATE;
+    if (!name || !value) return TN_EINVAL;
+    nl = strlen(name);
+    vl = strlen(value);
+    if (!nl) return TN_EINVAL;
+    for (i = 0; i < nl; i++)
+        if (!tn__is_tchar((unsigned char)name[i])) return TN_EINVAL;
+    for (i = 0; i < vl; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        if (ch == '\r' || ch == '\n' || (ch < 0x20 && ch != '\t') || ch == 0x7f) return TN_EINVAL;
+    }
+    if (tn__grow((void **)&r->rh, &r->rh_cap, r->rh_len + nl + vl + 4, 1)) return TN_ENOMEM;
+    memcpy(r->rh + r->rh_len, name, nl);
+    r->rh_len += nl;
+    r->rh[r->rh_len++] = ':';
+    r->rh[r->rh_len++] = ' ';
+    memcpy(r->rh + r->rh_len, value, vl);
+    r->rh_len += vl;
+    r->rh[r->rh_len++] = '\r';
+    r->rh[r->rh_len++] = '\n';
+    return 0;
+}
+
+/* Every flush of a connection goes through here, so a handler waiting in
+ * tn_http_drain hears as soon as the output is below the low watermark,
+ * whoever flushed. Returns non-zero if the connection failed (and may be
+ * gone). */
+static int tn__conn_flush(tn__conn *c) {
+    tn_http_request *r = c->req;
+    if (c->s.flags & TN__S_CLOSED) return TN_ECLOSED;
+    if (tn__stream_flush(&c->s)) return TN_ECLOSED;
+    if (r && r->drain && tn__stream_pending(&c->s) < TN_HTTP_WRITE_LOW) tn__req_settle_drain(r, 0);
+    return 0;
+}
+
+static void tn__conn_maybe_flush(tn__conn *c) {
+    if (!(c->flags & TN__C_IN_BATCH)) tn__conn_flush(c);
+}
+
+int tn_http_begin(tn_http_request *r, int status, const char *ctype, int64_t length) {
+    int rc;
+    if (r->finished) return TN_ESTATE;
+    rc = tn__send_head(r, status, ctype, length);
+    if (rc == 0) tn__conn_maybe_flush(r->conn);
+    return r->closed ? TN_ECLOSED : rc;
+}
+
+int tn_http_write(tn_http_request *r, const char *data, size_t len) {
+    tn__conn *c = r->conn;
+    int rc = 0;
+    if (!r->headers_sent) {
+        rc = tn__send_head(r, 200, "text/plain; charset=utf-8", -1);
+        if (rc) return rc;
+    }
+    if (r->finished) return TN_ESTATE;
+    if (r->closed || (c->s.flags & TN__S_CLOSED)) return TN_ECLOSED;
+    if (r->no_body || len == 0) return 0;
+    if (r->length_out >= 0 && r->out_len + len > (uint64_t)r->length_out) return TN_EINVAL;
+    if (r->chunked_out) {
+        rc |= tn__out_u64(c, len, 1);
+        rc |= tn__out(c, "\r\n", 2);
+        rc |= tn__out(c, data, len);
+        rc |= tn__out(c, "\r\n", 2);
+    } else {
+        rc |= tn__out(c, data, len);
+    }
+    r->out_len += len;
+    if (rc) return TN_ENOMEM;
+    if (tn__stream_pending(&c->s) >= TN_HTTP_WRITE_LOW) tn__conn_maybe_flush(c);
+    return 0;
+}
+
+int tn_http_finish(tn_http_request *r) {
+    tn__conn *c = r->conn;
+    if (r->finished) return TN_ESTATE;
+    if (!r->headers_sent) {
+        int rc = tn__send_head(r, 200, "text/plain; charset=utf-8", 0);
+        if (rc && rc != TN_ECLOSED) return rc;
+    }
+    if (r->length_out >= 0 && !r->no_body && r->out_len != (uint64_t)r->length_out)
+        c->flags |= TN__C_CLOSE_AFTER; /* short body: the client must not reuse this */
+    if (r->chunked_out && !r->closed) tn__out(c, "0\r\n\r\n", 5);
+    r->finished = 1;
+    tn__conn_maybe_flush(c);
+    return r->closed ? TN_ECLOSED : 0;
+}
+
+int tn_http_respond(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
+    int rc;
+    if (r->headers_sent) return TN_ESTATE;
+    if (!ctype) ctype = "text/plain; charset=utf-8";
+    rc = tn__send_head(r, status, ctype, (int64_t)len);
+    if (rc == 0 && !r->no_body && len) {
+        if (tn__out(r->conn, body, len)) rc = TN_ENOMEM;
+    }
+    r->out_len = len;
+    r->finished = 1;
+    if (rc == 0) tn__conn_maybe_flush(r->conn);
+    return r->closed ? TN_ECLOSED : rc;
+}
+
+tn_future *tn_http_drain(tn_http_request *r) {
+    tn__conn *c = r->conn;
+    tn_future *f = tn_future_new(r->srv->loop);
+    if (!f) return NULL;
+    if (r->closed || (c->s.flags & TN__S_CLOSED)) {
+        tn_future_fail(f, TN_ECLOSED);
+        return f;
+    }
+    tn__conn_maybe_flush(c);
+    if (tn__stream_pending(&c->s) < TN_HTTP_WRITE_LOW) {
+        tn_future_resolve(f, NULL);
+        return f;
+    }
+    if (r->drain) { /* one waiter at a time: the newest wins */
+        tn_future_fail(r->drain, TN_ECANCELLED);
+    }
+    r->drain = f;
+    return f;
+}
+
+static void tn__req_settle_drain(tn_http_request *r, int err) {
+    tn_future *f = r->drain;
+    if (!f) return;
+    r->drain = NULL;
+    if (err) tn_future_fail(f, err);
+    else tn_future_resolve(f, NULL);
+}
+
+/* ---------------------------------------------------- error responses */
+static int tn__conn_error(tn__conn *c, int status) {
+    char body[80];
+    int n;
+    tn_http_request *r = c->req;
+    tn__http_date(c->srv);
+    n = snprintf(body, sizeof body, "%d %s\n", status, tn_http_reason(status));
+    c->flags |= TN__C_CLOSE_AFTER;
+    tn__stream_set_reading(&c->s, 0);
+    if (r && r->headers_sent) { /* mid-response: all we can do is close */
+        tn__conn_close(c);
+        return 0;
+    }
+    tn__out_str(c, "HTTP/1.1 ");
+    tn__out_u64(c, (uint64_t)status, 0);
+    tn__out(c, " ", 1);
+    tn__out_str(c, tn_http_reason(status));
+    tn__out(c, "\r\nServer: tornado.h\r\n", 21);
+    tn__out(c, c->srv->date, c->srv->date_len);
+    tn__out_str(c, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    tn__out_u64(c, (uint64_t)n, 0);
+    tn__out_str(c, "\r\nConnection: close\r\n\r\n");
+    if (!(r && r->is_head)) tn__out(c, body, (size_t)n);
+    if (r && r->state != TN__RQ_HANDLER) {
+        c->req = NULL;
+        tn__req_put(c->srv, r);
+    }
+    c->deadline_ns = 0;
+    tn__conn_maybe_flush(c);
+    if (!(c->s.flags & TN__S_CLOSED) && !tn__stream_pending(&c->s)) tn__conn_close(c);
+    return 0;
+}
+
+/* ------------------------------------------------------------ routing */
+static int tn__method_known(const char *m, size_t n) {
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE",
+                                        "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+    size_t i;
+    for (i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strlen(known[i]) == n && memcmp(known[i], m, n) == 0) return 1;
+    return 0;
+}
+
+/* Matches the raw path (no query) against a pattern; fills r->params with
+ * raw (still percent-encoded) values, decoded later. */
+static int tn__route_match(const char *pat, const char *path, size_t plen, tn_http_request *r) {
+    size_t pi = 0, si = 0, np = 0;
+    size_t patlen = strlen(pat);
+    while (pi < patlen) {
+        if (pat[pi] == '{') {
+            const char *close = strchr(pat + pi, '}');
+            size_t nlen = (size_t)(close - (pat + pi + 1));
+            int tail = nlen && pat[pi + nlen] == '*';
+            size_t start = si;
+            if (tail) {
+                si = plen;
+                nlen--;
+            } else {
+                while (si < plen && path[si] != '/') si++;
+                if (si == start) return 0; /* a {param} is never empty */
+            }
+            if (np < TN_HTTP_MAX_PARAMS) {
+                r->params[np].name = pat + pi + 1;
+                r->params[np].name_len = nlen;
+                r->params[np].raw = path + start;
+                r->params[np].raw_len = si - start;
+                np++;
+            }
+            pi = (size_t)(close - pat) + 1;
+            continue;
+        }
+        if (si >= plen || pat[pi] != path[si]) return 0;
+        pi++;
+        si++;
+    }
+    if (si != plen) return 0;
+    r->nparams = np;
+    return 1;
+}
+
+static int tn__hexval(int ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes src[0..n) to dst and NUL-terminates it; an invalid escape
+ * stays as it is (as Python's unquote). Returns the decoded length. */
+static size_t tn__pct_decode(char *dst, const char *src, size_t n, int plus_is_space) {
+    size_t i, o = 0;
+    for (i = 0; i < n; i++) {
+        int hi, lo;
+        if (src[i] == '%' && i + 2 < n && (hi = tn__hexval((unsigned char)src[i + 1])) >= 0 &&
+            (lo = tn__hexval((unsigned char)src[i + 2])) >= 0) {
+            dst[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (plus_is_space && src[i] == '+') {
+            dst[o++] = ' ';
+        } else {
+            dst[o++] = src[i];
+        }
+    }
+    dst[o] = 0;
+    return o;
+}
+
+static char *tn__scratch(tn_http_request *r, size_t n) {
+    char *p;
+    if (r->scratch_cap - r->scratch_len < n) return NULL; /* sized at dispatch */
+    p = r->scratch + r->scratch_len;
+    r->scratch_len += n;
+    return p;
+}
+
+/* Picks the route (or the status that answers instead). */
+static int tn__req_route(tn_http_request *r) {
+    tn_http_server *srv = r->srv;
+    const char *m = r->msg.method, *t = r->msg.target;
+    size_t ml = r->msg.method_len, pl = r->msg.target_len, i;
+    int path_matched = 0, custom_method = 0;
+    const char *q = (const char *)memchr(t, '?', pl);
+    if (q) pl = (size_t)(q - t);
+    if (pl == 0 || t[0] != '/') {
+        /* absolute-form: route on its path; authority/asterisk: none */
+        const char *p = NULL;
+        if (pl > 7 && (memcmp(t, "http://", 7) == 0)) p = (const char *)memchr(t + 7, '/', pl - 7);
+        if (!p) return (ml == 7 && memcmp(m, "OPTIONS", 7) == 0) ? 404 : 400;
+        pl -= (size_t)(p - t);
+        t = p;
+    }
+    for (i = 0; i < srv->nroutes; i++) {
+        const tn__route *rt = &srv->routes[i];
+        if (rt->method && strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0) custom_method = 1;
+        if (!tn__route_match(rt->pattern, t, pl, r)) continue;
+        path_matched = 1;
+        if (!rt->method || (strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0)) {
+            r->route = rt;
+            return 0;
+        }
+    }
+    if (ml == 4 && memcmp(m, "HEAD", 4) == 0) {
+        for (i = 0; i < srv->nroutes; i++) {
+            const tn__route *rt = &srv->routes[i];
+            if (rt->method && strcmp(rt->method, "GET") == 0 && tn__route_match(rt->pattern, t, pl, r)) {
+                r->route = rt;
+                return 0;
+            }
+        }
+    }
+    if (!custom_method && !tn__method_known(m, ml)) return 501;
+    return path_matched ? 405 : 404;
+}
+
+/* The Allow header of a 405: every method routed for this path. */
+static void tn__req_allow(tn_http_request *r, char *out, size_t cap) {
+    tn_http_server *srv = r->srv;
+    const char *t = r->msg.target, *q;
+    size_t pl = r->msg.target_len, i, o = 0;
+    int has_get = 0, has_head = 0;
+    q = (const char *)memchr(t, '?', pl);
+    if (q) pl = (size_t)(q - t);
+    out[0] = 0;
+    for (i = 0; i < srv->nroutes; i++) {
+        const tn__route *rt = &srv->routes[i];
+        size_t n;
+        if (!rt->method || !tn__route_match(rt->pattern, t, pl, r)) continue;
+        n = strlen(rt->method);
+        if (strstr(out, rt->method)) continue;
+        if (o + n + 3 >= cap) break;
+        if (o) {
+            memcpy(out + o, ", ", 2);
+            o += 2;
+        }
+        memcpy(out + o, rt->method, n + 1);
+        o += n;
+        if (strcmp(rt->method, "GET") == 0) has_get = 1;
+        if (strcmp(rt->method, "HEAD") == 0) has_head = 1;
+    }
+    if (has_get && !has_head && o + 7 < cap) memcpy(out + o, ", HEAD", 7);
+}
+
+/* ------------------------------------------------------ connections */
+static void tn__conn_free(tn__conn *c) {
+    tn_http_server *srv = c->srv;
+    if (c->flags & TN__C_TIMER) tn_cancel_timer(srv->loop, c->timer);
+    tn__buf_release(srv->loop, &c->s.in);
+    tn__buf_release(srv->loop, &c->s.out);
+    if (c->req) tn__req_put(srv, c->req);
+    if (c->prev) c->prev->next = c->next;
+    else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    srv->nconns--;
+    TN_FREE(c);
+    if (srv->shutting_down && srv->nconns == 0 && srv->shutdown_f) {
+        tn_future *f = srv->shutdown_f;
+        srv->shutdown_f = NULL;
+        tn_cancel_timer(srv->loop, srv->shutdown_timer);
+        tn_future_resolve(f, NULL);
+    }
+}
+
+/* Closes the connection. With a coroutine handler still running it only
+ * closes the fd and cancels the handler; the rest goes when it ends. */
+static void tn__conn_close(tn__conn *c) {
+    tn_http_request *r = c->req;
+    if (c->flags & TN__C_IN_BATCH) {
+        c->flags |= TN__C_CLOSE_NOW;
+        return;
+    }
+    tn__stream_close(&c->s);
+    if (r && r->state == TN__RQ_HANDLER && r->co_future) {
+        if (c->flags & TN__C_ZOMBIE) return;
+        c->flags |= TN__C_ZOMBIE;
+        r->closed = 1;
+        tn__req_settle_drain(r, TN_ECLOSED);
+        tn_future_cancel(r->co_future);
+        return;
+    }
+    tn__conn_free(c);
+}
+
+static void tn__conn_after_batch(tn__conn *c);
+
+/* Processes what is buffered, then flushes once: every path into the
+ * connection's logic goes through here. */
+static void tn__conn_run(tn__conn *c) {
+    c->flags |= TN__C_IN_BATCH;
+    tn__conn_process(c);
+    c->flags &= ~TN__C_IN_BATCH;
+    tn__conn_after_batch(c);
+}
+
+static void tn__conn_after_batch(tn__conn *c) {
+    tn_http_request *r = c->req;
+    int in_handler = r && r->state == TN__RQ_HANDLER;
+    int reading;
+    if (c->flags & TN__C_CLOSE_NOW) {
+        tn__conn_close(c);
+        return;
+    }
+    if (c->flags & TN__C_ZOMBIE) return;
+    if (tn__conn_flush(c)) return; /* closed, maybe freed */
+    if (c->s.flags & TN__S_EOF) {
+        if (in_handler) { /* the client left while its handler runs */
+            tn__conn_close(c);
+            return;
+        }
+        c->flags |= TN__C_CLOSE_AFTER;
+    }
+    if ((c->flags & TN__C_CLOSE_AFTER) && !in_handler) {
+        if (!tn__stream_pending(&c->s)) tn__conn_close(c);
+        else tn__stream_set_reading(&c->s, 0);
+        return;
+    }
+    /* Read on unless the request now belongs to its handler and the buffer
+     * is full (it must not move under the request), or output backs up. */
+    reading = !(c->flags & TN__C_CLOSE_AFTER) && tn__stream_pending(&c->s) <= TN_HTTP_WRITE_HIGH &&
+              (!in_handler || (c->s.in.data && c->s.in.len < c->s.in.cap));
+    tn__stream_set_reading(&c->s, reading);
+    if (!r) {
+        if (c->s.in.off == c->s.in.len) tn__buf_release(c->srv->loop, &c->s.in); /* idle: no buffer */
+        if (!c->deadline_ns)
+            tn__conn_set_deadline(c, (c->flags & TN__C_SERVED) ? c->srv->opts.idle_timeout_ms
+                                                                : c->srv->opts.header_timeout_ms);
+    }
+}
+
+static void tn__conn_on_read(tn_stream *s) { tn__conn_run((tn__conn *)s); }
+
+static void tn__conn_on_drain(tn_stream *s) {
+    tn__conn *c = (tn__conn *)s;
+    if (c->req) tn__req_settle_drain(c->req, 0);
+    if (!tn__stream_pending(s)) tn__conn_run(c); /* resume pipelined requests held back */
+}
+
+static void tn__conn_on_error(tn_stream *s, int err) {
+    tn__conn *c = (tn__conn *)s;
+    (void)err;
+    tn__conn_close(c);
+}
+
+static const tn__stream_ops tn__conn_ops = {tn__conn_on_read, tn__conn_on_drain, tn__conn_on_error};
+
+/* The request is answered: drop its bytes and get ready for the next. */
+static void tn__conn_end_request(tn__conn *c) {
+    tn_http_request *r = c->req;
+    tn__buf *in = &c->s.in;
+    size_t used = r->head_len + r->body_raw;
+    if (in->data) {
+        in->off += used <= in->len - in->off ? used : in->len - in->off;
+        if (in->off == in->len) in->off = in->len = 0;
+    }
+    tn__req_settle_drain(r, 0);
+    c->req = NULL;
+    c->got_bytes = 0;
+    c->deadline_ns = 0;
+    c->flags |= TN__C_SERVED;
+    tn__req_put(c->srv, r);
+}
+
+static void tn__req_co_done(tn_future *f, void *arg) {
+    tn_http_request *r = (tn_http_request *)arg;
+    tn__conn *c = r->conn;
+    int err = tn_future_error(f);
+    tn_future_release(f);
+    r->co_future = NULL;
+    r->frame = NULL; /* freed by the runtime with the coroutine */
+    if (c->flags & TN__C_ZOMBIE) {
+        tn__conn_free(c);
+        return;
+    }
+    if (!r->headers_sent) {
+        (void)err; /* a failed or silent handler is a server error */
+        tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
+    } else if (!r->finished) {
+        if (err) c->flags |= TN__C_CLOSE_AFTER; /* a cut-off body must not look whole */
+        tn_http_finish(r);
+    }
+    tn__conn_end_request(c);
+    tn__conn_run(c);
+}
+
+/* NUL-terminates the head's strings in place (each is followed by a
+ * delimiter byte that is no longer needed) and decodes the path. */
+static int tn__req_prepare(tn_http_request *r) {
+    tn_http_message *m = &r->msg;
+    size_t i, need, pl;
+    const char *t = m->target, *q;
+    char *path;
+    need = 3 * m->target_len + 64;
+    if (r->scratch_cap < need) {
+        char *ns = (char *)TN_REALLOC(r->scratch, need);
+        if (!ns) return 500;
+        r->scratch = ns;
+        r->scratch_cap = need;
+    }
+    r->scratch_len = 0;
+    if (memchr(t, '%', m->target_len)) {
+        for (i = 0; i + 2 < m->target_len; i++)
+            if (t[i] == '%' && t[i + 1] == '0' && t[i + 2] == '0') return 400; /* NUL: would truncate */
+    }
+    ((char *)m->method)[m->method_len] = 0;
+    ((char *)m->target)[m->target_len] = 0;
+    for (i = 0; i < m->num_headers; i++) {
+        ((char *)m->headers[i].name)[m->headers[i].name_len] = 0;
+        ((char *)m->headers[i].value)[m->headers[i].value_len] = 0;
+    }
+    pl = m->target_len;
+    q = (const char *)memchr(t, '?', pl);
+    if (q) pl = (size_t)(q - t);
+    if (pl && t[0] != '/') { /* absolute-form: the path starts after the authority */
+        const char *p = pl > 7 ? (const char *)memchr(t + 7, '/', pl - 7) : NULL;
+        pl = p ? pl - (size_t)(p - t) : 0;
+        t = p ? p : t;
+    }
+    path = tn__scratch(r, pl + 1);
+    tn__pct_decode(path, t, pl, 0);
+    r->path = path;
+    for (i = 0; i < r->nparams; i++) {
+        char *v = tn__scratch(r, r->params[i].raw_len + 1);
+        tn__pct_decode(v, r->params[i].raw, r->params[i].raw_len, 0);
+        r->params[i].value = v;
+    }
+    r->is_head = m->method_len == 4 && memcmp(m->method, "HEAD", 4) == 0;
+    if (r->route->co_fn) {
+        /* The frame exists from here on, so a streamed body's on_body can
+         * keep its state in it; the coroutine starts at dispatch. */
+        const tn__route *rt = r->route;
+        size_t size = rt->opts.frame_size > sizeof(tn_http_co) ? rt->opts.frame_size : sizeof(tn_http_co);
+        tn_http_co *frame = (tn_http_co *)tn_co_new(r->srv->loop, size);
+        if (!frame) return 503;
+        frame->req = r;
+        frame->arg = rt->arg;
+        r->frame = &frame->co;
+    }
+    return 0;
+}
+
+static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
+    const tn__route *rt = r->route;
+    r->state = TN__RQ_HANDLER;
+    c->deadline_ns = 0;
+    if (rt->fn) {
+        rt->fn(r, rt->arg);
+        if (!r->headers_sent) tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
+        else if (!r->finished) tn_http_finish(r);
+        tn__conn_end_request(c);
+        return;
+    }
+    {
+        /* tn_spawn owns the frame from here, and frees it even if it fails */
+        tn_future *f = tn_spawn(c->srv->loop, r->frame, rt->co_fn);
+        if (!f) {
+            r->frame = NULL;
+            tn_http_respond(r, 503, NULL, "503 Service Unavailable\n", 24);
+            tn__conn_end_request(c);
+            return;
+        }
+        r->co_future = f;
+        tn_future_on_done(f, tn__req_co_done, r);
+    }
+}
+
+/* Head complete: route it, check the framing against the limits, and set
+ * up the body. Returns 0 or the status to answer (then the connection
+ * closes: the body, if any, was not read). */
+static int tn__req_start(tn__conn *c, tn_http_request *r) {
+    tn_http_server *srv = c->srv;
+    const tn__route *rt;
+    int status = tn__req_route(r);
+    uint64_t max;
+    if (status) return status;
+    rt = r->route;
+    max = rt->opts.max_body_bytes ? rt->opts.max_body_bytes : srv->opts.max_body_bytes;
+    r->body_max = max;
+    if (r->msg.content_length > 0 && !rt->opts.on_body && (uint64_t)r->msg.content_length > max)
+        return 413;
+    if (r->msg.chunked || r->msg.content_length > 0) {
+        r->state = TN__RQ_BODY;
+        /* Tell a client waiting for it that we will read the body; never
+         * to HTTP/1.0 (the parser drops the expectation there). */
+        if (r->msg.expect_continue) {
+            tn__out(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            tn__stream_flush(&c->s);
+            if (c->s.flags & TN__S_CLOSED) return -1;
+        }
+        c->deadline_ns = 0;
+        tn__conn_set_deadline(c, srv->opts.body_timeout_ms);
+        if (!r->msg.chunked && !rt->opts.on_body) {
+            /* Room for the whole body now; the head is re-parsed at
+             * dispatch if this moved the buffer. */
+            size_t have = c->s.in.len - c->s.in.off;
+            size_t need = r->head_len + (size_t)r->msg.content_length;
+            if (need > have && tn__buf_reserve(srv->loop, &c->s.in, need - have)) return 503;
+        }
+    }
+    return 0;
+}
+
+/* Feeds body bytes to the route's on_body and drops them from the buffer,
+ * keeping whatever follows (a pipelined request). */
+static int tn__req_stream_body(tn__conn *c, tn_http_request *r, const char *data, size_t n,
+                               size_t raw_used) {
+    tn__buf *in = &c->s.in;
+    char *body_start = in->data + in->off + r->head_len;
+    int rc = n ? r->route->opts.on_body(r, data, n, r->route->arg) : 0;
+    r->body_len += n;
+    memmove(body_start, body_start + raw_used, in->len - (size_t)(body_start - in->data) - raw_used);
+    in->len -= raw_used;
+    return rc;
+}
+
+/* The read buffer moved (it grew while a body came in): point the parsed
+ * head at its new place. Offsets go through uintptr_t, never comparing
+ * pointers into two different objects. */
+static void tn__req_rebase(tn_http_request *r, const char *nb) {
+    uintptr_t ob = (uintptr_t)r->base;
+    size_t i;
+#define TN__REBASE(p) ((p) = (p) ? (const char *)(uintptr_t)((uintptr_t)(p) - ob + (uintptr_t)nb) : (p))
+    TN__REBASE(r->msg.method);
+    TN__REBASE(r->msg.target);
+    TN__REBASE(r->msg.host);
+    for (i = 0; i < r->msg.num_headers; i++) {
+        TN__REBASE(r->msg.headers[i].name);
+        TN__REBASE(r->msg.headers[i].value);
+    }
+    for (i = 0; i < r->nparams; i++) TN__REBASE(r->params[i].raw);
+#undef TN__REBASE
+    r->base = nb;
+}
+
+static void tn__conn_process(tn__conn *c) {
+    tn_http_server *srv = c->srv;
+    for (;;) {
+        tn_http_request *r = c->req;
+        tn__buf *in = &c->s.in;
+        size_t avail;
+        int rc;
+        if (c->s.flags & TN__S_CLOSED) return;
+        if (c->flags & (TN__C_CLOSE_AFTER | TN__C_CLOSE_NOW | TN__C_ZOMBIE)) return;
+        if (r && r->state == TN__RQ_HANDLER) return; /* its handler has it */
+        if (tn__stream_pending(&c->s) > TN_HTTP_WRITE_HIGH) return; /* backpressure */
+        avail = in->data ? in->len - in->off : 0;
+        if (r && r->base && r->base != in->data + in->off) tn__req_rebase(r, in->data + in->off);
+        if (!r) {
+            if (!avail) return;
+            if (!(r = tn__req_get(srv))) {
+                tn__conn_error(c, 503);
+                return;
+            }
+            r->conn = c;
+            c->req = r;
+            if (!c->got_bytes) {
+                c->got_bytes = 1;
+                c->deadline_ns = 0;
+                tn__conn_set_deadline(c, srv->opts.header_timeout_ms);
+            }
+        }
+        if (r->state == TN__RQ_HEAD) {
+            rc = tn_http_parse_request(in->data + in->off, avail, r->prev_len, &r->msg, r->headers,
+                                       TN_HTTP_MAX_HEADERS, &srv->limits);
+            if (rc == TN_EAGAIN) {
+                r->prev_len = avail;
+                if (c->s.flags & TN__S_EOF) c->flags |= TN__C_CLOSE_AFTER; /* cut off: nothing to answer */
+                return;
+            }
+            if (rc < 0) {
+                tn__conn_error(c, tn_http_error_status(rc));
+                return;
+            }
+            r->head_len = (size_t)rc;
+            r->base = in->data + in->off;
+            rc = tn__req_start(c, r);
+            if (rc) {
+                if (rc > 0) {
+                    if (rc == 405) {
+                        char allow[128];
+                        tn__req_allow(r, allow, sizeof allow);
+                        if (tn_http_set_header(r, "Allow", allow) == 0) {
+                            /* answer with the header; the body (if any) is unread */
+                            r->state = TN__RQ_HANDLER;
+                            if (r->msg.chunked || r->msg.content_length > 0) c->flags |= TN__C_CLOSE_AFTER;
+                            r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
+                            tn_http_respond(r, 405, NULL, "405 Method Not Allowed\n", 23);
+                            tn__conn_end_request(c);
+                            continue;
+                        }
+                    }
+                    if (rc == 404 && !(r->msg.chunked || r->msg.content_length > 0)) {
+                        r->state = TN__RQ_HANDLER; /* a 404 keeps the connection */
+                        r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
+                        tn_http_respond(r, 404, NULL, "404 Not Found\n", 14);
+                        tn__conn_end_request(c);
+                        continue;
+                    }
+                    tn__conn_error(c, rc);
+                }
+                return;
+            }
+            if (in->data + in->off != r->base) tn__req_rebase(r, in->data + in->off);
+            rc = tn__req_prepare(r);
+            if (rc) {
+                tn__conn_error(c, rc);
+                return;
+            }
+            avail = in->len - in->off; /* the buffer may have grown */
+        }
+        if (r->state == TN__RQ_BODY) {
+            char *body = in->data + in->off + r->head_len;
+            size_t raw_avail = avail - r->head_len - r->body_raw;
+            if (r->msg.chunked) {
+                size_t out_len = 0;
+                char *raw = body + r->body_raw;
+                uint64_t limit = r->route->opts.on_body ? 0 : r->body_max;
+                rc = tn_http_chunked_decode(&r->chunked, raw, raw_avail, &out_len, limit, &srv->limits);
+                if (rc < 0) {
+                    tn__conn_error(c, tn_http_error_status(rc));
+                    return;
+                }
+                if (r->route->opts.on_body) {
+                    if (tn__req_stream_body(c, r, raw, out_len, (size_t)rc)) {
+                        tn__conn_error(c, 400);
+                        return;
+                    }
+                } else {
+                    memmove(body + r->body_len, raw, out_len);
+                    r->body_len += out_len;
+                    r->body_raw += (size_t)rc;
+                }
+                if (!r->chunked.done) {
+                    if ((c->s.flags & TN__S_EOF)) c->flags |= TN__C_CLOSE_AFTER;
+                    return;
+                }
+            } else {
+                uint64_t left = (uint64_t)r->msg.content_length - (r->route->opts.on_body ? r->body_len : r->body_raw);
+                size_t take = raw_avail < left ? raw_avail : (size_t)left;
+                if (r->route->opts.on_body) {
+                    if (tn__req_stream_body(c, r, body, take, take)) {
+                        tn__conn_error(c, 400);
+                        return;
+                    }
+                } else {
+                    r->body_raw += take;
+                    r->body_len = r->body_raw;
+                }
+                if ((uint64_t)(r->route->opts.on_body ? r->body_len : r->body_raw) < (uint64_t)r->msg.content_length) {
+                    if ((c->s.flags & TN__S_EOF)) c->flags |= TN__C_CLOSE_AFTER;
+                    return;
+                }
+            }
+        }
+        tn__req_dispatch(c, r);
+    }
+}
+
+/* ------------------------------------------------------ accept, listen */
+static void tn__server_accept(tn_loop *l, int lfd, unsigned events, void *arg);
+
+static void tn__server_resume_accept(tn_loop *l, void *arg) {
+    tn_http_server *srv = (tn_http_server *)arg;
+    int i;
+    for (i = 0; i < srv->nlisten; i++) tn_update_handler(l, srv->lfds[i], TN_READ);
+}
+
+static void tn__server_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
+    tn_http_server *srv = (tn_http_server *)arg;
+    int i;
+    (void)events;
+    for (i = 0; i < 64; i++) { /* a batch; the rest on the next turn */
+        tn__conn *c;
+        int one = 1;
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of fds: pause accepting briefly instead of spinning
+                 * on a listener that stays readable. */
+                int j;
+                for (j = 0; j < srv->nlisten; j++) tn_update_handler(l, srv->lfds[j], 0);
+                tn_call_later(l, 100, tn__server_resume_accept, srv, NULL);
+            }
+            return;
+        }
+        if (srv->nconns >= srv->opts.max_connections || srv->shutting_down) {
+            /* Shed it cleanly: a 503 the client can read, then close. */
+            static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                       "Connection: close\r\nRetry-After: 1\r\n\r\n";
+            ssize_t w = write(fd, busy, sizeof busy - 1);
+            (void)w;
+            close(fd);
+            continue;
+        }
+        c = (tn__conn *)TN_MALLOC(sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        memset(c, 0, sizeof *c);
+        if (tn__stream_init(&c->s, l, fd, &tn__conn_ops)) {
+            TN_FREE(c);
+            close(fd);
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->s.low = TN_HTTP_WRITE_LOW - 1;
+        c->srv = srv;
+        c->next = srv->conns;
+        if (srv->conns) srv->conns->prev = c;
+        srv->conns = c;
+        srv->nconns++;
+        tn__conn_set_deadline(c, srv->opts.header_timeout_ms);
+    }
+}
+
+int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_server **out) {
+    tn_http_server *srv = (tn_http_server *)TN_MALLOC(sizeof *srv);
+    *out = NULL;
+    if (!srv) return TN_ENOMEM;
+    memset(srv, 0, sizeof *srv);
+    srv->loop = l;
+    if (opts) srv->opts = *opts;
+    if (!srv->opts.max_head_bytes) srv->opts.max_head_bytes = TN_HTTP_MAX_HEAD;
+    if (!srv->opts.max_target_bytes) srv->opts.max_target_bytes = TN_HTTP_MAX_TARGET;
+    if (!srv->opts.max_body_bytes) srv->opts.max_body_bytes = TN_HTTP_MAX_BODY;
+    if (!srv->opts.max_connections) srv->opts.max_connections = 10000;
+    if (!srv->opts.header_timeout_ms) srv->opts.header_timeout_ms = 10000;
+    if (!srv->opts.body_timeout_ms) srv->opts.body_timeout_ms = 60000;
+    if (!srv->opts.idle_timeout_ms) srv->opts.idle_timeout_ms = 60000;
+    if (!srv->opts.backlog) srv->opts.backlog = 511;
+    srv->limits.max_head = srv->opts.max_head_bytes;
+    srv->limits.max_target = srv->opts.max_target_bytes;
+    srv->limits.max_headers = TN_HTTP_MAX_HEADERS;
+    *out = srv;
+    return 0;
+}
+
+int tn_http_listen(tn_http_server *srv, const char *host, int port) {
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    int fd, one = 1, rc;
+    if (srv->nlisten == (int)(sizeof srv->lfds / sizeof srv->lfds[0])) return TN_EFULL;
+    if (port < 0 || port > 65535) return TN_EINVAL;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host ? host : "127.0.0.1", &sa.sin_addr) != 1) return TN_EINVAL;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef SO_REUSEPORT
+    if (srv->opts.reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+#endif
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, srv->opts.backlog) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    rc = tn_add_handler(srv->loop, fd, TN_READ, tn__server_accept, srv);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    srv->lfds[srv->nlisten++] = fd;
+    srv->port = ntohs(sa.sin_port);
+    return 0;
+}
+
+int tn_http_server_port(const tn_http_server *srv) { return srv->port; }
+size_t tn_http_server_connections(const tn_http_server *srv) { return srv->nconns; }
+
+static int tn__route_add(tn_http_server *srv, const char *method, const char *pattern,
+                         tn_http_handler_fn fn, tn_co_fn co_fn, void *arg, const tn_http_route_opts *opts) {
+    tn__route *rt;
+    const char *p;
+    size_t n;
+    if (!pattern || pattern[0] != '/' || (!fn && !co_fn)) return TN_EINVAL;
+    for (p = pattern; *p; p++) { /* "{name}" segments; "{name*}" only last */
+        if (*p != '{') continue;
+        {
+            const char *close = strchr(p, '}');
+            if (!close || close == p + 1 || p[-1] != '/') return TN_EINVAL;
+            if (close[1] && close[1] != '/') return TN_EINVAL;
+            if (close[-1] == '*' && close[1]) return TN_EINVAL;
+            p = close;
+        }
+    }
+    if (method) {
+        for (p = method; *p; p++)
+            if (!tn__is_tchar((unsigned char)*p)) return TN_EINVAL;
+        if (p == method) return TN_EINVAL;
+    }
+    if (tn__grow((void **)&srv->routes, &srv->routes_cap, srv->nroutes + 1, sizeof *srv->routes)) return TN_ENOMEM;
+    rt = &srv->routes[srv->nroutes];
+    memset(rt, 0, sizeof *rt);
+    n = strlen(pattern) + 1;
+    if (!(rt->pattern = (char *)TN_MALLOC(n))) return TN_ENOMEM;
+    memcpy(rt->pattern, pattern, n);
+    if (method) {
+        n = strlen(method) + 1;
+        if (!(rt->method = (char *)TN_MALLOC(n))) {
+            TN_FREE(rt->pattern);
+            return TN_ENOMEM;
+        }
+        memcpy(rt->method, method, n);
+    }
+    rt->fn = fn;
+    rt->co_fn = co_fn;
+    rt->arg = arg;
+    if (opts) rt->opts = *opts;
+    srv->nroutes++;
+    return 0;
+}
+
+int tn_http_route(tn_http_server *srv, const char *method, const char *pattern, tn_http_handler_fn fn,
+                  void *arg, const tn_http_route_opts *opts) {
+    if (!fn) return TN_EINVAL;
+    return tn__route_add(srv, method, pattern, fn, NULL, arg, opts);
+}
+
+int tn_http_route_co(tn_http_server *srv, const char *method, const char *pattern, tn_co_fn fn, void *arg,
+                     const tn_http_route_opts *opts) {
+    if (!fn) return TN_EINVAL;
+    if (opts && opts->frame_size && opts->frame_size < sizeof(tn_http_co)) return TN_EINVAL;
+    return tn__route_add(srv, method, pattern, NULL, fn, arg, opts);
+}
+
+static void tn__server_close_listeners(tn_http_server *srv) {
+    int i;
+    for (i = 0; i < srv->nlisten; i++) {
+        tn_remove_handler(srv->loop, srv->lfds[i]);
+        close(srv->lfds[i]);
+    }
+    srv->nlisten = 0;
+}
+
+static void tn__server_force_close(tn_loop *l, void *arg) {
+    tn_http_server *srv = (tn_http_server *)arg;
+    tn__conn *c = srv->conns, *next;
+    (void)l;
+    for (; c; c = next) {
+        next = c->next;
+        if (!(c->flags & TN__C_ZOMBIE)) tn__conn_close(c);
+    }
+}
+
+tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
+    tn_future *f = tn_future_new(srv->loop);
+    tn__conn *c, *next;
+    if (!f) return NULL;
+    if (srv->shutting_down) {
+        tn_future_fail(f, TN_ESTATE);
+        return f;
+    }
+    srv->shutting_down = 1;
+    tn__server_close_listeners(srv);
+    if (srv->nconns == 0) {
+        tn_future_resolve(f, NULL);
+        return f;
+    }
+    srv->shutdown_f = f;
+    tn_call_later(srv->loop, deadline_ms, tn__server_force_close, srv, &srv->shutdown_timer);
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        c->flags |= TN__C_CLOSE_AFTER;
+        if (!c->req && !tn__stream_pending(&c->s)) tn__conn_close(c); /* idle */
+        else if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c); /* mid-read: drop */
+    }
+    return f;
+}
+
+void tn_http_server_free(tn_http_server *srv) {
+    size_t i;
+    if (!srv) return;
+    tn__server_close_listeners(srv);
+    srv->shutting_down = 1;
+    if (srv->shutdown_f) {
+        tn_cancel_timer(srv->loop, srv->shutdown_timer);
+        tn_future_fail(srv->shutdown_f, TN_ECANCELLED);
+        srv->shutdown_f = NULL;
+    }
+    while (srv->conns) {
+        tn__conn *c = srv->conns;
+        if (c->req && c->req->co_future) {
+            /* A coroutine still holds this request: stop it and drop the
+             * link to its completion; its frame is freed when it ends. */
+            tn_future_on_done(c->req->co_future, NULL, NULL);
+            c->req->co_future->done_fn = NULL;
+            tn_future_cancel(c->req->co_future);
+            tn_future_release(c->req->co_future);
+            c->req->co_future = NULL;
+        }
+        tn__stream_close(&c->s);
+        tn__conn_free(c);
+    }
+    while (srv->req_free) {
+        tn_http_request *r = srv->req_free;
+        srv->req_free = r->next_free;
+        TN_FREE(r->scratch);
+        TN_FREE(r->rh);
+        TN_FREE(r);
+    }
+    for (i = 0; i < srv->nroutes; i++) {
+        TN_FREE(srv->routes[i].method);
+        TN_FREE(srv->routes[i].pattern);
+    }
+    TN_FREE(srv->routes);
+    TN_FREE(srv);
+}
+
+/* ---------------------------------------------------------- accessors */
+const char *tn_http_method(const tn_http_request *r) { return r->msg.method; }
+const char *tn_http_target(const tn_http_request *r) { return r->msg.target; }
+const char *tn_http_path(const tn_http_request *r) { return r->path; }
+int tn_http_version_minor(const tn_http_request *r) { return r->msg.version_minor; }
+void *tn_http_frame(tn_http_request *r) { return r->frame; }
+int tn_http_closed(const tn_http_request *r) { return r->closed; }
+
+const char *tn_http_param(tn_http_request *r, const char *name) {
+    size_t i, n = strlen(name);
+    for (i = 0; i < r->nparams; i++)
+        if (r->params[i].name_len == n && memcmp(r->params[i].name, name, n) == 0) return r->params[i].value;
+    return NULL;
+}
+
+/* Decodes the whole query once, into "name\0value\0" pairs in scratch. */
+static void tn__req_parse_query(tn_http_request *r) {
+    const char *t = r->msg.target, *q = strchr(t, '?'), *end;
+    char *out;
+    size_t o = 0;
+    r->query_parsed = 1;
+    if (!q) return;
+    q++;
+    end = q + strlen(q);
+    out = tn__scratch(r, 2 * (size_t)(end - q) + 2);
+    if (!out) return;
+    while (q < end) {
+        const char *amp = (const char *)memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        const char *eq = (const char *)memchr(q, '=', (size_t)(stop - q));
+        const char *nend = eq ? eq : stop;
+        if (stop > q) {
+            o += tn__pct_decode(out + o, q, (size_t)(nend - q), 1) + 1;
+            o += (eq ? tn__pct_decode(out + o, eq + 1, (size_t)(stop - eq - 1), 1) : tn__pct_decode(out + o, "", 0, 1)) + 1;
+        }
+        q = stop + (amp ? 1 : 0);
+    }
+    r->query_pairs = out;
+    r->query_pairs_len = o;
+}
+
+const char *tn_http_query(tn_http_request *r, const char *name) {
+    const char *p, *end;
+    if (!r->query_parsed) tn__req_parse_query(r);
+    if (!r->query_pairs) return NULL;
+    p = r->query_pairs;
+    end = p + r->query_pairs_len;
+    while (p < end) {
+        const char *v = p + strlen(p) + 1;
+        if (strcmp(p, name) == 0) return v;
+        p = v + strlen(v) + 1;
+    }
+    return NULL;
+}
+
+const char *tn_http_get_header(const tn_http_request *r, const char *name) {
+    const tn_http_header *h = tn_http_find_header(&r->msg, name);
+    return h ? h->value : NULL;
+}
+size_t tn_http_header_count(const tn_http_request *r) { return r->msg.num_headers; }
+int tn_http_header_at(const tn_http_request *r, size_t i, const char **name, const char **value) {
+    if (i >= r->msg.num_headers) return TN_ENOENT;
+    *name = r->msg.headers[i].name;
+    *value = r->msg.headers[i].value;
+    return 0;
+}
+const char *tn_http_body(const tn_http_request *r, size_t *len) {
+    if (len) *len = r->route && r->route->opts.on_body ? 0 : r->body_len;
+    return r->base ? r->conn->s.in.data + r->conn->s.in.off + r->head_len : "";
 }
 
 #ifdef __cplusplus

@@ -1,0 +1,229 @@
+/* httpbin: the test target of the suite and a tour of the server API.
+ *
+ *   httpbin [--host 127.0.0.1] [--port 8888]     (--port 0: any free port)
+ *
+ *   GET|HEAD /         Hello, world!
+ *   POST|PUT /echo     the decoded request body back
+ *   GET /status/{code} an empty response with that status
+ *   GET /delay/{ms}    a coroutine sleeps, then answers
+ *   GET /stream/{n}    n lines, streamed (chunked), with backpressure
+ *   GET /bytes/{n}     n bytes (a pattern), Content-Length
+ *   GET /headers       the request's header fields back, one per line
+ *   GET /query?a=..    the decoded query parameters a and b
+ *   POST /upload       a streamed body: its length and a checksum
+ *
+ * SIGINT or SIGTERM shuts it down gracefully (requests in flight finish). */
+#define TORNADO_IMPLEMENTATION
+#include "../tornado.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A number from a path parameter, or -1 if it is not one. */
+static long param_num(tn_http_request *req, const char *name, long max) {
+    const char *s = tn_http_param(req, name);
+    char *end;
+    long v;
+    if (!s || !*s) return -1;
+    v = strtol(s, &end, 10);
+    return (*end || v < 0 || v > max) ? -1 : v;
+}
+
+static void hello(tn_http_request *req, void *arg) {
+    (void)arg;
+    tn_http_respond(req, 200, NULL, "Hello, world!", 13);
+}
+
+static void echo(tn_http_request *req, void *arg) {
+    size_t len;
+    const char *body = tn_http_body(req, &len);
+    const char *ctype = tn_http_get_header(req, "Content-Type");
+    (void)arg;
+    tn_http_respond(req, 200, ctype ? ctype : "application/octet-stream", body, len);
+}
+
+static void status(tn_http_request *req, void *arg) {
+    long code = param_num(req, "code", 999);
+    (void)arg;
+    if (code < 200) {
+        tn_http_respond(req, 400, NULL, "status must be 200..999\n", 24);
+        return;
+    }
+    tn_http_respond(req, (int)code, NULL, "", 0);
+}
+
+static void bytes(tn_http_request *req, void *arg) {
+    long n = param_num(req, "n", 100L * 1024 * 1024), i;
+    char chunk[4096];
+    (void)arg;
+    if (n < 0) {
+        tn_http_respond(req, 400, NULL, "bad length\n", 11);
+        return;
+    }
+    for (i = 0; i < (long)sizeof chunk; i++) chunk[i] = (char)('a' + i % 26);
+    tn_http_begin(req, 200, "application/octet-stream", n);
+    for (i = 0; i < n; i += (long)sizeof chunk)
+        tn_http_write(req, chunk, (size_t)(n - i < (long)sizeof chunk ? n - i : (long)sizeof chunk));
+    tn_http_finish(req);
+}
+
+static void headers(tn_http_request *req, void *arg) {
+    char out[8192];
+    size_t o = 0, i;
+    (void)arg;
+    for (i = 0; i < tn_http_header_count(req); i++) {
+        const char *name, *value;
+        int n;
+        tn_http_header_at(req, i, &name, &value);
+        n = snprintf(out + o, sizeof out - o, "%s: %s\n", name, value);
+        if (n < 0 || (size_t)n >= sizeof out - o) break;
+        o += (size_t)n;
+    }
+    tn_http_respond(req, 200, NULL, out, o);
+}
+
+static void query(tn_http_request *req, void *arg) {
+    char out[1024];
+    const char *a = tn_http_query(req, "a"), *b = tn_http_query(req, "b");
+    int n = snprintf(out, sizeof out, "a=%s\nb=%s\n", a ? a : "(none)", b ? b : "(none)");
+    (void)arg;
+    tn_http_respond(req, 200, NULL, out, (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
+}
+
+/* /delay/{ms}: a coroutine handler. Its frame holds what lives across the
+ * await (nothing here but the framework's part). */
+struct delay_frame {
+    tn_http_co h;
+};
+static int delay(tn_co *co) {
+    struct delay_frame *f = (struct delay_frame *)co;
+    long ms;
+    TN_BEGIN(co);
+    ms = param_num(f->h.req, "ms", 60000);
+    if (ms < 0) {
+        tn_http_respond(f->h.req, 400, NULL, "bad delay\n", 10);
+        TN_RETURN(co, NULL);
+    }
+    TN_SLEEP(co, (uint64_t)ms);
+    if (co->err) TN_FAIL(co, co->err); /* cancelled: the client left */
+    tn_http_respond(f->h.req, 200, NULL, "done\n", 5);
+    TN_END(co);
+}
+
+/* /stream/{n}: n chunked lines, waiting for the output to drain. */
+struct stream_frame {
+    tn_http_co h;
+    long i, n;
+};
+static int stream(tn_co *co) {
+    struct stream_frame *f = (struct stream_frame *)co;
+    TN_BEGIN(co);
+    f->n = param_num(f->h.req, "n", 10000000);
+    if (f->n < 0) {
+        tn_http_respond(f->h.req, 400, NULL, "bad count\n", 10);
+        TN_RETURN(co, NULL);
+    }
+    tn_http_begin(f->h.req, 200, "text/plain; charset=utf-8", -1);
+    for (f->i = 0; f->i < f->n; f->i++) {
+        char line[64];
+        int len = snprintf(line, sizeof line, "line %ld\n", f->i);
+        if (tn_http_write(f->h.req, line, (size_t)len)) TN_FAIL(co, TN_ECLOSED);
+        if (f->i % 1024 == 1023) {
+            TN_AWAIT(co, tn_http_drain(f->h.req));
+            if (co->err) TN_FAIL(co, co->err);
+        }
+    }
+    tn_http_finish(f->h.req);
+    TN_END(co);
+}
+
+/* /upload: the body is streamed to on_upload; the handler answers at the
+ * end. The running sums live in the coroutine frame of the request. */
+struct upload_frame {
+    tn_http_co h;
+    unsigned long long len;
+    unsigned long sum; /* Adler-32 */
+    unsigned long a, b;
+};
+static int upload_body(tn_http_request *req, const char *data, size_t len, void *arg) {
+    struct upload_frame *f = (struct upload_frame *)tn_http_frame(req);
+    size_t i;
+    (void)arg;
+    if (!f) return 0;
+    if (f->a == 0 && f->len == 0) f->a = 1;
+    for (i = 0; i < len; i++) {
+        f->a = (f->a + (unsigned char)data[i]) % 65521;
+        f->b = (f->b + f->a) % 65521;
+    }
+    f->len += len;
+    return 0;
+}
+static int upload(tn_co *co) {
+    struct upload_frame *f = (struct upload_frame *)co;
+    char out[128];
+    int n;
+    TN_BEGIN(co);
+    if (f->len == 0) f->a = 1;
+    n = snprintf(out, sizeof out, "length=%llu adler32=%08lx\n", f->len, (f->b << 16) | f->a);
+    tn_http_respond(f->h.req, 200, NULL, out, (size_t)n);
+    TN_END(co);
+}
+
+static tn_http_server *server;
+static void on_signal(tn_loop *loop, int signo, void *arg) {
+    tn_future *done;
+    (void)arg;
+    fprintf(stderr, "httpbin: signal %d, shutting down\n", signo);
+    done = tn_http_server_shutdown(server, 5000);
+    tn_future_release(done);
+    tn_loop_stop(loop);
+}
+
+int main(int argc, char **argv) {
+    tn_loop *loop;
+    const char *host = "127.0.0.1";
+    int port = 8888, i, rc;
+    tn_http_route_opts up = {0}, str = {0}, del = {0};
+    for (i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--host") == 0) host = argv[i + 1];
+        else if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
+        else break;
+    }
+    if (i < argc) {
+        fprintf(stderr, "usage: httpbin [--host HOST] [--port PORT]\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, NULL, &server)) return 1;
+    up.on_body = upload_body;
+    up.frame_size = sizeof(struct upload_frame);
+    up.max_body_bytes = (size_t)1 << 40; /* streamed: no buffer to bound */
+    str.frame_size = sizeof(struct stream_frame);
+    del.frame_size = sizeof(struct delay_frame);
+    tn_http_route(server, "GET", "/", hello, NULL, NULL);
+    tn_http_route(server, "POST", "/echo", echo, NULL, NULL);
+    tn_http_route(server, "PUT", "/echo", echo, NULL, NULL);
+    tn_http_route(server, "GET", "/status/{code}", status, NULL, NULL);
+    tn_http_route(server, "GET", "/bytes/{n}", bytes, NULL, NULL);
+    tn_http_route(server, "GET", "/headers", headers, NULL, NULL);
+    tn_http_route(server, "GET", "/query", query, NULL, NULL);
+    tn_http_route_co(server, "GET", "/delay/{ms}", delay, NULL, &del);
+    tn_http_route_co(server, "GET", "/stream/{n}", stream, NULL, &str);
+    tn_http_route_co(server, "POST", "/upload", upload, NULL, &up);
+    if ((rc = tn_http_listen(server, host, port)) != 0) {
+        fprintf(stderr, "httpbin: listen on %s:%d: %s\n", host, port, tn_strerror(rc));
+        return 1;
+    }
+    tn_signal_add(loop, SIGINT, on_signal, NULL);
+    tn_signal_add(loop, SIGTERM, on_signal, NULL);
+    printf("listening on http://%s:%d\n", host, tn_http_server_port(server));
+    fflush(stdout);
+    tn_loop_run(loop);
+    /* Let requests in flight finish (the shutdown's deadline bounds it). */
+    while (tn_http_server_connections(server)) tn_loop_step(loop, 100);
+    tn_http_server_free(server);
+    tn_loop_free(loop);
+    return 0;
+}
