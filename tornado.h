@@ -1,7 +1,203 @@
 /* tornado.h - Tornado's async model (event loop, futures, coroutines,
- * executor) for C, as one header.                     MIT licence: see the end.
+ * executor, HTTP) for C, as one header.               MIT licence: see the end.
  *
- * @@MANUAL@@
+ * ==========================================================================
+ *  tornado.h: an event loop, futures, stackless coroutines, a thread pool,
+ *  buffered TCP streams and an HTTP/1.1 server, in one C99 header.
+ * ==========================================================================
+ *
+ * Python's Tornado made one model popular: one thread, one event loop,
+ * futures and coroutines, so that thousands of mostly idle connections cost
+ * almost nothing. This header brings that model to C for small tools,
+ * daemons and firmware-like programs on Linux (epoll) or any POSIX system
+ * with poll().
+ *
+ * QUICK START ---------------------------------------------------------------
+ * Copy tornado.h into your project. In exactly ONE .c file, include it first
+ * with the implementation switched on; everywhere else include it plainly.
+ *
+ *     #define TORNADO_IMPLEMENTATION
+ *     #include "tornado.h"
+ *
+ *     static void hello(tn_http_request *req, void *arg) {
+ *         tn_http_respond(req, 200, "text/plain", "Hello, world!", 13);
+ *     }
+ *     int main(void) {
+ *         tn_loop *loop;  tn_http_server *srv;
+ *         tn_loop_new(&loop, NULL);
+ *         tn_http_server_new(loop, NULL, &srv);
+ *         tn_http_route(srv, "GET", "/", hello, NULL, NULL);
+ *         tn_http_listen(srv, "127.0.0.1", 8888);
+ *         tn_loop_run(loop);               // until tn_loop_stop()
+ *     }
+ *
+ * Build: cc -O2 app.c -pthread   (add -DTN_NO_THREADS for no pthreads)
+ *
+ * CONCEPTS (Tornado name -> tornado.h) ---------------------------------------
+ *   IOLoop                      tn_loop: tn_loop_new/run/stop/step/free
+ *   IOLoop.add_handler          tn_add_handler / tn_update_handler / tn_remove_handler
+ *   IOLoop.add_callback         tn_add_callback (FIFO, next iteration)
+ *   add_callback from a thread  tn_add_callback_threadsafe (eventfd/self-pipe wake-up)
+ *   IOLoop.call_later/call_at   tn_call_later / tn_call_at -> tn_timer handle
+ *   IOLoop.remove_timeout       tn_cancel_timer
+ *   PeriodicCallback            tn_call_every (skips missed runs)
+ *   IOLoop.time                 tn_time_ms
+ *   IOLoop.run_sync             tn_run_sync
+ *   signal handling             tn_signal_add / tn_signal_remove
+ *   Future                      tn_future: resolve/fail/cancel/on_done/release
+ *   Future.add_done_callback    tn_future_on_done (one per future; runs later)
+ *   gen.multi / gather          tn_all
+ *   asyncio.wait(FIRST_COMPLETED) tn_any
+ *   gen.with_timeout            tn_with_timeout
+ *   gen.sleep                   tn_sleep
+ *   @gen.coroutine / async def  a tn_co_fn with TN_BEGIN ... TN_END; tn_spawn
+ *   await / yield               TN_AWAIT, TN_YIELD, TN_SLEEP, TN_WAIT_UNTIL
+ *   run_in_executor             tn_run_in_executor (fixed pthread pool)
+ *   tornado.locks.Event         tn_event
+ *   tornado.queues.Queue        tn_queue (bounded: put waits when full)
+ *   IOStream                    tn_stream (the server's connection layer)
+ *   HTTPServer + Application    tn_http_server + tn_http_route / tn_http_route_co
+ *   RequestHandler              a plain handler, or a coroutine handler
+ *   stream_request_body         tn_http_route_opts.on_body
+ *   RequestHandler.flush        tn_http_drain (a future: backpressure)
+ *
+ * THE LOOP -----------------------------------------------------------------
+ * One iteration: run the callbacks queued before it began (FIFO), run the
+ * timers due (earliest first; equal deadlines in the order scheduled),
+ * re-check TN_WAIT_UNTIL conditions, then wait for I/O until the next timer
+ * (not at all if callbacks are pending) and dispatch it. Everything runs on
+ * the loop's thread; only tn_add_callback_threadsafe may be called from
+ * another. There is no global state: every object hangs off its tn_loop
+ * (the one exception is the poll backend's signal path, below).
+ * Embedding in another main loop: call tn_loop_step(loop, 0) from it, and
+ * sleep at most tn_loop_next_timeout(loop) ms, or poll tn_loop_fd(loop).
+ *
+ * Backends: epoll (Linux default) with eventfd wake-ups and signalfd
+ * signals; -DTN_BACKEND_POLL selects poll(2) with a self-pipe and sigaction
+ * (POSIX only). The signal path of the poll backend keeps the self-pipe's
+ * fd in a static, as a signal handler cannot find a loop otherwise; only
+ * one loop per process can then own signals (others get TN_EEXIST).
+ * Level-triggered: a callback may remove or close any fd, its own included;
+ * an event collected for an fd that was removed is never delivered, even if
+ * the number is reused in the same batch (registrations carry a generation).
+ *
+ * OWNERSHIP ----------------------------------------------------------------
+ *   FUTURES: a future has one producer and one consumer; the producer's part
+ *   ends when it resolves or fails it, the consumer's part ends when it
+ *   awaits it, hands it to a combinator or tn_run_sync, or releases it; the
+ *   future frees itself when both parts have ended.
+ * So: every tn_future* a function returns is yours to consume exactly once;
+ * a value resolved with tn_future_resolve_owned is freed with its free
+ * function unless the consumer takes it (TN_AWAIT and tn_all take it for
+ * you: co->value / values[i] are then yours). Releasing a pending future
+ * does not cancel it; tn_future_cancel does (the producer's on_cancel hook
+ * is told at once, and its done callback still runs later).
+ *   Loops, servers, events and queues: the creator frees them. fds you
+ * register stay yours. Strings passed in are copied unless said otherwise.
+ * Request strings (tn_http_method, tn_http_get_header, tn_http_body...)
+ * belong to the request and live until its response is finished.
+ *
+ * COROUTINES ----------------------------------------------------------------
+ * Stackless, in the style of Adam Dunkels' protothreads: a coroutine is a
+ * function over a frame struct whose FIRST member is a tn_co.
+ *
+ *   !! LOCAL VARIABLES DO NOT SURVIVE AN AWAIT. !!  The function returns at
+ *   every TN_AWAIT/TN_YIELD/TN_SLEEP/TN_WAIT_UNTIL and is called again to
+ *   resume; keep everything that must live across one in the frame.
+ *
+ *     struct fetch2 { tn_co co; tn_future *f[2]; void *v[2]; };
+ *     static int fetch2(tn_co *co) {
+ *         struct fetch2 *s = (struct fetch2 *)co;
+ *         TN_BEGIN(co);
+ *         s->f[0] = tn_sleep(co->loop, 10);  s->f[1] = tn_sleep(co->loop, 20);
+ *         TN_AWAIT(co, tn_with_timeout(co->loop, tn_all(co->loop, s->f, 2, s->v), 1000));
+ *         if (co->err) TN_FAIL(co, co->err);     // co->err: 0 or the error
+ *         TN_END(co);                            // resolves the future
+ *     }
+ *     struct fetch2 *s = TN_CO_NEW(loop, struct fetch2); // zeroed; freed at its end
+ *     tn_future *done = tn_spawn(loop, (tn_co *)s, fetch2);  // NULL: out of memory
+ *
+ * (see README.md and examples/coroutines.c for whole programs). tn_spawn
+ * runs the body at once up to its first suspension and returns the future
+ * of its end; a frame from tn_co_new/TN_CO_NEW is freed when it ends.
+ * After TN_AWAIT, co->err is 0 or the future's error (a coroutine decides
+ * whether to handle or propagate it) and co->value its value (yours).
+ * Cancelling the coroutine's future cancels what it awaits: the await
+ * returns TN_ECANCELLED; TN_CANCELLED(co) tells.
+ * Caveats: with the portable continuation (a switch on a number) an await
+ * must not sit inside a `switch` of your own; -DTN_CO_LABELS uses GCC/clang
+ * labels-as-values instead, which lifts that. Two awaits may share a line
+ * (__COUNTER__). TN_WAIT_UNTIL re-checks its condition after each loop
+ * iteration that ran anything, so it costs nothing while the loop sleeps.
+ * Cost: sizeof(tn_co) is 56 bytes on x86-64 (7 words), plus one 72-byte
+ * future per spawn; nothing per await beyond the awaited future.
+ *
+ * HTTP SERVER ----------------------------------------------------------------
+ * HTTP/1.1 with keep-alive, pipelining (responses strictly in order: a
+ * connection serves one request at a time), chunked in both directions,
+ * HEAD, Expect: 100-continue, header/body/idle timeouts, limits with the
+ * right status (400, 408, 413, 414, 431, 501, 505), connection shedding
+ * (503), and graceful shutdown. Routes: "/users/{id}", "/static/{path*}";
+ * 404, 405 (with Allow), 501 for unknown methods. A plain handler must
+ * respond before it returns; a coroutine handler (tn_http_route_co) gets a
+ * frame that begins with a tn_http_co and may await anything. A handler
+ * that fails, or returns without responding, gets a 500. The request parser
+ * (tn_http_parse_request) and response parser (tn_http_parse_response) are
+ * pure functions over bytes, usable on their own, sharing their field-line
+ * and chunked code.
+ *
+ * ERRORS --------------------------------------------------------------------
+ * Functions return 0 or a negative code; tn_strerror names it. System
+ * errors are -errno. The library's own: TN_ENOMEM, TN_EINVAL, TN_ETIMEOUT,
+ * TN_ECANCELLED, TN_ECLOSED, TN_EEXIST, TN_ENOENT, TN_EFULL, TN_EEMPTY,
+ * TN_ESTATE, TN_ENOTSUP, TN_EAGAIN (parser: need more bytes), TN_ERESOLVE,
+ * TN_EREFUSED, and the HTTP ones named by their status: TN_EMALFORMED (400),
+ * TN_ETOOLARGE (413), TN_EURILONG (414), TN_EHEADERS (431), TN_ENOTIMPL
+ * (501), TN_EVERSION (505). Functions returning a pointer return NULL only
+ * for TN_ENOMEM.
+ *
+ * CONFIGURATION MACROS (define before including; defaults shown) -----------
+ *   TORNADO_IMPLEMENTATION  compile the implementation in this file
+ *   TN_API                  linkage of every function (extern; e.g. static)
+ *   TN_MALLOC(sz), TN_REALLOC(p, sz), TN_FREE(p)   malloc, realloc, free
+ *   TN_ASSERT(c)            assert(c)
+ *   TN_BACKEND_POLL         use poll(2), a self-pipe and sigaction
+ *   TN_NO_THREADS           no pthreads: the executor runs work inline
+ *   TN_CO_LABELS            labels-as-values continuations (GCC, clang)
+ *   TN_EXECUTOR_THREADS     4       pool threads (tn_loop_opts can override)
+ *   TN_BUF_SIZE             16384   pooled I/O buffer size
+ *   TN_BUF_POOL             64      free buffers a loop keeps
+ *   TN_HTTP_MAX_HEAD        65536   request head limit (431)
+ *   TN_HTTP_MAX_TARGET      8192    request-target limit (414)
+ *   TN_HTTP_MAX_HEADERS     100     header fields per request (431)
+ *   TN_HTTP_MAX_CHUNK_EXT   4096    chunk-extension bytes (400)
+ *   TN_HTTP_MAX_BODY        1 MiB   buffered request body (413)
+ *   TN_HTTP_MAX_PARAMS      8       path parameters per route
+ *   TN_HTTP_WRITE_LOW       64 KiB  tn_http_drain resolves below this
+ *   TN_HTTP_WRITE_HIGH      256 KiB stop reading pipelined requests above
+ *   TN_HTTP_REQ_POOL        64      request objects a server keeps
+ * Run-time options are structs where zero means the default
+ * (tn_loop_opts, tn_http_server_opts, tn_http_route_opts).
+ *
+ * COST OF EACH OPERATION ----------------------------------------------------
+ *   tn_add_callback           O(1) amortized, no allocation once warm
+ *   tn_call_later/at/every    O(log n) (binary heap), no allocation once warm
+ *   tn_cancel_timer           O(log n); a stale handle is detected, O(1)
+ *   timer dispatch            O(log n) per timer
+ *   tn_add/update/remove_handler  O(1) plus one epoll_ctl (none if the
+ *                             interest did not change)
+ *   future resolve -> done    O(1): one queued callback
+ *   tn_all / tn_any           O(n) setup, O(n) per completed input
+ *   TN_AWAIT on a done future continues at once; on a pending one, one
+ *                             callback when it resolves
+ *   TN_WAIT_UNTIL             O(waiters) per loop iteration
+ *   tn_run_in_executor        one mutex round trip each way + one wake-up
+ *   HTTP request              no allocation on the hot path once warm
+ *                             (pooled buffers and request objects), one
+ *                             read and one write per batch of pipelined
+ *                             requests, Date formatted once per second
+ *   idle keep-alive connection  160 bytes of connection state + 24 in the
+ *                             loop's fd table; no buffer (returned to pool)
  */
 #ifndef TORNADO_H
 #define TORNADO_H
@@ -1996,7 +2192,9 @@ static void tn__co_cancelled(tn_future *f, void *arg) {
 }
 
 tn_future *tn_spawn(tn_loop *l, tn_co *co, tn_co_fn fn) {
-    tn_future *f = tn_future_new(l);
+    tn_future *f;
+    if (!co) return NULL; /* a failed tn_co_new passed straight in */
+    f = tn_future_new(l);
     if (!f) {
         if (co->flags & TN__CO_OWNED) TN_FREE(co);
         return NULL;
