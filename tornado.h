@@ -239,6 +239,10 @@ extern "C" {
 #define TN_EAGAIN      (-1012) /* parser: incomplete, feed more bytes */
 #define TN_ERESOLVE    (-1013) /* name resolution failed */
 #define TN_EREFUSED    (-1014) /* connection refused */
+#define TN_ECONNECTTIMEOUT (-1015) /* connecting took longer than its timeout */
+#define TN_EQUEUETIMEOUT (-1016) /* waited too long for a free connection */
+#define TN_ENOTLS      (-1017) /* https:// asked for: TLS is not supported */
+#define TN_EREDIRECTS  (-1018) /* more redirects than allowed (a loop?) */
 /* HTTP message errors: each names the status a server answers with. */
 #define TN_EMALFORMED  (-1100) /* 400 Bad Request (or a malformed response) */
 #define TN_ETOOLARGE   (-1101) /* 413 Content Too Large */
@@ -877,6 +881,110 @@ TN_API int tn_http_finish(tn_http_request *req);
 /* The reason phrase of a status code ("Not Found"); "Unknown" otherwise. */
 TN_API const char *tn_http_reason(int status);
 
+/* ------------------------------------------------------------------------
+ * TCP streams as futures (Tornado's IOStream, TCPClient, TCPServer).
+ * The server and the HTTP client use the same stream layer underneath.
+ * ---------------------------------------------------------------------- */
+/* Bytes a stream read produced: free with tn_bytes_free (TN_FREE). data is
+ * NUL-terminated for convenience (the NUL is not counted in len). */
+typedef struct tn_bytes {
+    size_t len;
+    char data[1];
+} tn_bytes;
+TN_API void tn_bytes_free(void *bytes);
+
+/* Connects to host:port (a numeric address, or a name resolved on the
+ * executor; with TN_NO_THREADS resolution blocks the loop). Resolves with a
+ * tn_stream* that is yours (tn_stream_close). Fails with TN_ERESOLVE,
+ * TN_EREFUSED, TN_ECONNECTTIMEOUT (timeout_ms; 0: none) or -errno. */
+TN_API tn_future *tn_tcp_connect(tn_loop *loop, const char *host, int port, unsigned timeout_ms);
+typedef void (*tn_accept_fn)(tn_stream *stream, void *arg);
+/* Listens on host:port (NULL: 127.0.0.1; 0: any free port, *port_out gets
+ * it); fn receives each accepted stream (yours). *listener_fd gets the fd
+ * to pass to tn_tcp_unlisten. */
+TN_API int tn_tcp_listen(tn_loop *loop, const char *host, int port, tn_accept_fn fn, void *arg,
+                         int *listener_fd, int *port_out);
+TN_API void tn_tcp_unlisten(tn_loop *loop, int listener_fd);
+
+/* One read at a time per stream (TN_ESTATE otherwise). Each resolves with
+ * a tn_bytes* (yours). */
+/* Up to and including delim (1..16 bytes); TN_ETOOLARGE if max bytes pass
+ * without it, TN_ECLOSED if the peer closes first. */
+TN_API tn_future *tn_stream_read_until(tn_stream *s, const char *delim, size_t max);
+/* Exactly n bytes; TN_ECLOSED if the peer closes first. */
+TN_API tn_future *tn_stream_read_bytes(tn_stream *s, size_t n);
+/* Everything until the peer closes; TN_ETOOLARGE beyond max bytes. */
+TN_API tn_future *tn_stream_read_until_close(tn_stream *s, size_t max);
+/* Queues a copy of data; resolves when it has been written to the socket.
+ * Queued output is bounded by TN_STREAM_MAX_BUFFER (TN_EFULL beyond). */
+TN_API tn_future *tn_stream_write(tn_stream *s, const void *data, size_t len);
+/* fn(stream, arg) runs (from the loop) when the peer closes or the stream
+ * fails; the stream is still yours to tn_stream_close. */
+TN_API void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg), void *arg);
+/* Closes the fd, fails the pending read and writes with TN_ECLOSED, and
+ * frees the stream. */
+TN_API void tn_stream_close(tn_stream *s);
+TN_API int tn_stream_fd(const tn_stream *s);
+
+/* ------------------------------------------------------------------------
+ * HTTP client (Tornado's AsyncHTTPClient and HTTPClient)
+ * ---------------------------------------------------------------------- */
+typedef struct tn_http_client tn_http_client;
+
+typedef struct tn_http_client_opts {
+    size_t max_clients;           /* connections per host:port: 10 */
+    unsigned connect_timeout_ms;  /* default for requests: 20000 */
+    unsigned request_timeout_ms;  /* default for requests: 20000 */
+    unsigned idle_timeout_ms;     /* a pooled connection unused this long closes: 30000 */
+    size_t max_body_bytes;        /* default for requests: 100 MiB */
+} tn_http_client_opts;
+
+typedef int (*tn_http_chunk_fn)(const char *data, size_t len, void *arg);
+
+typedef struct tn_http_fetch_opts {
+    const char *method;           /* NULL: GET (POST if a body is given) */
+    const char *const *headers;   /* "Name: value" strings, NULL-terminated list */
+    const char *body;             /* copied; may hold NULs (body_len) */
+    size_t body_len;
+    unsigned connect_timeout_ms;  /* 0: the client's */
+    unsigned request_timeout_ms;  /* 0: the client's (from leaving the queue to the end) */
+    unsigned queue_timeout_ms;    /* waiting for a free connection; 0: request_timeout_ms */
+    int no_redirects;             /* 1: return 3xx as they are */
+    int max_redirects;            /* 0: 5 */
+    size_t max_body_bytes;        /* 0: the client's */
+    tn_http_chunk_fn on_chunk;    /* streaming: body pieces go here, not into body */
+    void *chunk_arg;
+} tn_http_fetch_opts;
+
+typedef struct tn_http_response {
+    int status;
+    char *reason;
+    tn_http_header *headers; /* copies, NUL-terminated */
+    size_t num_headers;
+    char *body;              /* NUL-terminated; body_len bytes (0 in streaming mode) */
+    size_t body_len;
+    char *effective_url;     /* the URL after redirects */
+    int redirects;
+    uint64_t queue_ms, total_ms; /* time waiting for a connection; whole fetch */
+} tn_http_response;
+
+TN_API int tn_http_client_new(tn_loop *loop, const tn_http_client_opts *opts, tn_http_client **out);
+/* Closes every connection; fetches still pending fail with TN_ECANCELLED. */
+TN_API void tn_http_client_free(tn_http_client *c);
+/* Fetches url ("http://host[:port]/path"; https:// fails with TN_ENOTLS).
+ * Resolves with a tn_http_response* (yours: tn_http_response_free), for
+ * any status; fails with TN_EQUEUETIMEOUT, TN_ECONNECTTIMEOUT, TN_ETIMEOUT
+ * (request), TN_EREDIRECTS, TN_ECLOSED (cut off mid-response),
+ * TN_EMALFORMED, TN_EHEADERS, TN_ETOOLARGE, TN_ERESOLVE, TN_EREFUSED.
+ * opts may be NULL; everything in it is copied. A stale pooled connection
+ * is retried once for idempotent methods, never for POST or PATCH. */
+TN_API tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts);
+TN_API void tn_http_response_free(void *resp);
+TN_API const char *tn_http_response_header(const tn_http_response *r, const char *name);
+/* The synchronous client (Tornado's HTTPClient): a private loop for one
+ * fetch. *out is yours. */
+TN_API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_response **out);
+
 #ifdef __cplusplus
 }
 #endif
@@ -903,6 +1011,8 @@ TN_API const char *tn_http_reason(int status);
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <strings.h>
 
 #ifndef TN_MALLOC
 #define TN_MALLOC(sz) malloc(sz)
@@ -958,6 +1068,10 @@ const char *tn_strerror(int err) {
     case TN_EAGAIN: return "incomplete input";
     case TN_ERESOLVE: return "name resolution failed";
     case TN_EREFUSED: return "connection refused";
+    case TN_ECONNECTTIMEOUT: return "connect timed out";
+    case TN_EQUEUETIMEOUT: return "timed out waiting in the queue for a connection";
+    case TN_ENOTLS: return "TLS (https) is not supported";
+    case TN_EREDIRECTS: return "too many redirects";
     case TN_EMALFORMED: return "malformed HTTP message";
     case TN_ETOOLARGE: return "body too large";
     case TN_EURILONG: return "request-target too long";
@@ -4907,35 +5021,19 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
     return 0;
 }
 
+static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out);
+
 int tn_http_listen(tn_http_server *srv, const char *host, int port) {
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    int fd, one = 1, rc;
+    int fd, rc;
     if (srv->nlisten == (int)(sizeof srv->lfds / sizeof srv->lfds[0])) return TN_EFULL;
-    if (port < 0 || port > 65535) return TN_EINVAL;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host ? host : "127.0.0.1", &sa.sin_addr) != 1) return TN_EINVAL;
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-#ifdef SO_REUSEPORT
-    if (srv->opts.reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-#endif
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, srv->opts.backlog) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
+    fd = tn__listen_socket(host, port, srv->opts.backlog, srv->opts.reuseport, &srv->port);
+    if (fd < 0) return fd;
     rc = tn_add_handler(srv->loop, fd, TN_READ, tn__server_accept, srv);
     if (rc) {
         close(fd);
         return rc;
     }
     srv->lfds[srv->nlisten++] = fd;
-    srv->port = ntohs(sa.sin_port);
     return 0;
 }
 
@@ -5150,6 +5248,1349 @@ int tn_http_header_at(const tn_http_request *r, size_t i, const char **name, con
 const char *tn_http_body(const tn_http_request *r, size_t *len) {
     if (len) *len = r->route && r->route->opts.on_body ? 0 : r->body_len;
     return r->base ? r->conn->s.in.data + r->conn->s.in.off + r->head_len : "";
+}
+
+/* ------------------------------------------------------------- connector
+ * Resolve (numeric at once, names on the executor), then a non-blocking
+ * connect, all under one timeout. Used by tn_tcp_connect and the client. */
+#ifndef TN_STREAM_MAX_BUFFER
+#define TN_STREAM_MAX_BUFFER (100u * 1024 * 1024)
+#endif
+
+typedef struct tn__connector tn__connector;
+typedef void (*tn__connect_fn)(tn__connector *cn, int fd, int err);
+
+/* The resolver's job record is its own result, so a job still running when
+ * its connector is gone frees itself through the future (free_result). */
+typedef struct tn__resolve_job {
+    char host[256];
+    int port;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+} tn__resolve_job;
+
+struct tn__connector {
+    tn_loop *loop;
+    tn__connect_fn done;
+    void *arg;
+    tn_future *resolving;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    tn_timer timer;
+    int fd, timer_armed, finished;
+};
+
+static int tn__resolve_work(void *arg, void **result) {
+    tn__resolve_job *j = (tn__resolve_job *)arg;
+    struct addrinfo hints, *res = NULL;
+    char port[16];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof port, "%d", j->port);
+    *result = j;
+    if (getaddrinfo(j->host, port, &hints, &res) != 0 || !res) return TN_ERESOLVE;
+    memcpy(&j->addr, res->ai_addr, res->ai_addrlen);
+    j->addrlen = (socklen_t)res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void tn__connector_finish(tn__connector *cn, int fd, int err) {
+    if (cn->finished) return;
+    cn->finished = 1;
+    if (cn->timer_armed) tn_cancel_timer(cn->loop, cn->timer);
+    cn->timer_armed = 0;
+    if (cn->fd >= 0) tn_remove_handler(cn->loop, cn->fd);
+    if (err && cn->fd >= 0) close(cn->fd);
+    cn->fd = -1;
+    if (cn->resolving) {
+        tn_future_release(cn->resolving); /* a running lookup frees itself */
+        cn->resolving = NULL;
+    }
+    cn->done(cn, err ? -1 : fd, err);
+}
+
+static void tn__connector_writable(tn_loop *l, int fd, unsigned events, void *arg) {
+    tn__connector *cn = (tn__connector *)arg;
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    (void)l;
+    (void)events;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
+    if (soerr) {
+        tn__connector_finish(cn, -1, soerr == ECONNREFUSED ? TN_EREFUSED : -soerr);
+        return;
+    }
+    tn__connector_finish(cn, fd, 0);
+}
+
+static void tn__connector_connect(tn__connector *cn) {
+    int fd = socket(cn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), rc;
+    if (fd < 0) {
+        tn__connector_finish(cn, -1, -errno);
+        return;
+    }
+    cn->fd = fd;
+    if (connect(fd, (struct sockaddr *)&cn->addr, cn->addrlen) == 0) {
+        tn__connector_finish(cn, fd, 0);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        cn->fd = -1;
+        tn__connector_finish(cn, -1, e == ECONNREFUSED ? TN_EREFUSED : -e);
+        return;
+    }
+    rc = tn_add_handler(cn->loop, fd, TN_WRITE, tn__connector_writable, cn);
+    if (rc) {
+        close(fd);
+        cn->fd = -1;
+        tn__connector_finish(cn, -1, rc);
+    }
+}
+
+static void tn__connector_resolved(tn_future *f, void *arg) {
+    tn__connector *cn = (tn__connector *)arg;
+    int err = tn_future_error(f);
+    tn__resolve_job *j = (tn__resolve_job *)tn_future_take(f);
+    tn_future_release(f);
+    cn->resolving = NULL;
+    if (!err && j) {
+        memcpy(&cn->addr, &j->addr, sizeof cn->addr);
+        cn->addrlen = j->addrlen;
+    }
+    TN_FREE(j);
+    if (err) tn__connector_finish(cn, -1, err == TN_ECANCELLED ? err : TN_ERESOLVE);
+    else tn__connector_connect(cn);
+}
+
+static void tn__connector_timeout(tn_loop *l, void *arg) {
+    tn__connector *cn = (tn__connector *)arg;
+    (void)l;
+    cn->timer_armed = 0;
+    tn__connector_finish(cn, -1, TN_ECONNECTTIMEOUT);
+}
+
+/* Starts connecting; cn->done is called exactly once (possibly before this
+ * returns), unless tn__connector_abort is called first. */
+static void tn__connector_start(tn__connector *cn, tn_loop *l, const char *host, int port, unsigned timeout_ms) {
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&cn->addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&cn->addr;
+    char h[256];
+    size_t hl = strlen(host);
+    cn->loop = l;
+    cn->fd = -1;
+    cn->finished = 0;
+    cn->timer_armed = 0;
+    cn->resolving = NULL;
+    memset(&cn->addr, 0, sizeof cn->addr);
+    if (port <= 0 || port > 65535 || hl == 0 || hl >= sizeof h) {
+        tn__connector_finish(cn, -1, TN_EINVAL);
+        return;
+    }
+    /* "[::1]" is how a URL writes an IPv6 literal */
+    if (host[0] == '[' && host[hl - 1] == ']') {
+        memcpy(h, host + 1, hl - 2);
+        h[hl - 2] = 0;
+    } else {
+        memcpy(h, host, hl + 1);
+    }
+    if (timeout_ms && tn_call_later(l, timeout_ms, tn__connector_timeout, cn, &cn->timer) == 0)
+        cn->timer_armed = 1;
+    if (inet_pton(AF_INET, h, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        cn->addrlen = sizeof *v4;
+        tn__connector_connect(cn);
+    } else if (inet_pton(AF_INET6, h, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        cn->addrlen = sizeof *v6;
+        tn__connector_connect(cn);
+    } else {
+        tn__resolve_job *j = (tn__resolve_job *)TN_MALLOC(sizeof *j);
+        if (!j) {
+            tn__connector_finish(cn, -1, TN_ENOMEM);
+            return;
+        }
+        memset(j, 0, sizeof *j);
+        memcpy(j->host, h, strlen(h) + 1);
+        j->port = port;
+        cn->resolving = tn_run_in_executor(l, tn__resolve_work, j, tn_bytes_free);
+        if (!cn->resolving) {
+            TN_FREE(j);
+            tn__connector_finish(cn, -1, TN_ENOMEM);
+            return;
+        }
+        tn_future_on_done(cn->resolving, tn__connector_resolved, cn);
+    }
+}
+
+/* Stops an unfinished connect without calling done. */
+static void tn__connector_abort(tn__connector *cn) {
+    if (cn->finished) return;
+    cn->finished = 1;
+    if (cn->timer_armed) tn_cancel_timer(cn->loop, cn->timer);
+    cn->timer_armed = 0;
+    if (cn->fd >= 0) {
+        tn_remove_handler(cn->loop, cn->fd);
+        close(cn->fd);
+        cn->fd = -1;
+    }
+    if (cn->resolving) {
+        tn_future_release(cn->resolving);
+        cn->resolving = NULL;
+    }
+}
+
+/* --------------------------------------------------------- user streams */
+void tn_bytes_free(void *b) { TN_FREE(b); }
+
+static tn_bytes *tn__bytes_new(const char *p, size_t n) {
+    tn_bytes *b = (tn_bytes *)TN_MALLOC(sizeof(tn_bytes) + n);
+    if (!b) return NULL;
+    b->len = n;
+    if (n) memcpy(b->data, p, n);
+    b->data[n] = 0;
+    return b;
+}
+
+#define TN__RD_NONE 0
+#define TN__RD_UNTIL 1
+#define TN__RD_BYTES 2
+#define TN__RD_CLOSE 3
+
+typedef struct tn__wwait {
+    tn_future *f;
+    uint64_t end; /* resolves once this many bytes were ever written */
+} tn__wwait;
+
+typedef struct tn__ustream {
+    tn_stream s; /* first */
+    int rd_kind;
+    char delim[16];
+    size_t delim_len, want, scanned;
+    tn_future *rd;
+    tn__wwait *ww;
+    size_t nww, ww_cap;
+    uint64_t queued, written;
+    void (*on_close)(tn_stream *s, void *arg);
+    void *close_arg;
+    int failed; /* the error that closed it, or 0 */
+} tn__ustream;
+
+static void tn__ustream_settle_writes(tn__ustream *u, int err) {
+    size_t i = 0, k = 0;
+    for (i = 0; i < u->nww; i++) {
+        if (err) tn_future_fail(u->ww[i].f, err);
+        else if (u->ww[i].end <= u->written) tn_future_resolve(u->ww[i].f, NULL);
+        else u->ww[k++] = u->ww[i];
+    }
+    u->nww = k;
+}
+
+/* Completes the pending read if the buffer now satisfies it. */
+static void tn__ustream_try_read(tn__ustream *u) {
+    tn__buf *in = &u->s.in;
+    size_t avail = in->data ? in->len - in->off : 0, take = 0;
+    int done = 0, err = 0;
+    if (!u->rd) return;
+    switch (u->rd_kind) {
+    case TN__RD_UNTIL: {
+        size_t i = u->scanned > u->delim_len ? u->scanned - u->delim_len : 0;
+        for (; i + u->delim_len <= avail; i++) {
+            if (memcmp(in->data + in->off + i, u->delim, u->delim_len) == 0) {
+                take = i + u->delim_len;
+                done = 1;
+                break;
+            }
+        }
+        u->scanned = avail;
+        if (!done && take == 0 && avail >= u->want) err = TN_ETOOLARGE;
+        if (done && take > u->want) {
+            done = 0;
+            err = TN_ETOOLARGE;
+        }
+        break;
+    }
+    case TN__RD_BYTES:
+        if (avail >= u->want) {
+            take = u->want;
+            done = 1;
+        }
+        break;
+    case TN__RD_CLOSE:
+        if (avail > u->want) err = TN_ETOOLARGE;
+        else if (u->s.flags & TN__S_EOF) {
+            take = avail;
+            done = 1;
+        }
+        break;
+    default: break;
+    }
+    if (!done && !err && (u->s.flags & (TN__S_EOF | TN__S_CLOSED))) err = u->failed ? u->failed : TN_ECLOSED;
+    if (done || err) {
+        tn_future *f = u->rd;
+        u->rd = NULL;
+        u->rd_kind = TN__RD_NONE;
+        if (err) {
+            tn_future_fail(f, err);
+        } else {
+            tn_bytes *b = tn__bytes_new(in->data + in->off, take);
+            in->off += take;
+            if (in->off == in->len) tn__buf_release(u->s.loop, in);
+            if (b) tn_future_resolve_owned(f, b, tn_bytes_free);
+            else tn_future_fail(f, TN_ENOMEM);
+        }
+    }
+    /* Read only while a read waits (or to notice a close): bounded buffer. */
+    tn__stream_set_reading(&u->s, u->rd != NULL || avail == 0);
+}
+
+static void tn__ustream_on_read(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn__ustream_try_read(u);
+    if ((s->flags & TN__S_EOF) && u->on_close) {
+        void (*fn)(tn_stream *, void *) = u->on_close;
+        u->on_close = NULL;
+        fn(s, u->close_arg);
+    }
+}
+
+static void tn__ustream_on_drain(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    u->written = u->queued - tn__stream_pending(s);
+    tn__ustream_settle_writes(u, 0);
+}
+
+static void tn__ustream_on_error(tn_stream *s, int err) {
+    tn__ustream *u = (tn__ustream *)s;
+    u->failed = err;
+    tn__ustream_settle_writes(u, err);
+    tn__ustream_try_read(u);
+    if (u->on_close) {
+        void (*fn)(tn_stream *, void *) = u->on_close;
+        u->on_close = NULL;
+        fn(s, u->close_arg);
+    }
+}
+
+static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error};
+
+static tn_stream *tn__ustream_new(tn_loop *l, int fd) {
+    tn__ustream *u = (tn__ustream *)TN_MALLOC(sizeof *u);
+    if (!u) return NULL;
+    memset(u, 0, sizeof *u);
+    if (tn__stream_init(&u->s, l, fd, &tn__ustream_ops)) {
+        TN_FREE(u);
+        return NULL;
+    }
+    return &u->s;
+}
+
+static tn_future *tn__ustream_read(tn_stream *s, int kind, const char *delim, size_t n) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn_future *f = tn_future_new(s->loop);
+    if (!f) return NULL;
+    if (u->rd) {
+        tn_future_fail(f, TN_ESTATE);
+        return f;
+    }
+    if (kind == TN__RD_UNTIL) {
+        size_t dl = strlen(delim);
+        if (dl == 0 || dl > sizeof u->delim) {
+            tn_future_fail(f, TN_EINVAL);
+            return f;
+        }
+        memcpy(u->delim, delim, dl);
+        u->delim_len = dl;
+        u->scanned = 0;
+    }
+    u->rd = f;
+    u->rd_kind = kind;
+    u->want = n;
+    tn__ustream_try_read(u);
+    return f;
+}
+
+tn_future *tn_stream_read_until(tn_stream *s, const char *delim, size_t max) {
+    return tn__ustream_read(s, TN__RD_UNTIL, delim, max);
+}
+tn_future *tn_stream_read_bytes(tn_stream *s, size_t n) { return tn__ustream_read(s, TN__RD_BYTES, NULL, n); }
+tn_future *tn_stream_read_until_close(tn_stream *s, size_t max) {
+    return tn__ustream_read(s, TN__RD_CLOSE, NULL, max);
+}
+
+tn_future *tn_stream_write(tn_stream *s, const void *data, size_t len) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn_future *f = tn_future_new(s->loop);
+    int rc;
+    if (!f) return NULL;
+    if (s->flags & TN__S_CLOSED) rc = u->failed ? u->failed : TN_ECLOSED;
+    else if (tn__stream_pending(s) + len > TN_STREAM_MAX_BUFFER) rc = TN_EFULL;
+    else if (tn__grow((void **)&u->ww, &u->ww_cap, u->nww + 1, sizeof *u->ww)) rc = TN_ENOMEM;
+    else rc = tn__stream_queue(s, (const char *)data, len);
+    if (rc) {
+        tn_future_fail(f, rc);
+        return f;
+    }
+    u->queued += len;
+    u->ww[u->nww].f = f;
+    u->ww[u->nww].end = u->queued;
+    u->nww++;
+    if (tn__stream_flush(s) == 0) tn__ustream_on_drain(s);
+    return f;
+}
+
+void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg), void *arg) {
+    tn__ustream *u = (tn__ustream *)s;
+    u->on_close = fn;
+    u->close_arg = arg;
+    tn__stream_set_reading(s, 1); /* to notice the close */
+}
+
+void tn_stream_close(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    if (!s) return;
+    tn__stream_close(s);
+    tn__ustream_settle_writes(u, TN_ECLOSED);
+    if (u->rd) {
+        tn_future_fail(u->rd, TN_ECLOSED);
+        u->rd = NULL;
+    }
+    tn__buf_release(s->loop, &s->in);
+    TN_FREE(u->ww);
+    TN_FREE(u);
+}
+
+int tn_stream_fd(const tn_stream *s) { return s->fd; }
+
+/* tn_tcp_connect: a connector whose done resolves a future. */
+typedef struct tn__tcp_connect {
+    tn__connector cn;
+    tn_future *f;
+} tn__tcp_connect;
+
+static void tn__tcp_connected(tn__connector *cn, int fd, int err) {
+    tn__tcp_connect *tc = (tn__tcp_connect *)cn;
+    tn_future *f = tc->f;
+    tn_loop *l = cn->loop;
+    TN_FREE(tc);
+    if (err) {
+        tn_future_fail(f, err);
+    } else {
+        tn_stream *s = tn__ustream_new(l, fd);
+        if (!s) {
+            close(fd);
+            tn_future_fail(f, TN_ENOMEM);
+        } else if (tn_future_resolve_owned(f, s, (tn_free_fn)tn_stream_close) != 0) {
+            /* cancelled meanwhile: resolve freed it */
+        }
+    }
+}
+
+static void tn__tcp_connect_cancelled(tn_future *f, void *arg) {
+    tn__tcp_connect *tc = (tn__tcp_connect *)arg;
+    tn__connector_abort(&tc->cn);
+    TN_FREE(tc);
+    tn_future_fail(f, TN_ECANCELLED);
+}
+
+tn_future *tn_tcp_connect(tn_loop *l, const char *host, int port, unsigned timeout_ms) {
+    tn__tcp_connect *tc = (tn__tcp_connect *)TN_MALLOC(sizeof *tc);
+    tn_future *f = tn_future_new(l);
+    if (!tc || !f) {
+        TN_FREE(tc);
+        if (f) {
+            tn_future_fail(f, TN_ENOMEM);
+            tn_future_release(f);
+        }
+        return NULL;
+    }
+    memset(tc, 0, sizeof *tc);
+    tc->f = f;
+    tc->cn.done = tn__tcp_connected;
+    tn_future_on_cancel(f, tn__tcp_connect_cancelled, tc);
+    tn__connector_start(&tc->cn, l, host ? host : "127.0.0.1", port, timeout_ms);
+    return f;
+}
+
+typedef struct tn__tcp_listener {
+    tn_accept_fn fn;
+    void *arg;
+} tn__tcp_listener;
+
+static void tn__tcp_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
+    tn__tcp_listener *tl = (tn__tcp_listener *)arg;
+    int i;
+    (void)events;
+    for (i = 0; i < 64; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        tn_stream *s;
+        if (fd < 0) return;
+        s = tn__ustream_new(l, fd);
+        if (!s) {
+            close(fd);
+            continue;
+        }
+        tl->fn(s, tl->arg);
+    }
+}
+
+/* Binds and listens on an IPv4 address: shared by tn_tcp_listen and the
+ * HTTP server. Returns the fd or an error, and the bound port. */
+static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out) {
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    int fd, one = 1, rc;
+    if (port < 0 || port > 65535) return TN_EINVAL;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host ? host : "127.0.0.1", &sa.sin_addr) != 1) return TN_EINVAL;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef SO_REUSEPORT
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+#else
+    (void)reuseport;
+#endif
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, backlog) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (port_out) *port_out = ntohs(sa.sin_port);
+    return fd;
+}
+
+int tn_tcp_listen(tn_loop *l, const char *host, int port, tn_accept_fn fn, void *arg, int *listener_fd,
+                  int *port_out) {
+    tn__tcp_listener *tl;
+    int fd, rc;
+    if (!fn) return TN_EINVAL;
+    tl = (tn__tcp_listener *)TN_MALLOC(sizeof *tl);
+    if (!tl) return TN_ENOMEM;
+    tl->fn = fn;
+    tl->arg = arg;
+    fd = tn__listen_socket(host, port, 511, 0, port_out);
+    if (fd < 0) {
+        TN_FREE(tl);
+        return fd;
+    }
+    rc = tn_add_handler(l, fd, TN_READ, tn__tcp_accept, tl);
+    if (rc) {
+        close(fd);
+        TN_FREE(tl);
+        return rc;
+    }
+    if (listener_fd) *listener_fd = fd;
+    return 0;
+}
+
+void tn_tcp_unlisten(tn_loop *l, int fd) {
+    if (fd < 0 || (size_t)fd >= l->handlers_cap || l->handlers[fd].cb != tn__tcp_accept) return;
+    TN_FREE(l->handlers[fd].arg);
+    tn_remove_handler(l, fd);
+    close(fd);
+}
+
+/* ------------------------------------------------------------ HTTP client */
+typedef struct tn__fetch tn__fetch;
+typedef struct tn__hconn tn__hconn;
+
+/* One pool per host:port: its idle connections and its waiting fetches. */
+typedef struct tn__hpool {
+    struct tn__hpool *next;
+    char *key; /* "host:port" */
+    tn__hconn *idle;
+    tn__fetch *qhead, *qtail;
+    size_t active; /* connections open or opening, idle ones included */
+} tn__hpool;
+
+struct tn_http_client {
+    tn_loop *loop;
+    tn_http_client_opts opts;
+    tn__hpool *pools;
+    tn__fetch *fetches; /* every fetch in flight, for tn_http_client_free */
+    size_t nfetches;
+    int closing;
+};
+
+#define TN__H_IDLE 0
+#define TN__H_CONNECTING 1
+#define TN__H_HEAD 2
+#define TN__H_BODY_CL 3
+#define TN__H_BODY_CHUNKED 4
+#define TN__H_BODY_CLOSE 5
+
+struct tn__hconn {
+    tn_stream s; /* first */
+    tn__connector cn;
+    tn_http_client *cl;
+    tn__hpool *pool;
+    tn__hconn *next_idle;
+    tn__fetch *fetch;
+    tn_timer idle_timer;
+    int state, reused, idle_timer_armed, got_bytes, keep;
+    size_t prev_len;
+    uint64_t body_left;
+    tn_http_chunked chunked;
+};
+
+struct tn__fetch {
+    tn_http_client *cl;
+    tn_future *f;
+    tn__hpool *pool;
+    tn__hconn *conn;
+    tn__fetch *next; /* in the pool's queue */
+    tn__fetch *all_prev, *all_next;
+    tn_http_fetch_opts opts; /* with method/body/headers pointing at our copies */
+    char *method, *body, *hdrs; /* hdrs: "Name: value\r\n"... */
+    size_t hdrs_len;
+    char *url, *host, *target; /* host: as in the URL (for Host:); target: path?query */
+    int port;
+    tn_http_response *resp;
+    size_t body_cap;
+    tn_timer timer;
+    int timer_armed, queued, retried, redirects;
+    uint64_t start_ns, dequeued_ns;
+};
+
+#define TN__FETCH_MAX_HEADERS TN_HTTP_MAX_HEADERS
+
+static void tn__fetch_fail(tn__fetch *fe, int err);
+static void tn__fetch_dispatch(tn__fetch *fe);
+static void tn__hconn_close(tn__hconn *hc);
+
+void tn_http_response_free(void *p) {
+    tn_http_response *r = (tn_http_response *)p;
+    if (!r) return;
+    TN_FREE(r->reason);
+    TN_FREE(r->headers); /* the strings live in the same block */
+    TN_FREE(r->body);
+    TN_FREE(r->effective_url);
+    TN_FREE(r);
+}
+
+const char *tn_http_response_header(const tn_http_response *r, const char *name) {
+    size_t i;
+    for (i = 0; i < r->num_headers; i++)
+        if (tn_http_header_eq(&r->headers[i], name)) return r->headers[i].value;
+    return NULL;
+}
+
+static char *tn__strndup(const char *s, size_t n) {
+    char *d = (char *)TN_MALLOC(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+int tn_http_client_new(tn_loop *l, const tn_http_client_opts *opts, tn_http_client **out) {
+    tn_http_client *c = (tn_http_client *)TN_MALLOC(sizeof *c);
+    *out = NULL;
+    if (!c) return TN_ENOMEM;
+    memset(c, 0, sizeof *c);
+    c->loop = l;
+    if (opts) c->opts = *opts;
+    if (!c->opts.max_clients) c->opts.max_clients = 10;
+    if (!c->opts.connect_timeout_ms) c->opts.connect_timeout_ms = 20000;
+    if (!c->opts.request_timeout_ms) c->opts.request_timeout_ms = 20000;
+    if (!c->opts.idle_timeout_ms) c->opts.idle_timeout_ms = 30000;
+    if (!c->opts.max_body_bytes) c->opts.max_body_bytes = 100u * 1024 * 1024;
+    *out = c;
+    return 0;
+}
+
+/* Splits "http://host[:port]/target" into the fetch. */
+static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
+    const char *p, *hs, *he, *ts;
+    size_t n = strlen(url);
+    long port = 80;
+    if (n >= 8 && strncasecmp(url, "https://", 8) == 0) return TN_ENOTLS;
+    if (n < 8 || strncasecmp(url, "http://", 7) != 0) return TN_EINVAL;
+    hs = url + 7;
+    ts = hs + strcspn(hs, "/?#");
+    if (hs[0] == '[') { /* [v6]:port */
+        const char *rb = (const char *)memchr(hs, ']', (size_t)(ts - hs));
+        if (!rb) return TN_EINVAL;
+        he = rb + 1;
+    } else {
+        he = (const char *)memchr(hs, ':', (size_t)(ts - hs));
+        if (!he) he = ts;
+    }
+    if (he == hs || memchr(hs, '@', (size_t)(ts - hs))) return TN_EINVAL; /* no userinfo */
+    if (he < ts && *he == ':') {
+        char *end;
+        port = strtol(he + 1, &end, 10);
+        if (end != ts || port <= 0 || port > 65535) return TN_EINVAL;
+    } else if (he != ts) {
+        return TN_EINVAL;
+    }
+    for (p = ts; *p && *p != '#'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) return TN_EINVAL; /* would break the request line */
+    TN_FREE(fe->url);
+    TN_FREE(fe->host);
+    TN_FREE(fe->target);
+    fe->url = tn__strndup(url, n);
+    fe->host = tn__strndup(hs, (size_t)(he - hs));
+    if (*ts == '/') fe->target = tn__strndup(ts, strcspn(ts, "#"));
+    else { /* "http://h?q" -> "/?q" */
+        size_t tl = strcspn(ts, "#");
+        fe->target = (char *)TN_MALLOC(tl + 2);
+        if (fe->target) {
+            fe->target[0] = '/';
+            memcpy(fe->target + 1, ts, tl);
+            fe->target[tl + 1] = 0;
+        }
+    }
+    fe->port = (int)port;
+    if (!fe->url || !fe->host || !fe->target) return TN_ENOMEM;
+    return 0;
+}
+
+static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port) {
+    char key[300];
+    tn__hpool *p;
+    snprintf(key, sizeof key, "%s:%d", host, port);
+    for (p = c->pools; p; p = p->next)
+        if (strcmp(p->key, key) == 0) return p;
+    p = (tn__hpool *)TN_MALLOC(sizeof *p);
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    if (!(p->key = tn__strndup(key, strlen(key)))) {
+        TN_FREE(p);
+        return NULL;
+    }
+    p->next = c->pools;
+    c->pools = p;
+    return p;
+}
+
+static void tn__fetch_free(tn__fetch *fe) {
+    if (fe->timer_armed) tn_cancel_timer(fe->cl->loop, fe->timer);
+    tn_http_response_free(fe->resp);
+    TN_FREE(fe->method);
+    TN_FREE(fe->body);
+    TN_FREE(fe->hdrs);
+    TN_FREE(fe->url);
+    TN_FREE(fe->host);
+    TN_FREE(fe->target);
+    if (fe->all_prev) fe->all_prev->all_next = fe->all_next;
+    else fe->cl->fetches = fe->all_next;
+    if (fe->all_next) fe->all_next->all_prev = fe->all_prev;
+    fe->cl->nfetches--;
+    TN_FREE(fe);
+}
+
+static void tn__fetch_timer(tn__fetch *fe, unsigned ms, tn_callback_fn fn) {
+    if (fe->timer_armed) tn_cancel_timer(fe->cl->loop, fe->timer);
+    fe->timer_armed = tn_call_later(fe->cl->loop, ms, fn, fe, &fe->timer) == 0;
+}
+
+static void tn__pool_unqueue(tn__hpool *p, tn__fetch *fe) {
+    tn__fetch **pp;
+    for (pp = &p->qhead; *pp; pp = &(*pp)->next) {
+        if (*pp != fe) continue;
+        *pp = fe->next;
+        if (p->qtail == fe) {
+            tn__fetch *t = p->qhead;
+            while (t && t->next) t = t->next;
+            p->qtail = t;
+        }
+        break;
+    }
+    fe->queued = 0;
+}
+
+/* The fetch is over: detach it from its connection and settle the future
+ * (unless err is TN_ECANCELLED from a cancel, where it is settled). */
+static void tn__fetch_fail(tn__fetch *fe, int err) {
+    tn__hconn *hc = fe->conn;
+    if (fe->queued) tn__pool_unqueue(fe->pool, fe);
+    if (hc) {
+        hc->fetch = NULL;
+        fe->conn = NULL;
+        tn__hconn_close(hc); /* mid-request: the connection cannot be reused */
+    }
+    if (fe->f) tn_future_fail(fe->f, err);
+    tn__fetch_free(fe);
+}
+
+static void tn__fetch_queue_timeout(tn_loop *l, void *arg) {
+    (void)l;
+    ((tn__fetch *)arg)->timer_armed = 0;
+    tn__fetch_fail((tn__fetch *)arg, TN_EQUEUETIMEOUT);
+}
+static void tn__fetch_request_timeout(tn_loop *l, void *arg) {
+    (void)l;
+    ((tn__fetch *)arg)->timer_armed = 0;
+    tn__fetch_fail((tn__fetch *)arg, TN_ETIMEOUT);
+}
+
+static void tn__fetch_cancelled(tn_future *f, void *arg) {
+    tn__fetch *fe = (tn__fetch *)arg;
+    tn_future_fail(f, TN_ECANCELLED); /* ends our producer part */
+    fe->f = NULL;
+    tn__fetch_fail(fe, TN_ECANCELLED);
+}
+
+/* ---- connections */
+static void tn__hconn_free(tn__hconn *hc) {
+    tn__hpool *p = hc->pool;
+    tn_http_client *c = hc->cl;
+    if (hc->idle_timer_armed) tn_cancel_timer(c->loop, hc->idle_timer);
+    tn__buf_release(c->loop, &hc->s.in);
+    tn__buf_release(c->loop, &hc->s.out);
+    p->active--;
+    TN_FREE(hc);
+    /* A slot freed up: start the next queued fetch. */
+    if (p->qhead && !c->closing) {
+        tn__fetch *fe = p->qhead;
+        tn__pool_unqueue(p, fe);
+        tn__fetch_dispatch(fe);
+    }
+}
+
+static void tn__hconn_close(tn__hconn *hc) {
+    tn__hpool *p = hc->pool;
+    tn__hconn **pp;
+    if (hc->state == TN__H_CONNECTING) tn__connector_abort(&hc->cn);
+    else tn__stream_close(&hc->s);
+    for (pp = &p->idle; *pp; pp = &(*pp)->next_idle)
+        if (*pp == hc) {
+            *pp = hc->next_idle;
+            break;
+        }
+    tn__hconn_free(hc);
+}
+
+static void tn__hconn_idle_timeout(tn_loop *l, void *arg) {
+    tn__hconn *hc = (tn__hconn *)arg;
+    (void)l;
+    hc->idle_timer_armed = 0;
+    tn__hconn_close(hc);
+}
+
+/* Builds and queues the request bytes. */
+static int tn__fetch_send(tn__fetch *fe) {
+    tn__hconn *hc = fe->conn;
+    tn_stream *s = &hc->s;
+    char line[64];
+    int rc = 0;
+    rc |= tn__stream_queue(s, fe->method, strlen(fe->method));
+    rc |= tn__stream_queue(s, " ", 1);
+    rc |= tn__stream_queue(s, fe->target, strlen(fe->target));
+    rc |= tn__stream_queue(s, " HTTP/1.1\r\nHost: ", 17);
+    rc |= tn__stream_queue(s, fe->host, strlen(fe->host));
+    if (fe->port != 80) {
+        snprintf(line, sizeof line, ":%d", fe->port);
+        rc |= tn__stream_queue(s, line, strlen(line));
+    }
+    rc |= tn__stream_queue(s, "\r\n", 2);
+    if (fe->hdrs_len) rc |= tn__stream_queue(s, fe->hdrs, fe->hdrs_len);
+    if (!fe->hdrs || !strstr(fe->hdrs, "\nUser-Agent:")) rc |= tn__stream_queue(s, "User-Agent: tornado.h\r\n", 23);
+    if (fe->opts.body_len || strcmp(fe->method, "POST") == 0 || strcmp(fe->method, "PUT") == 0 ||
+        strcmp(fe->method, "PATCH") == 0) {
+        snprintf(line, sizeof line, "Content-Length: %lu\r\n", (unsigned long)fe->opts.body_len);
+        rc |= tn__stream_queue(s, line, strlen(line));
+    }
+    rc |= tn__stream_queue(s, "\r\n", 2);
+    if (fe->opts.body_len) rc |= tn__stream_queue(s, fe->body, fe->opts.body_len);
+    if (rc) return TN_ENOMEM;
+    hc->state = TN__H_HEAD;
+    hc->prev_len = 0;
+    hc->got_bytes = 0;
+    memset(&hc->chunked, 0, sizeof hc->chunked);
+    if (tn__stream_flush(s)) return TN_ECLOSED; /* on_error ran; see tn__hconn_on_error */
+    tn__stream_set_reading(s, 1);
+    return 0;
+}
+
+static int tn__method_idempotent(const char *m) {
+    return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "PUT") == 0 ||
+           strcmp(m, "DELETE") == 0 || strcmp(m, "OPTIONS") == 0 || strcmp(m, "TRACE") == 0;
+}
+
+/* A connection failed. If it was a reused one that died before a byte of
+ * the response (the server closed it while it sat in the pool), an
+ * idempotent request is retried once on a fresh connection. */
+static void tn__hconn_failed(tn__hconn *hc, int err) {
+    tn__fetch *fe = hc->fetch;
+    if (fe && hc->reused && !hc->got_bytes && !fe->retried && tn__method_idempotent(fe->method)) {
+        fe->retried = 1;
+        hc->fetch = NULL;
+        fe->conn = NULL;
+        tn__hconn_close(hc);
+        tn__fetch_dispatch(fe);
+        return;
+    }
+    if (fe) tn__fetch_fail(fe, err);
+    else tn__hconn_close(hc);
+}
+
+static const tn__stream_ops tn__hconn_ops;
+
+static void tn__hconn_connected(tn__connector *cn, int fd, int err) {
+    tn__hconn *hc = (tn__hconn *)((char *)cn - offsetof(tn__hconn, cn));
+    tn__fetch *fe = hc->fetch;
+    if (err) {
+        hc->state = TN__H_IDLE; /* nothing to abort */
+        hc->s.flags |= TN__S_CLOSED;
+        if (fe) tn__fetch_fail(fe, err);
+        else tn__hconn_close(hc);
+        return;
+    }
+    if (tn__stream_init(&hc->s, hc->cl->loop, fd, &tn__hconn_ops)) {
+        close(fd);
+        hc->state = TN__H_IDLE;
+        hc->s.flags |= TN__S_CLOSED;
+        if (fe) tn__fetch_fail(fe, TN_ENOMEM);
+        return;
+    }
+    {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (!fe) { /* the fetch went away while connecting: pool it */
+        hc->state = TN__H_IDLE;
+        hc->next_idle = hc->pool->idle;
+        hc->pool->idle = hc;
+        return;
+    }
+    if ((err = tn__fetch_send(fe)) != 0 && hc->fetch == fe) tn__fetch_fail(fe, err);
+}
+
+/* Starts a fetch on a pooled connection, a new one, or queues it. */
+static void tn__fetch_dispatch(tn__fetch *fe) {
+    tn_http_client *c = fe->cl;
+    tn__hpool *p = fe->pool;
+    tn__hconn *hc = p->idle;
+    if (hc) {
+        p->idle = hc->next_idle;
+        if (hc->idle_timer_armed) tn_cancel_timer(c->loop, hc->idle_timer);
+        hc->idle_timer_armed = 0;
+    }
+    if (!fe->dequeued_ns) {
+        fe->dequeued_ns = tn__clock_ns();
+        tn__fetch_timer(fe, fe->opts.request_timeout_ms, tn__fetch_request_timeout);
+    }
+    if (hc) {
+        int rc;
+        hc->fetch = fe;
+        hc->reused = 1;
+        fe->conn = hc;
+        rc = tn__fetch_send(fe);
+        if (rc && hc->fetch == fe) tn__hconn_failed(hc, rc);
+        return;
+    }
+    if (p->active >= c->opts.max_clients) {
+        /* Wait for a connection; the queue has its own timeout. */
+        fe->dequeued_ns = 0;
+        fe->queued = 1;
+        fe->next = NULL;
+        if (p->qtail) p->qtail->next = fe;
+        else p->qhead = fe;
+        p->qtail = fe;
+        tn__fetch_timer(fe, fe->opts.queue_timeout_ms, tn__fetch_queue_timeout);
+        return;
+    }
+    hc = (tn__hconn *)TN_MALLOC(sizeof *hc);
+    if (!hc) {
+        tn__fetch_fail(fe, TN_ENOMEM);
+        return;
+    }
+    memset(hc, 0, sizeof *hc);
+    hc->cl = c;
+    hc->pool = p;
+    hc->fetch = fe;
+    hc->state = TN__H_CONNECTING;
+    hc->s.fd = -1;
+    hc->cn.done = tn__hconn_connected;
+    p->active++;
+    fe->conn = hc;
+    tn__connector_start(&hc->cn, c->loop, fe->host, fe->port, fe->opts.connect_timeout_ms);
+}
+
+/* ---- the response */
+static int tn__resp_append(tn__fetch *fe, const char *p, size_t n) {
+    tn_http_response *r = fe->resp;
+    if (!n) return 0;
+    if (fe->opts.on_chunk) return fe->opts.on_chunk(p, n, fe->opts.chunk_arg);
+    if (r->body_len + n > fe->opts.max_body_bytes) return TN_ETOOLARGE;
+    if (r->body_len + n + 1 > fe->body_cap) {
+        size_t ncap = fe->body_cap ? fe->body_cap : 4096;
+        char *nb;
+        while (ncap < r->body_len + n + 1) ncap *= 2;
+        nb = (char *)TN_REALLOC(r->body, ncap);
+        if (!nb) return TN_ENOMEM;
+        r->body = nb;
+        fe->body_cap = ncap;
+    }
+    memcpy(r->body + r->body_len, p, n);
+    r->body_len += n;
+    r->body[r->body_len] = 0;
+    return 0;
+}
+
+/* Copies the parsed head into the response (one block for the headers). */
+static int tn__resp_from_head(tn__fetch *fe, const tn_http_message *m) {
+    tn_http_response *r = fe->resp;
+    size_t i, bytes = m->num_headers * sizeof(tn_http_header);
+    char *block, *o;
+    for (i = 0; i < m->num_headers; i++) bytes += m->headers[i].name_len + m->headers[i].value_len + 2;
+    block = (char *)TN_MALLOC(bytes ? bytes : 1);
+    if (!block) return TN_ENOMEM;
+    TN_FREE(r->headers);
+    TN_FREE(r->reason);
+    r->headers = (tn_http_header *)(void *)block;
+    o = block + m->num_headers * sizeof(tn_http_header);
+    for (i = 0; i < m->num_headers; i++) {
+        tn_http_header *h = &r->headers[i];
+        memcpy(o, m->headers[i].name, m->headers[i].name_len);
+        o[m->headers[i].name_len] = 0;
+        h->name = o;
+        h->name_len = m->headers[i].name_len;
+        o += h->name_len + 1;
+        memcpy(o, m->headers[i].value, m->headers[i].value_len);
+        o[m->headers[i].value_len] = 0;
+        h->value = o;
+        h->value_len = m->headers[i].value_len;
+        o += h->value_len + 1;
+    }
+    r->num_headers = m->num_headers;
+    r->status = m->status;
+    r->reason = tn__strndup(m->reason ? m->reason : "", m->reason_len);
+    return r->reason ? 0 : TN_ENOMEM;
+}
+
+/* Resolves a Location against the current URL: absolute http(s) URLs,
+ * "//host/..." and "/path" and relative "path". */
+static char *tn__resolve_location(const tn__fetch *fe, const char *loc) {
+    size_t n = strlen(loc);
+    char *out;
+    if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0) return tn__strndup(loc, n);
+    out = (char *)TN_MALLOC(strlen(fe->host) + strlen(fe->target) + n + 32);
+    if (!out) return NULL;
+    if (loc[0] == '/' && loc[1] == '/') sprintf(out, "http:%s", loc);
+    else if (loc[0] == '/') sprintf(out, "http://%s:%d%s", fe->host, fe->port, loc);
+    else {
+        const char *slash = strrchr(fe->target, '/');
+        size_t dl = slash ? (size_t)(slash - fe->target) + 1 : 1;
+        sprintf(out, "http://%s:%d%.*s%s", fe->host, fe->port, (int)dl, slash ? fe->target : "/", loc);
+    }
+    return out;
+}
+
+/* A whole response is in: follow a redirect, or hand it over. */
+static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
+    tn__hconn *hc = fe->conn;
+    tn_http_response *r = fe->resp;
+    const char *loc = tn_http_response_header(r, "Location");
+    int st = r->status;
+    hc->fetch = NULL;
+    fe->conn = NULL;
+    if (keep_alive && !(hc->s.flags & (TN__S_EOF | TN__S_CLOSED)) && hc->s.in.len == hc->s.in.off) {
+        hc->state = TN__H_IDLE;
+        tn__buf_release(hc->cl->loop, &hc->s.in);
+        hc->next_idle = hc->pool->idle;
+        hc->pool->idle = hc;
+        hc->idle_timer_armed =
+            tn_call_later(hc->cl->loop, hc->cl->opts.idle_timeout_ms, tn__hconn_idle_timeout, hc, &hc->idle_timer) == 0;
+        tn__stream_set_reading(&hc->s, 1); /* to notice the server closing it */
+        if (fe->pool->qhead) { /* hand it to a waiting fetch */
+            tn__fetch *next = fe->pool->qhead;
+            tn__pool_unqueue(fe->pool, next);
+            tn__fetch_dispatch(next);
+        }
+    } else {
+        tn__hconn_close(hc);
+    }
+    if (loc && !fe->opts.no_redirects && (st == 301 || st == 302 || st == 303 || st == 307 || st == 308)) {
+        char *next;
+        int rc;
+        if (++fe->redirects > fe->opts.max_redirects) {
+            tn__fetch_fail(fe, TN_EREDIRECTS);
+            return;
+        }
+        next = tn__resolve_location(fe, loc);
+        rc = next ? tn__fetch_set_url(fe, next) : TN_ENOMEM;
+        TN_FREE(next);
+        if (rc) {
+            tn__fetch_fail(fe, rc);
+            return;
+        }
+        /* 303 (and 301/302 after a POST, as browsers and Tornado do) turn
+         * into a GET without a body; 307/308 repeat the request as it was. */
+        if (st == 303 || ((st == 301 || st == 302) && strcmp(fe->method, "POST") == 0)) {
+            TN_FREE(fe->method);
+            fe->method = tn__strndup("GET", 3);
+            fe->opts.body_len = 0;
+            if (!fe->method) {
+                tn__fetch_fail(fe, TN_ENOMEM);
+                return;
+            }
+        }
+        fe->pool = tn__pool_for(fe->cl, fe->host, fe->port);
+        if (!fe->pool) {
+            tn__fetch_fail(fe, TN_ENOMEM);
+            return;
+        }
+        fe->retried = 0;
+        r->body_len = 0;
+        tn__fetch_dispatch(fe);
+        return;
+    }
+    fe->resp = NULL;
+    r->redirects = fe->redirects;
+    r->effective_url = fe->url;
+    fe->url = NULL;
+    r->total_ms = (tn__clock_ns() - fe->start_ns) / 1000000u;
+    if (fe->f) tn_future_resolve_owned(fe->f, r, tn_http_response_free);
+    else tn_http_response_free(r);
+    tn__fetch_free(fe);
+}
+
+/* Reads the response as it arrives. */
+static void tn__hconn_on_read(tn_stream *s) {
+    tn__hconn *hc = (tn__hconn *)s;
+    tn__fetch *fe = hc->fetch;
+    tn__buf *in = &s->in;
+    for (;;) {
+        size_t avail = in->data ? in->len - in->off : 0;
+        char *p = in->data ? in->data + in->off : NULL;
+        int rc;
+        if (!fe) { /* idle: any byte or a close ends it */
+            tn__hconn_close(hc);
+            return;
+        }
+        if (avail) hc->got_bytes = 1;
+        if (hc->state == TN__H_HEAD) {
+            tn_http_message m;
+            tn_http_header hdr[TN__FETCH_MAX_HEADERS];
+            tn_http_limits lim;
+            memset(&lim, 0, sizeof lim);
+            rc = tn_http_parse_response(p, avail, hc->prev_len, &m, hdr, TN__FETCH_MAX_HEADERS, &lim, fe->method);
+            if (rc == TN_EAGAIN) {
+                hc->prev_len = avail;
+                if (s->flags & TN__S_EOF) tn__hconn_failed(hc, TN_ECLOSED);
+                return;
+            }
+            if (rc < 0) {
+                tn__fetch_fail(fe, rc == TN_EHEADERS ? TN_EHEADERS : TN_EMALFORMED);
+                return;
+            }
+            if (m.status >= 100 && m.status < 200 && m.status != 101) {
+                in->off += (size_t)rc; /* 100 Continue and friends: skip */
+                hc->prev_len = 0;
+                continue;
+            }
+            {
+                size_t head_len = (size_t)rc;
+                if ((rc = tn__resp_from_head(fe, &m)) != 0) {
+                    tn__fetch_fail(fe, rc);
+                    return;
+                }
+                in->off += head_len;
+            }
+            hc->prev_len = 0;
+            hc->keep = m.keep_alive;
+            if (m.chunked) {
+                hc->state = TN__H_BODY_CHUNKED;
+            } else if (m.close_delimited) {
+                hc->state = TN__H_BODY_CLOSE;
+            } else if (m.content_length > 0) {
+                if (!fe->opts.on_chunk && (uint64_t)m.content_length > fe->opts.max_body_bytes) {
+                    tn__fetch_fail(fe, TN_ETOOLARGE);
+                    return;
+                }
+                hc->state = TN__H_BODY_CL;
+                hc->body_left = (uint64_t)m.content_length;
+            } else {
+                tn__fetch_complete(fe, m.keep_alive);
+                return;
+            }
+            continue;
+        }
+        if (hc->state == TN__H_BODY_CL) {
+            size_t take = avail < hc->body_left ? avail : (size_t)hc->body_left;
+            if ((rc = tn__resp_append(fe, p, take)) != 0) {
+                tn__fetch_fail(fe, rc);
+                return;
+            }
+            in->off += take;
+            hc->body_left -= take;
+            if (hc->body_left == 0) {
+                tn__fetch_complete(fe, hc->keep);
+                return;
+            }
+            if (s->flags & TN__S_EOF) {
+                tn__fetch_fail(fe, TN_ECLOSED); /* cut off: never a short body as success */
+                return;
+            }
+            if (in->off == in->len) in->off = in->len = 0;
+            return;
+        }
+        if (hc->state == TN__H_BODY_CHUNKED) {
+            size_t out_len = 0;
+            tn_http_limits lim;
+            memset(&lim, 0, sizeof lim);
+            rc = tn_http_chunked_decode(&hc->chunked, p, avail, &out_len,
+                                        fe->opts.on_chunk ? 0 : fe->opts.max_body_bytes, &lim);
+            if (rc < 0) {
+                tn__fetch_fail(fe, rc);
+                return;
+            }
+            in->off += (size_t)rc;
+            if ((rc = tn__resp_append(fe, p, out_len)) != 0) {
+                tn__fetch_fail(fe, rc);
+                return;
+            }
+            if (hc->chunked.done) {
+                tn__fetch_complete(fe, hc->keep);
+                return;
+            }
+            if (s->flags & TN__S_EOF) {
+                tn__fetch_fail(fe, TN_ECLOSED);
+                return;
+            }
+            if (in->off == in->len) in->off = in->len = 0;
+            return;
+        }
+        if (hc->state == TN__H_BODY_CLOSE) {
+            if ((rc = tn__resp_append(fe, p, avail)) != 0) {
+                tn__fetch_fail(fe, rc);
+                return;
+            }
+            in->off += avail;
+            if (in->off == in->len) in->off = in->len = 0;
+            if (s->flags & TN__S_EOF) tn__fetch_complete(fe, 0);
+            return;
+        }
+        return;
+    }
+}
+
+static void tn__hconn_on_drain(tn_stream *s) { (void)s; }
+
+static void tn__hconn_on_error(tn_stream *s, int err) {
+    tn__hconn *hc = (tn__hconn *)s;
+    tn__hconn_failed(hc, err == -ECONNRESET || err == -EPIPE ? TN_ECLOSED : err);
+}
+
+static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error};
+
+tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts) {
+    tn_future *f = tn_future_new(c->loop);
+    tn__fetch *fe;
+    int rc = 0;
+    if (!f) return NULL;
+    fe = (tn__fetch *)TN_MALLOC(sizeof *fe);
+    if (!fe) {
+        tn_future_fail(f, TN_ENOMEM);
+        return f;
+    }
+    memset(fe, 0, sizeof *fe);
+    fe->cl = c;
+    fe->all_next = c->fetches;
+    if (c->fetches) c->fetches->all_prev = fe;
+    c->fetches = fe;
+    c->nfetches++;
+    fe->start_ns = tn__clock_ns();
+    if (opts) fe->opts = *opts;
+    if (!fe->opts.connect_timeout_ms) fe->opts.connect_timeout_ms = c->opts.connect_timeout_ms;
+    if (!fe->opts.request_timeout_ms) fe->opts.request_timeout_ms = c->opts.request_timeout_ms;
+    if (!fe->opts.queue_timeout_ms) fe->opts.queue_timeout_ms = fe->opts.request_timeout_ms;
+    if (!fe->opts.max_redirects) fe->opts.max_redirects = 5;
+    if (!fe->opts.max_body_bytes) fe->opts.max_body_bytes = c->opts.max_body_bytes;
+    {
+        const char *m = fe->opts.method ? fe->opts.method : (fe->opts.body_len ? "POST" : "GET");
+        const char *p;
+        for (p = m; *p; p++)
+            if (!tn__is_tchar((unsigned char)*p)) rc = TN_EINVAL;
+        if (!*m) rc = TN_EINVAL;
+        fe->method = tn__strndup(m, strlen(m));
+        if (!fe->method) rc = TN_ENOMEM;
+    }
+    if (!rc && fe->opts.body_len) {
+        fe->body = tn__strndup(fe->opts.body ? fe->opts.body : "", fe->opts.body_len);
+        if (!fe->body) rc = TN_ENOMEM;
+    }
+    if (!rc && fe->opts.headers) { /* "Name: value" lines, checked and copied */
+        size_t i, total = 0;
+        for (i = 0; fe->opts.headers[i]; i++) total += strlen(fe->opts.headers[i]) + 2;
+        fe->hdrs = (char *)TN_MALLOC(total + 1);
+        if (!fe->hdrs) rc = TN_ENOMEM;
+        for (i = 0; !rc && fe->opts.headers[i]; i++) {
+            const char *h = fe->opts.headers[i], *colon = strchr(h, ':'), *q;
+            size_t n = strlen(h);
+            if (!colon || colon == h) rc = TN_EINVAL;
+            for (q = h; !rc && q < colon; q++)
+                if (!tn__is_tchar((unsigned char)*q)) rc = TN_EINVAL;
+            for (q = h; !rc && *q; q++)
+                if (*q == '\r' || *q == '\n') rc = TN_EINVAL; /* never smuggle a line */
+            if (!rc) {
+                memcpy(fe->hdrs + fe->hdrs_len, h, n);
+                memcpy(fe->hdrs + fe->hdrs_len + n, "\r\n", 2);
+                fe->hdrs_len += n + 2;
+                fe->hdrs[fe->hdrs_len] = 0;
+            }
+        }
+    }
+    fe->opts.method = NULL;
+    fe->opts.body = NULL;
+    fe->opts.headers = NULL;
+    if (!rc) rc = tn__fetch_set_url(fe, url ? url : "");
+    if (!rc && !(fe->resp = (tn_http_response *)TN_MALLOC(sizeof *fe->resp))) rc = TN_ENOMEM;
+    if (!rc) memset(fe->resp, 0, sizeof *fe->resp);
+    if (!rc && !(fe->pool = tn__pool_for(c, fe->host, fe->port))) rc = TN_ENOMEM;
+    if (rc) {
+        tn_future_fail(f, rc);
+        tn__fetch_free(fe);
+        return f;
+    }
+    fe->f = f;
+    tn_future_on_cancel(f, tn__fetch_cancelled, fe);
+    tn__fetch_dispatch(fe);
+    return f;
+}
+
+void tn_http_client_free(tn_http_client *c) {
+    if (!c) return;
+    c->closing = 1;
+    while (c->fetches) tn__fetch_fail(c->fetches, TN_ECANCELLED); /* closes their connections */
+    while (c->pools) {
+        tn__hpool *p = c->pools;
+        while (p->idle) tn__hconn_close(p->idle);
+        c->pools = p->next;
+        TN_FREE(p->key);
+        TN_FREE(p);
+    }
+    TN_FREE(c);
+}
+
+int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_response **out) {
+    tn_loop *l;
+    tn_http_client *c;
+    void *v = NULL;
+    int rc;
+    *out = NULL;
+    if ((rc = tn_loop_new(&l, NULL)) != 0) return rc;
+    if ((rc = tn_http_client_new(l, NULL, &c)) != 0) {
+        tn_loop_free(l);
+        return rc;
+    }
+    rc = tn_run_sync(l, tn_http_fetch(c, url, opts), 0, &v);
+    *out = (tn_http_response *)v;
+    tn_http_client_free(c);
+    tn_loop_free(l);
+    return rc;
 }
 
 #ifdef __cplusplus
