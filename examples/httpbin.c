@@ -11,6 +11,10 @@
  *   GET /headers       the request's header fields back, one per line
  *   GET /query?a=..    the decoded query parameters a and b
  *   POST /upload       a streamed body: its length and a checksum
+ *   GET /proxy?url=U   fetches U with the HTTP client while serving: its
+ *                      status and body; 502 if it fails, 504 if it times
+ *                      out (&timeout=MS, default 10000)
+ *   GET /site/{page}   a small linked site for examples/crawler
  *
  * SIGINT or SIGTERM shuts it down gracefully (requests in flight finish). */
 #define TORNADO_IMPLEMENTATION
@@ -171,6 +175,72 @@ static int upload(tn_co *co) {
     TN_END(co);
 }
 
+/* /proxy: the handler awaits the client's fetch, so the loop serves other
+ * requests meanwhile. */
+static tn_http_client *client;
+struct proxy_frame {
+    tn_http_co h;
+    tn_http_fetch_opts opts;
+};
+static int proxy(tn_co *co) {
+    struct proxy_frame *f = (struct proxy_frame *)co;
+    const char *url, *timeout;
+    TN_BEGIN(co);
+    url = tn_http_query(f->h.req, "url");
+    timeout = tn_http_query(f->h.req, "timeout");
+    if (!url) {
+        tn_http_respond(f->h.req, 400, NULL, "url= is required\n", 17);
+        TN_RETURN(co, NULL);
+    }
+    f->opts.request_timeout_ms = timeout ? (unsigned)atoi(timeout) : 10000;
+    f->opts.connect_timeout_ms = f->opts.request_timeout_ms;
+    TN_AWAIT(co, tn_http_fetch(client, url, &f->opts));
+    if (co->err) {
+        char msg[160];
+        int gateway_timeout = co->err == TN_ETIMEOUT || co->err == TN_ECONNECTTIMEOUT ||
+                              co->err == TN_EQUEUETIMEOUT;
+        int n = snprintf(msg, sizeof msg, "upstream: %s\n", tn_strerror(co->err));
+        if (co->err == TN_ECANCELLED) TN_FAIL(co, co->err); /* our client left */
+        tn_http_respond(f->h.req, gateway_timeout ? 504 : 502, NULL, msg, (size_t)n);
+    } else {
+        tn_http_response *r = (tn_http_response *)co->value;
+        const char *ctype = tn_http_response_header(r, "Content-Type");
+        tn_http_respond(f->h.req, r->status, ctype, r->body, r->body_len);
+        tn_http_response_free(r);
+    }
+    TN_END(co);
+}
+
+/* /site/{page}: page n links to 2n+1 and 2n+2 (below SITE_PAGES), back to
+ * the index, to a missing page (a 404 for the crawler to report) and to a
+ * site elsewhere (which a crawler must not follow). */
+#define SITE_PAGES 40
+static void site(tn_http_request *req, void *arg) {
+    const char *p = tn_http_param(req, "page");
+    char html[1024], *end;
+    long n = 0;
+    int len;
+    (void)arg;
+    if (p && *p) {
+        n = strtol(p, &end, 10);
+        if (*end || n < 0 || n >= SITE_PAGES) {
+            tn_http_respond(req, 404, "text/html", "<p>no such page</p>", 19);
+            return;
+        }
+    }
+    len = snprintf(html, sizeof html,
+                   "<html><body><h1>page %ld</h1>\n"
+                   "<a href=\"/site/\">index</a> <a href=\"http://elsewhere.invalid/\">away</a>\n",
+                   n);
+    if (2 * n + 1 < SITE_PAGES)
+        len += snprintf(html + len, sizeof html - (size_t)len, "<a href=\"/site/%ld\">a</a>\n", 2 * n + 1);
+    if (2 * n + 2 < SITE_PAGES)
+        len += snprintf(html + len, sizeof html - (size_t)len, "<a href=\"%ld#top\">b</a>\n", 2 * n + 2);
+    if (n == 0) len += snprintf(html + len, sizeof html - (size_t)len, "<a href=\"/site/missing\">x</a>\n");
+    len += snprintf(html + len, sizeof html - (size_t)len, "</body></html>\n");
+    tn_http_respond(req, 200, "text/html; charset=utf-8", html, (size_t)len);
+}
+
 static tn_http_server *server;
 static void on_signal(tn_loop *loop, int signo, void *arg) {
     tn_future *done;
@@ -185,7 +255,7 @@ int main(int argc, char **argv) {
     tn_loop *loop;
     const char *host = "127.0.0.1";
     int port = 8888, i, rc;
-    tn_http_route_opts up = {0}, str = {0}, del = {0};
+    tn_http_route_opts up = {0}, str = {0}, del = {0}, prx = {0};
     for (i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--host") == 0) host = argv[i + 1];
         else if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
@@ -196,7 +266,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, NULL, &server)) return 1;
+    if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, NULL, &server) ||
+        tn_http_client_new(loop, NULL, &client))
+        return 1;
+    prx.frame_size = sizeof(struct proxy_frame);
     up.on_body = upload_body;
     up.frame_size = sizeof(struct upload_frame);
     up.max_body_bytes = (size_t)1 << 40; /* streamed: no buffer to bound */
@@ -212,6 +285,8 @@ int main(int argc, char **argv) {
     tn_http_route_co(server, "GET", "/delay/{ms}", delay, NULL, &del);
     tn_http_route_co(server, "GET", "/stream/{n}", stream, NULL, &str);
     tn_http_route_co(server, "POST", "/upload", upload, NULL, &up);
+    tn_http_route_co(server, "GET", "/proxy", proxy, NULL, &prx);
+    tn_http_route(server, "GET", "/site/{page*}", site, NULL, NULL);
     if ((rc = tn_http_listen(server, host, port)) != 0) {
         fprintf(stderr, "httpbin: listen on %s:%d: %s\n", host, port, tn_strerror(rc));
         return 1;
@@ -224,6 +299,7 @@ int main(int argc, char **argv) {
     /* Let requests in flight finish (the shutdown's deadline bounds it). */
     while (tn_http_server_connections(server)) tn_loop_step(loop, 100);
     tn_http_server_free(server);
+    tn_http_client_free(client);
     tn_loop_free(loop);
     return 0;
 }
