@@ -38,12 +38,14 @@ run: examples/hello
 
 # ---- make check ---------------------------------------------------------
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# Free lists and pools off, so every use after free reaches the checker.
+NOPOOL = -DTN_FREE_LIST_MAX=0 -DTN_BUF_POOL=0 -DTN_HTTP_REQ_POOL=0
 tests/tn_tests-asan: $(TEST_DEPS)
-	$(CC) $(WARN) -O1 -g $(SAN) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
+	$(CC) $(WARN) -O1 -g $(SAN) $(NOPOOL) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 tests/tn_tests-asan-poll: $(TEST_DEPS)
-	$(CC) $(WARN) -O1 -g $(SAN) -D_GNU_SOURCE -DTN_BACKEND_POLL -o $@ $(TEST_SRCS) $(LDLIBS)
+	$(CC) $(WARN) -O1 -g $(SAN) $(NOPOOL) -D_GNU_SOURCE -DTN_BACKEND_POLL -o $@ $(TEST_SRCS) $(LDLIBS)
 tests/tn_tests-vg: $(TEST_DEPS)
-	$(CC) $(WARN) -O0 -g -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
+	$(CC) $(WARN) -O0 -g $(NOPOOL) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 
 check: check-symbols check-matrix check-asan check-valgrind
 

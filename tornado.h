@@ -383,7 +383,12 @@ TN_API void tn_future_on_cancel(tn_future *f, tn_future_fn fn, void *arg);
  * part is still held: release (or take and release) inside fn. */
 TN_API int tn_future_on_done(tn_future *f, tn_future_fn fn, void *arg);
 /* Consumer: fails f with TN_ECANCELLED now and tells its producer.
- * TN_ESTATE if f is already done. Does not end the consumer's part. */
+ * TN_ESTATE if f is already done. Does not end the consumer's part.
+ * The future of a coroutine (tn_spawn) is the exception, as asyncio's
+ * Task.cancel: cancelling asks the coroutine to stop (what it awaits is
+ * cancelled, so its await returns TN_ECANCELLED) and the future fails with
+ * TN_ECANCELLED once the coroutine has ended (a value it returns anyway is
+ * freed), never while it still runs. */
 TN_API int tn_future_cancel(tn_future *f);
 /* Consumer: ends the consumer's part. An untaken owned value is freed. */
 TN_API void tn_future_release(tn_future *f);
@@ -820,7 +825,9 @@ typedef struct tn_http_route_opts {
 
 /* Creates a server on loop; *out is yours (tn_http_server_free). */
 TN_API int tn_http_server_new(tn_loop *loop, const tn_http_server_opts *opts, tn_http_server **out);
-/* Closes every connection at once and frees the server. */
+/* Closes every connection at once and frees the server. Coroutine handlers
+ * still running are cancelled; the server is freed when the last of them
+ * has ended (on a later loop iteration). */
 TN_API void tn_http_server_free(tn_http_server *srv);
 /* Binds and listens (host NULL: 127.0.0.1; port 0: any free port, see
  * tn_http_server_port). May be called more than once. 0 or -errno. */
@@ -1029,6 +1036,9 @@ TN_API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, t
 #ifndef TN_BUF_POOL
 #define TN_BUF_POOL 64 /* free buffers a loop keeps for reuse */
 #endif
+#ifndef TN_FREE_LIST_MAX
+#define TN_FREE_LIST_MAX 1024 /* freed futures (and jobs) a loop keeps for reuse */
+#endif
 #ifndef TN_EXECUTOR_THREADS
 #define TN_EXECUTOR_THREADS 4
 #endif
@@ -1142,7 +1152,6 @@ typedef struct tn__timer_slot {
     tn_callback_fn fn;
     void *arg;
     uint64_t interval_ns; /* 0: one-shot */
-    uint32_t heap_idx;    /* position in the heap while pending */
     uint32_t gen;         /* bumped when the slot is freed: stale handles miss */
     uint32_t next_free;   /* free-list link (slot index + 1, 0 ends) */
     uint32_t pending;
@@ -1152,6 +1161,7 @@ typedef struct tn__heap_entry {
     uint64_t when; /* ns, monotonic */
     uint64_t seq;  /* tie-break: FIFO among equal deadlines */
     uint32_t slot;
+    uint32_t gen;  /* the slot's generation when pushed: stale if it differs */
 } tn__heap_entry;
 
 #define TN__MAXSIG 65
@@ -1186,7 +1196,7 @@ struct tn_loop {
     size_t slots_cap, slots_used;
     uint32_t free_slot; /* index + 1, 0: none */
     tn__heap_entry *heap;
-    size_t heap_len, heap_cap;
+    size_t heap_len, heap_cap, timers_stale;
     uint64_t timer_seq;
     uint64_t now_ns, start_ns;
 
@@ -1219,6 +1229,8 @@ struct tn_loop {
     size_t nwaiters, waiters_cap, waiters_spare_cap;
     int waiters_progress;
 
+    void *future_free, *job_free; /* freed futures and executor jobs, for reuse */
+    size_t nfuture_free, njob_free;
     void *buf_free; /* pooled I/O buffers, linked through their first bytes */
     size_t nbuf_free;
     size_t nfutures, ncoroutines, njobs;
@@ -1378,16 +1390,16 @@ int tn_add_callback(tn_loop *l, tn_callback_fn fn, void *arg) {
     size_t tail;
     if (l->cb_count == l->cb_cap) {
         /* Grow and unwrap the ring so it stays contiguous from cb_head. */
-        size_t ncap = l->cb_cap ? l->cb_cap * 2 : 64, i;
+        size_t ncap = l->cb_cap ? l->cb_cap * 2 : 64, i; /* a power of two: masks, not % */
         tn__cb *n = (tn__cb *)TN_MALLOC(ncap * sizeof *n);
         if (!n) return TN_ENOMEM;
-        for (i = 0; i < l->cb_count; i++) n[i] = l->cbs[(l->cb_head + i) % l->cb_cap];
+        for (i = 0; i < l->cb_count; i++) n[i] = l->cbs[(l->cb_head + i) & (l->cb_cap - 1)];
         TN_FREE(l->cbs);
         l->cbs = n;
         l->cb_cap = ncap;
         l->cb_head = 0;
     }
-    tail = (l->cb_head + l->cb_count) % l->cb_cap;
+    tail = (l->cb_head + l->cb_count) & (l->cb_cap - 1);
     l->cbs[tail].fn = fn;
     l->cbs[tail].arg = arg;
     l->cb_count++;
@@ -1430,22 +1442,23 @@ int tn_add_callback_threadsafe(tn_loop *l, tn_callback_fn fn, void *arg) {
 #endif
 
 /* ----------------------------------------------------------------- timers */
+/* A binary min-heap of (deadline, sequence, slot, generation). Cancelling
+ * is lazy, as in asyncio: it frees the slot (bumping its generation) and
+ * leaves the heap entry to be skipped when it reaches the top, so sifting
+ * never writes back into the slots (random memory at a million timers) and
+ * cancel is O(1). When stale entries outnumber live ones, the heap is
+ * rebuilt without them. */
 #define TN__HEAP_LESS(a, b) ((a).when < (b).when || ((a).when == (b).when && (a).seq < (b).seq))
-
-static void tn__heap_place(tn_loop *l, size_t i, tn__heap_entry e) {
-    l->heap[i] = e;
-    l->slots[e.slot].heap_idx = (uint32_t)i;
-}
 
 static void tn__heap_up(tn_loop *l, size_t i) {
     tn__heap_entry e = l->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
         if (!TN__HEAP_LESS(e, l->heap[parent])) break;
-        tn__heap_place(l, i, l->heap[parent]);
+        l->heap[i] = l->heap[parent];
         i = parent;
     }
-    tn__heap_place(l, i, e);
+    l->heap[i] = e;
 }
 
 static void tn__heap_down(tn_loop *l, size_t i) {
@@ -1455,20 +1468,15 @@ static void tn__heap_down(tn_loop *l, size_t i) {
         if (c >= l->heap_len) break;
         if (c + 1 < l->heap_len && TN__HEAP_LESS(l->heap[c + 1], l->heap[c])) c++;
         if (!TN__HEAP_LESS(l->heap[c], e)) break;
-        tn__heap_place(l, i, l->heap[c]);
+        l->heap[i] = l->heap[c];
         i = c;
     }
-    tn__heap_place(l, i, e);
+    l->heap[i] = e;
 }
 
-static void tn__heap_remove(tn_loop *l, size_t i) {
-    l->heap_len--;
-    if (i == l->heap_len) return;
-    tn__heap_place(l, i, l->heap[l->heap_len]);
-    if (i > 0 && TN__HEAP_LESS(l->heap[i], l->heap[(i - 1) / 2]))
-        tn__heap_up(l, i);
-    else
-        tn__heap_down(l, i);
+static void tn__heap_pop(tn_loop *l) {
+    l->heap[0] = l->heap[--l->heap_len];
+    if (l->heap_len) tn__heap_down(l, 0);
 }
 
 static int tn__heap_push(tn_loop *l, uint32_t slot, uint64_t when) {
@@ -1477,14 +1485,36 @@ static int tn__heap_push(tn_loop *l, uint32_t slot, uint64_t when) {
     e.when = when;
     e.seq = l->timer_seq++;
     e.slot = slot;
+    e.gen = l->slots[slot].gen;
     l->heap[l->heap_len++] = e;
     tn__heap_up(l, l->heap_len - 1);
     l->slots[slot].pending = 1;
     return 0;
 }
 
+#define TN__HEAP_STALE(l, e) ((l)->slots[(e).slot].gen != (e).gen)
+
+/* Drops cancelled entries from the top, so heap[0] is a live timer. */
+static void tn__heap_prune_top(tn_loop *l) {
+    while (l->heap_len && TN__HEAP_STALE(l, l->heap[0])) {
+        tn__heap_pop(l);
+        l->timers_stale--;
+    }
+}
+
+/* Rebuilds the heap without its cancelled entries: O(n). */
+static void tn__heap_compact(tn_loop *l) {
+    size_t i, n = 0;
+    for (i = 0; i < l->heap_len; i++)
+        if (!TN__HEAP_STALE(l, l->heap[i])) l->heap[n++] = l->heap[i];
+    l->heap_len = n;
+    l->timers_stale = 0;
+    for (i = n / 2; i-- > 0;) tn__heap_down(l, i);
+}
+
 static void tn__slot_free(tn_loop *l, uint32_t slot) {
     tn__timer_slot *s = &l->slots[slot];
+    if (s->pending) l->timers_stale++; /* its heap entry is now stale */
     s->pending = 0;
     s->fn = NULL;
     if (++s->gen == 0) s->gen = 1;
@@ -1506,10 +1536,12 @@ static int tn__timer_start(tn_loop *l, uint64_t when_ns, uint64_t interval_ns, t
         for (i = l->slots_cap; i > old; i--) {
             l->slots[i - 1].gen = 1;
             l->slots[i - 1].pending = 0;
+            l->slots[i - 1].fn = NULL;
             l->slots[i - 1].next_free = l->free_slot;
             l->free_slot = (uint32_t)i;
         }
     }
+    if (l->timers_stale > 1024 && l->timers_stale > l->heap_len / 2) tn__heap_compact(l);
     slot = l->free_slot - 1;
     s = &l->slots[slot];
     if (tn__heap_push(l, slot, when_ns)) return TN_ENOMEM;
@@ -1544,7 +1576,6 @@ int tn_cancel_timer(tn_loop *l, tn_timer t) {
     if (slot == 0 || slot > l->slots_cap) return TN_ENOENT;
     s = &l->slots[slot - 1];
     if (s->gen != gen || !s->fn) return TN_ENOENT;
-    if (s->pending) tn__heap_remove(l, s->heap_idx);
     tn__slot_free(l, slot - 1);
     return 0;
 }
@@ -1555,14 +1586,21 @@ uint64_t tn_time_ms(const tn_loop *l) { return (l->now_ns - l->start_ns) / 10000
  * timer that schedules a zero-delay timer cannot starve I/O. */
 static void tn__run_timers(tn_loop *l) {
     uint64_t seq_limit = l->timer_seq;
-    while (l->heap_len && l->heap[0].when <= l->now_ns && l->heap[0].seq < seq_limit) {
-        uint32_t slot = l->heap[0].slot;
-        uint64_t when = l->heap[0].when;
-        tn__timer_slot *s = &l->slots[slot];
-        tn_callback_fn fn = s->fn;
-        void *arg = s->arg;
-        uint32_t gen = s->gen;
-        tn__heap_remove(l, 0);
+    for (;;) {
+        uint32_t slot, gen;
+        uint64_t when;
+        tn__timer_slot *s;
+        tn_callback_fn fn;
+        void *arg;
+        tn__heap_prune_top(l);
+        if (!l->heap_len || l->heap[0].when > l->now_ns || l->heap[0].seq >= seq_limit) break;
+        slot = l->heap[0].slot;
+        when = l->heap[0].when;
+        s = &l->slots[slot];
+        fn = s->fn;
+        arg = s->arg;
+        gen = s->gen;
+        tn__heap_pop(l);
         s->pending = 0;
         if (s->interval_ns) {
             /* Re-arm before the call (so the callback may cancel it) at the
@@ -1734,6 +1772,15 @@ int tn_signal_remove(tn_loop *l, int signo) {
 /* ------------------------------------------------------- loop lifecycle */
 static void tn__executor_free(tn_loop *l);
 static void tn__drop_callbacks(tn_loop *l);
+
+/* Frees a list linked through each block's first bytes. */
+static void tn__free_list(void **head) {
+    while (*head) {
+        void *next = *(void **)*head;
+        TN_FREE(*head);
+        *head = next;
+    }
+}
 static void tn__bufpool_free(tn_loop *l);
 
 int tn_loop_new(tn_loop **out, const tn_loop_opts *opts) {
@@ -1810,6 +1857,8 @@ void tn_loop_free(tn_loop *l) {
     TN_FREE(l->waiters);
     TN_FREE(l->waiters_spare);
     tn__bufpool_free(l);
+    tn__free_list(&l->future_free);
+    tn__free_list(&l->job_free);
     TN_FREE(l);
 }
 
@@ -1835,7 +1884,7 @@ static void tn__run_callbacks(tn_loop *l) {
     size_t n = l->cb_count;
     while (n--) {
         tn__cb c = l->cbs[l->cb_head];
-        l->cb_head = (l->cb_head + 1) % l->cb_cap;
+        l->cb_head = (l->cb_head + 1) & (l->cb_cap - 1);
         l->cb_count--;
         c.fn(l, c.arg);
     }
@@ -1846,6 +1895,7 @@ static void tn__run_waiters(tn_loop *l);
 int tn_loop_next_timeout(tn_loop *l) {
     uint64_t now, delta;
     if (l->cb_count || l->waiters_progress || l->stop_requested) return 0;
+    tn__heap_prune_top(l);
     if (!l->heap_len) return -1;
     now = tn__clock_ns();
     if (l->heap[0].when <= now) return 0;
@@ -1901,6 +1951,8 @@ void tn_loop_stop(tn_loop *l) { l->stop_requested = 1; }
 #define TN__F_CONSUMER 4u /* consumer's part still held */
 #define TN__F_DISPATCH 8u /* done callback queued on the loop */
 #define TN__F_TAKEN 16u   /* value handed to the consumer */
+#define TN__F_SETTLES_OWN_CANCEL 32u /* cancel asks; the producer completes it */
+#define TN__F_CANCEL_ASKED 64u
 
 struct tn_future {
     tn_loop *loop;
@@ -1914,8 +1966,13 @@ struct tn_future {
 };
 
 tn_future *tn_future_new(tn_loop *l) {
-    tn_future *f = (tn_future *)TN_MALLOC(sizeof *f);
-    if (!f) return NULL;
+    tn_future *f = (tn_future *)l->future_free;
+    if (f) { /* reuse: futures come and go at the rate of awaits */
+        l->future_free = *(void **)f;
+        l->nfuture_free--;
+    } else if (!(f = (tn_future *)TN_MALLOC(sizeof *f))) {
+        return NULL;
+    }
     memset(f, 0, sizeof *f);
     f->loop = l;
     f->flags = TN__F_PRODUCER | TN__F_CONSUMER;
@@ -1924,9 +1981,16 @@ tn_future *tn_future_new(tn_loop *l) {
 }
 
 static void tn__future_maybe_free(tn_future *f) {
+    tn_loop *l = f->loop;
     if (f->flags & (TN__F_PRODUCER | TN__F_CONSUMER | TN__F_DISPATCH)) return;
     if (f->value && f->free_value && !(f->flags & TN__F_TAKEN)) f->free_value(f->value);
-    f->loop->nfutures--;
+    l->nfutures--;
+    if (l->nfuture_free < TN_FREE_LIST_MAX) {
+        *(void **)f = l->future_free; /* overwrites f->loop: read it first */
+        l->future_free = f;
+        l->nfuture_free++;
+        return;
+    }
     TN_FREE(f);
 }
 
@@ -1946,7 +2010,7 @@ static void tn__future_dispatch(tn_loop *l, void *arg) {
 static void tn__drop_callbacks(tn_loop *l) {
     while (l->cb_count) {
         tn__cb c = l->cbs[l->cb_head];
-        l->cb_head = (l->cb_head + 1) % l->cb_cap;
+        l->cb_head = (l->cb_head + 1) & (l->cb_cap - 1);
         l->cb_count--;
         if (c.fn == tn__future_dispatch) {
             tn_future *f = (tn_future *)c.arg;
@@ -2008,6 +2072,16 @@ int tn_future_on_done(tn_future *f, tn_future_fn fn, void *arg) {
 int tn_future_cancel(tn_future *f) {
     tn_future_fn fn = f->cancel_fn;
     if (f->flags & TN__F_DONE) return TN_ESTATE;
+    if (f->flags & TN__F_SETTLES_OWN_CANCEL) {
+        /* A coroutine's future: like asyncio's Task.cancel, this asks the
+         * coroutine to stop (its await returns TN_ECANCELLED) and the future
+         * completes when the coroutine has ended, so nobody frees what the
+         * coroutine still uses while it unwinds. */
+        if (f->flags & TN__F_CANCEL_ASKED) return 0;
+        f->flags |= TN__F_CANCEL_ASKED;
+        if (fn) fn(f, f->cancel_arg);
+        return 0;
+    }
     f->flags |= TN__F_DONE;
     f->err = TN_ECANCELLED;
     f->cancel_fn = NULL;
@@ -2263,7 +2337,9 @@ int tn_run_sync(tn_loop *l, tn_future *f, uint64_t timeout_ms, void **value) {
     if (fired == 2) l->stop_requested = 0;
     if (own_cb) f->done_fn = NULL; /* its arg is this frame: never call it later */
     if (!tn_future_done(f)) tn_future_cancel(f);
-    err = tn_future_error(f);
+    /* A coroutine's future completes only once the coroutine has unwound,
+     * which needs the loop: report the cancel ourselves. */
+    err = tn_future_done(f) ? tn_future_error(f) : TN_ECANCELLED;
     if (err == TN_ECANCELLED && timed_out) err = TN_ETIMEOUT;
     if (value) *value = err ? NULL : tn_future_take(f);
     tn_future_release(f);
@@ -2321,6 +2397,7 @@ tn_future *tn_spawn(tn_loop *l, tn_co *co, tn_co_fn fn) {
     co->lc.line = 0;
     co->flags &= TN__CO_OWNED;
     l->ncoroutines++;
+    f->flags |= TN__F_SETTLES_OWN_CANCEL;
     tn_future_on_cancel(f, tn__co_cancelled, co);
     /* The consumer's part is the caller's: tn__co_step may end the producer's
      * part now, but f lives until the caller lets it go. */
@@ -2412,6 +2489,10 @@ static void tn__run_waiters(tn_loop *l) {
 int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value) {
     tn_future *f = co->done;
     co->done = NULL;
+    if (f->flags & TN__F_CANCEL_ASKED) { /* cancelled: it stays cancelled */
+        if (value && free_value) free_value(value);
+        err = TN_ECANCELLED;
+    }
     if (err) tn_future_fail(f, err);
     else tn_future_resolve_owned(f, value, free_value);
     return TN_CO_DONE;
@@ -2435,6 +2516,18 @@ struct tn__executor {
     pthread_t *threads;
     int nthreads, shutdown;
 };
+
+/* Jobs are made and dropped on the loop thread only, so a plain free list
+ * serves them (two mallocs per round trip were half its cost). */
+static void tn__job_recycle(tn_loop *l, tn__job *j) {
+    if (l->njob_free < TN_FREE_LIST_MAX) {
+        *(void **)j = l->job_free;
+        l->job_free = j;
+        l->njob_free++;
+    } else {
+        TN_FREE(j);
+    }
+}
 
 static void *tn__worker(void *arg) {
     tn__executor *ex = (tn__executor *)arg;
@@ -2514,7 +2607,7 @@ static void tn__job_cancelled(tn_future *f, void *arg) {
         pthread_mutex_unlock(&ex->lock);
         tn_future_fail(j->f, TN_ECANCELLED);
         f->loop->njobs--;
-        TN_FREE(j);
+        tn__job_recycle(f->loop, j);
         return;
     }
     /* Running: it finishes on its own; its result is then freed. */
@@ -2539,7 +2632,7 @@ static void tn__jobs_complete(tn_loop *l, tn__job *done) {
             tn_future_resolve_owned(j->f, j->result, j->free_result);
         }
         l->njobs--;
-        TN_FREE(j);
+        tn__job_recycle(l, j);
     }
 }
 
@@ -2549,7 +2642,12 @@ tn_future *tn_run_in_executor(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn f
     tn__executor *ex;
     if (!l->executor && tn__executor_start(l)) return NULL;
     ex = l->executor;
-    j = (tn__job *)TN_MALLOC(sizeof *j);
+    if ((j = (tn__job *)l->job_free) != NULL) {
+        l->job_free = *(void **)j;
+        l->njob_free--;
+    } else {
+        j = (tn__job *)TN_MALLOC(sizeof *j);
+    }
     f = tn_future_new(l);
     if (!j || !f) {
         TN_FREE(j);
@@ -3888,6 +3986,16 @@ static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
             return;
         }
         if (rc > 0) s->ops->on_read(s);
+    } else if ((events & TN_ERROR) && !(s->flags & TN__S_CLOSED)) {
+        /* A hang-up or error (a reset) while we do not read: nothing above
+         * consumed it, so the level-triggered poll would report it again at
+         * once, forever (a busy loop), and the owner would never hear that
+         * the peer is gone. */
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        tn__stream_close(s);
+        s->ops->on_error(s, err ? -err : TN_ECLOSED);
     }
 }
 
@@ -3969,6 +4077,7 @@ struct tn_http_request {
 #define TN__C_ZOMBIE 8u      /* fd closed, a handler still holds the request */
 #define TN__C_CLOSE_NOW 16u  /* close asked for inside a batch: done after it */
 #define TN__C_SERVED 32u     /* has served a request: idle timeout applies */
+#define TN__C_HELD 64u       /* the batch stopped for output backpressure */
 
 struct tn__conn {
     tn_stream s; /* first: stream callbacks cast back to the connection */
@@ -3980,6 +4089,7 @@ struct tn__conn {
     tn_timer timer;
     unsigned flags;
     int got_bytes; /* the current request has sent at least one byte */
+    size_t idle_pending; /* no request: output pending when last checked */
 };
 
 struct tn_http_server {
@@ -3997,7 +4107,7 @@ struct tn_http_server {
     char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     size_t date_len;
     uint64_t date_at_ns;
-    int shutting_down;
+    int shutting_down, free_pending;
     tn_future *shutdown_f;
     tn_timer shutdown_timer;
 };
@@ -4101,6 +4211,13 @@ static void tn__conn_timeout(tn_loop *l, void *arg) {
         return;
     }
     c->deadline_ns = 0;
+    if (!c->req && tn__stream_pending(&c->s) && tn__stream_pending(&c->s) < c->idle_pending) {
+        /* No request, but a response still going out, and bytes went out
+         * since the last check: not idle (see tn__conn_after_batch). */
+        c->idle_pending = tn__stream_pending(&c->s);
+        tn__conn_set_deadline(c, c->srv->opts.idle_timeout_ms);
+        return;
+    }
     /* Idle (no byte of a request yet): just close. Mid-request: 408. */
     if (!c->got_bytes || (c->req && c->req->state == TN__RQ_HANDLER)) {
         if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c);
@@ -4527,6 +4644,8 @@ static void tn__req_allow(tn_http_request *r, char *out, size_t cap) {
 }
 
 /* ------------------------------------------------------ connections */
+static void tn__server_destroy(tn_http_server *srv);
+
 static void tn__conn_free(tn__conn *c) {
     tn_http_server *srv = c->srv;
     if (c->flags & TN__C_TIMER) tn_cancel_timer(srv->loop, c->timer);
@@ -4544,6 +4663,7 @@ static void tn__conn_free(tn__conn *c) {
         tn_cancel_timer(srv->loop, srv->shutdown_timer);
         tn_future_resolve(f, NULL);
     }
+    if (srv->free_pending && srv->nconns == 0) tn__server_destroy(srv);
 }
 
 /* Closes the connection. With a coroutine handler still running it only
@@ -4560,44 +4680,59 @@ static void tn__conn_close(tn__conn *c) {
         c->flags |= TN__C_ZOMBIE;
         r->closed = 1;
         tn__req_settle_drain(r, TN_ECLOSED);
-        tn_future_cancel(r->co_future);
+        /* Cancel the coroutine, not its completion future: failing that
+         * future now ran tn__req_co_done (which frees the connection and
+         * the request) while the coroutine was still suspended, and it then
+         * resumed holding a freed req. Flagged cancelled, with what it
+         * awaits cancelled, it resumes with TN_ECANCELLED; the connection
+         * goes when it really ends. A done future means it has ended and
+         * its frame is gone: tn__req_co_done is already on its way. */
+        if (!tn_future_done(r->co_future)) {
+            r->frame->flags |= TN__CO_CANCELLED;
+            if (r->frame->awaiting) tn_future_cancel(r->frame->awaiting);
+        }
         return;
     }
     tn__conn_free(c);
 }
 
-static void tn__conn_after_batch(tn__conn *c);
+static int tn__conn_after_batch(tn__conn *c);
 
 /* Processes what is buffered, then flushes once: every path into the
- * connection's logic goes through here. */
+ * connection's logic goes through here. A batch held back by output
+ * backpressure runs again when that flush wrote everything: with no output
+ * left there is no write event to resume it, and a client waiting for these
+ * answers sends nothing that would (a stalled connection). */
 static void tn__conn_run(tn__conn *c) {
-    c->flags |= TN__C_IN_BATCH;
-    tn__conn_process(c);
-    c->flags &= ~TN__C_IN_BATCH;
-    tn__conn_after_batch(c);
+    do {
+        c->flags = (c->flags | TN__C_IN_BATCH) & ~TN__C_HELD;
+        tn__conn_process(c);
+        c->flags &= ~TN__C_IN_BATCH;
+    } while (tn__conn_after_batch(c));
 }
 
-static void tn__conn_after_batch(tn__conn *c) {
+/* Returns 1 when the batch should run again (c is then alive). */
+static int tn__conn_after_batch(tn__conn *c) {
     tn_http_request *r = c->req;
     int in_handler = r && r->state == TN__RQ_HANDLER;
     int reading;
     if (c->flags & TN__C_CLOSE_NOW) {
         tn__conn_close(c);
-        return;
+        return 0;
     }
-    if (c->flags & TN__C_ZOMBIE) return;
-    if (tn__conn_flush(c)) return; /* closed, maybe freed */
+    if (c->flags & TN__C_ZOMBIE) return 0;
+    if (tn__conn_flush(c)) return 0; /* closed, maybe freed */
     if (c->s.flags & TN__S_EOF) {
         if (in_handler) { /* the client left while its handler runs */
             tn__conn_close(c);
-            return;
+            return 0;
         }
         c->flags |= TN__C_CLOSE_AFTER;
     }
     if ((c->flags & TN__C_CLOSE_AFTER) && !in_handler) {
         if (!tn__stream_pending(&c->s)) tn__conn_close(c);
         else tn__stream_set_reading(&c->s, 0);
-        return;
+        return 0;
     }
     /* Read on unless the request now belongs to its handler and the buffer
      * is full (it must not move under the request), or output backs up. */
@@ -4605,11 +4740,18 @@ static void tn__conn_after_batch(tn__conn *c) {
               (!in_handler || (c->s.in.data && c->s.in.len < c->s.in.cap));
     tn__stream_set_reading(&c->s, reading);
     if (!r) {
+        size_t pend = tn__stream_pending(&c->s);
         if (c->s.in.off == c->s.in.len) tn__buf_release(c->srv->loop, &c->s.in); /* idle: no buffer */
-        if (!c->deadline_ns)
+        /* The idle clock restarts when the last response is all out: while
+         * it goes out, tn__conn_timeout only checks that bytes do go out
+         * (a slow reader is not idle; one that stopped reading is). Before,
+         * a big response still being read was cut at idle_timeout_ms. */
+        if (!c->deadline_ns || (c->idle_pending && !pend))
             tn__conn_set_deadline(c, (c->flags & TN__C_SERVED) ? c->srv->opts.idle_timeout_ms
                                                                 : c->srv->opts.header_timeout_ms);
+        c->idle_pending = pend;
     }
+    return (c->flags & TN__C_HELD) && reading && !tn__stream_pending(&c->s);
 }
 
 static void tn__conn_on_read(tn_stream *s) { tn__conn_run((tn__conn *)s); }
@@ -4656,13 +4798,24 @@ static void tn__req_co_done(tn_future *f, void *arg) {
         tn__conn_free(c);
         return;
     }
+    /* Answer as inside a batch (queue, do not flush): a write failing here
+     * closed and freed the connection, and end_request then used it. The
+     * flush in tn__conn_run finds the failure where it is safe. */
+    c->flags |= TN__C_IN_BATCH;
     if (!r->headers_sent) {
         (void)err; /* a failed or silent handler is a server error */
         tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
     } else if (!r->finished) {
-        if (err) c->flags |= TN__C_CLOSE_AFTER; /* a cut-off body must not look whole */
-        tn_http_finish(r);
+        if (err) {
+            /* A cut-off body must not look whole: close, and without the
+             * last chunk, which tn_http_finish would write. */
+            c->flags |= TN__C_CLOSE_AFTER;
+            r->finished = 1;
+        } else {
+            tn_http_finish(r);
+        }
     }
+    c->flags &= ~TN__C_IN_BATCH;
     tn__conn_end_request(c);
     tn__conn_run(c);
 }
@@ -4826,7 +4979,10 @@ static void tn__conn_process(tn__conn *c) {
         if (c->s.flags & TN__S_CLOSED) return;
         if (c->flags & (TN__C_CLOSE_AFTER | TN__C_CLOSE_NOW | TN__C_ZOMBIE)) return;
         if (r && r->state == TN__RQ_HANDLER) return; /* its handler has it */
-        if (tn__stream_pending(&c->s) > TN_HTTP_WRITE_HIGH) return; /* backpressure */
+        if (tn__stream_pending(&c->s) > TN_HTTP_WRITE_HIGH) { /* backpressure */
+            c->flags |= TN__C_HELD; /* tn__conn_run resumes it if the flush empties the output */
+            return;
+        }
         avail = in->data ? in->len - in->off : 0;
         if (r && r->base && r->base != in->data + in->off) tn__req_rebase(r, in->data + in->off);
         if (!r) {
@@ -5140,30 +5296,8 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
     return f;
 }
 
-void tn_http_server_free(tn_http_server *srv) {
+static void tn__server_destroy(tn_http_server *srv) {
     size_t i;
-    if (!srv) return;
-    tn__server_close_listeners(srv);
-    srv->shutting_down = 1;
-    if (srv->shutdown_f) {
-        tn_cancel_timer(srv->loop, srv->shutdown_timer);
-        tn_future_fail(srv->shutdown_f, TN_ECANCELLED);
-        srv->shutdown_f = NULL;
-    }
-    while (srv->conns) {
-        tn__conn *c = srv->conns;
-        if (c->req && c->req->co_future) {
-            /* A coroutine still holds this request: stop it and drop the
-             * link to its completion; its frame is freed when it ends. */
-            tn_future_on_done(c->req->co_future, NULL, NULL);
-            c->req->co_future->done_fn = NULL;
-            tn_future_cancel(c->req->co_future);
-            tn_future_release(c->req->co_future);
-            c->req->co_future = NULL;
-        }
-        tn__stream_close(&c->s);
-        tn__conn_free(c);
-    }
     while (srv->req_free) {
         tn_http_request *r = srv->req_free;
         srv->req_free = r->next_free;
@@ -5177,6 +5311,33 @@ void tn_http_server_free(tn_http_server *srv) {
     }
     TN_FREE(srv->routes);
     TN_FREE(srv);
+}
+
+void tn_http_server_free(tn_http_server *srv) {
+    tn__conn *c, *next;
+    if (!srv) return;
+    tn__server_close_listeners(srv);
+    srv->shutting_down = 1;
+    if (srv->shutdown_f) {
+        tn_cancel_timer(srv->loop, srv->shutdown_timer);
+        tn_future_fail(srv->shutdown_f, TN_ECANCELLED);
+        srv->shutdown_f = NULL;
+    }
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        c->flags &= ~TN__C_IN_BATCH;
+        /* A connection whose coroutine handler still runs becomes a zombie
+         * (fd closed, handler cancelled) and goes when the handler ends. */
+        if (!(c->flags & TN__C_ZOMBIE)) tn__conn_close(c);
+    }
+    if (srv->nconns) {
+        /* Coroutines are unwinding (on later iterations): the last one to
+         * end frees the server. If the loop never runs again they cannot,
+         * and their memory stays. */
+        srv->free_pending = 1;
+        return;
+    }
+    tn__server_destroy(srv);
 }
 
 /* ---------------------------------------------------------- accessors */

@@ -503,8 +503,10 @@ TEST(co_wait_until_cancelled) {
     wait_flag = 0;
     f = tn_spawn(l, &w.co, waiter);
     CHECK_EQ_INT(tn_future_cancel(f), 0);
-    CHECK_EQ_INT(tn_future_error(f), TN_ECANCELLED);
+    /* A coroutine's future completes once the coroutine has unwound. */
+    CHECK_EQ_INT(tn_future_error(f), TN_ESTATE);
     step_until_set(l, &w.woke, 100);
+    CHECK_EQ_INT(tn_future_error(f), TN_ECANCELLED);
     CHECK_EQ_INT(w.woke, 1);
     CHECK_EQ_INT(w.err, TN_ECANCELLED);
     CHECK_EQ_INT(wait_flag, 0);
@@ -560,6 +562,7 @@ TEST(co_cancel_via_with_timeout_resumes_with_ecancelled) {
     CHECK_EQ_INT(sleeper_resumed, 1);
     CHECK_EQ_INT(sleeper_err, TN_ECANCELLED);
     CHECK(sleeper_saw_flag);
+    CHECK_EQ_INT(tn_loop_step(l, 0), 0); /* with_timeout's done callback lets go of it */
     FREE_LOOP_CLEAN(l); /* the sleep's timer was cancelled, the frame freed */
 }
 
@@ -571,12 +574,15 @@ TEST(co_cancel_directly) {
     sleeper_resumed = sleeper_err = 0;
     f = tn_spawn(l, &s.co, long_sleeper);
     CHECK_EQ_INT(tn_future_cancel(f), 0);
-    CHECK_EQ_INT(tn_future_error(f), TN_ECANCELLED);
-    CHECK_EQ_INT(tn_future_cancel(f), TN_ESTATE);
+    /* Asked, not yet done: the coroutine has not unwound. */
+    CHECK_EQ_INT(tn_future_error(f), TN_ESTATE);
+    CHECK_EQ_INT(tn_future_cancel(f), 0);
     /* It resumes on a later iteration, not inside cancel. */
     CHECK_EQ_INT(sleeper_resumed, 0);
     step_until_set(l, &sleeper_resumed, 100);
     CHECK_EQ_INT(sleeper_err, TN_ECANCELLED);
+    CHECK_EQ_INT(tn_future_error(f), TN_ECANCELLED);
+    CHECK_EQ_INT(tn_future_cancel(f), TN_ESTATE);
     tn_future_release(f);
     FREE_LOOP_CLEAN(l);
 }
@@ -820,6 +826,7 @@ TEST(co_any_first_wins_losers_cancelled) {
     CHECK_EQ_INT(any_errs[1], 0);
     CHECK_EQ_INT(any_errs[0], TN_ECANCELLED);
     CHECK_EQ_INT(any_errs[2], TN_ECANCELLED);
+    CHECK_EQ_INT(tn_loop_step(l, 0), 0); /* tn_any's done callbacks let go of them */
     FREE_LOOP_CLEAN(l);
 }
 
@@ -832,6 +839,7 @@ TEST(co_all_failure_cancels_sibling_coroutines) {
     fs[2] = spawn_val(l, 3, 60000);
     CHECK_EQ_INT(tn_run_sync(l, tn_all(l, fs, 3, NULL), 0, NULL), -EPIPE);
     for (i = 0; i < 20 && live_coroutines(l); i++) CHECK_EQ_INT(tn_loop_step(l, 50), 0);
+    CHECK_EQ_INT(tn_loop_step(l, 0), 0); /* tn_all's done callbacks let go of them */
     FREE_LOOP_CLEAN(l); /* the cancelled siblings ended and freed their frames */
 }
 

@@ -389,20 +389,40 @@ TEST(executor_loop_free_with_jobs_queued) {
     CHECK(locked_get(&queued_ran) < 20);     /* the queue was not drained first */
 }
 
-TEST(executor_loop_free_with_unreleased_futures) {
-    /* The consumer still holds the futures at tn_loop_free: the loop frees
-     * what it tracks; nothing may leak or hang. */
-    tn_loop *l = new_loop_threads(2);
-    int i;
-    blockers_started = slow_done = queued_ran = 0;
-    for (i = 0; i < 4; i++) (void)tn_run_in_executor(l, work_count, NULL, free);
-    tn_loop_free(l);
-    CHECK(locked_get(&queued_ran) <= 4);
-}
-
 TEST(executor_not_started_until_used) {
     tn_loop *l = new_loop_threads(3);
     CHECK_EQ_INT(live_jobs(l), 0);
     FREE_LOOP_CLEAN(l); /* no threads to join: must not hang */
+}
+#else /* TN_NO_THREADS: the work runs inline and the future comes back done */
+#include "../tornado.h"
+#include "tn_test.h"
+
+#include <errno.h>
+
+static int inline_ran;
+static int work_inline(void *arg, void **result) {
+    inline_ran++;
+    *result = arg;
+    return arg ? 0 : -EIO;
+}
+
+TEST(executor_inline_without_threads) {
+    tn_loop *l = NULL;
+    tn_future *f;
+    tn_loop_stats st;
+    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    f = tn_run_in_executor(l, work_inline, &inline_ran, NULL);
+    REQUIRE(f != NULL);
+    CHECK_EQ_INT(inline_ran, 1);
+    CHECK(tn_future_done(f));
+    CHECK(tn_future_value(f) == &inline_ran);
+    tn_future_release(f);
+    f = tn_run_in_executor(l, work_inline, NULL, NULL);
+    CHECK_EQ_INT(tn_future_error(f), -EIO);
+    tn_future_release(f);
+    tn_loop_get_stats(l, &st);
+    CHECK_EQ_INT(st.futures, 0);
+    tn_loop_free(l);
 }
 #endif /* TN_NO_THREADS */
