@@ -2109,20 +2109,27 @@ void *tn_future_take(tn_future *f) {
 
 /* ----------------------------------------------------------- combinators */
 /* tn_all / tn_any share one record: the inputs, and the output future. */
-typedef struct tn__multi {
-    tn_loop *loop;
+typedef struct tn__multi tn__multi;
+/* Each input's done callback gets its own record, so it knows its index
+ * without a search (tn_all over n futures stays O(n), not O(n^2)). */
+typedef struct tn__multi_in {
+    tn_future *f;
+    tn__multi *m;
+} tn__multi_in;
+
+struct tn__multi {
     tn_future *out;
-    tn_future **fs;
+    tn__multi_in *ins;
     void **values;
     size_t *index;
     size_t n, pending;
     int any, finished;
-} tn__multi;
+};
 
 static void tn__multi_free(tn__multi *m) {
     size_t i;
-    for (i = 0; i < m->n; i++) tn_future_release(m->fs[i]);
-    TN_FREE(m->fs);
+    for (i = 0; i < m->n; i++) tn_future_release(m->ins[i].f);
+    TN_FREE(m->ins);
     TN_FREE(m);
 }
 
@@ -2132,23 +2139,22 @@ static void tn__multi_cancelled(tn_future *out, void *arg) {
     size_t i;
     (void)out;
     m->finished = 1;
-    for (i = 0; i < m->n; i++) tn_future_cancel(m->fs[i]);
+    for (i = 0; i < m->n; i++) tn_future_cancel(m->ins[i].f);
     tn_future_fail(m->out, TN_ECANCELLED); /* ends our producer part */
     m->out = NULL;
 }
 
 static void tn__multi_input_done(tn_future *f, void *arg) {
-    tn__multi *m = (tn__multi *)arg;
-    size_t i, which = 0;
+    tn__multi_in *in = (tn__multi_in *)arg;
+    tn__multi *m = in->m;
+    size_t i, which = (size_t)(in - m->ins);
     int err = tn_future_error(f);
-    for (i = 0; i < m->n; i++)
-        if (m->fs[i] == f) which = i;
     m->pending--;
     if (!m->finished) {
         if (err || m->any) {
             m->finished = 1;
             for (i = 0; i < m->n; i++)
-                if (i != which) tn_future_cancel(m->fs[i]);
+                if (i != which) tn_future_cancel(m->ins[i].f);
             if (m->any && m->index) *m->index = which;
             if (err) tn_future_fail(m->out, err);
             else tn_future_resolve_owned(m->out, tn_future_take(f), f->free_value);
@@ -2156,7 +2162,7 @@ static void tn__multi_input_done(tn_future *f, void *arg) {
         } else if (m->pending == 0) {
             m->finished = 1;
             if (m->values)
-                for (i = 0; i < m->n; i++) m->values[i] = tn_future_take(m->fs[i]);
+                for (i = 0; i < m->n; i++) m->values[i] = tn_future_take(m->ins[i].f);
             tn_future_resolve(m->out, NULL);
             m->out = NULL;
         }
@@ -2169,16 +2175,23 @@ static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, v
     tn__multi *m = (tn__multi *)TN_MALLOC(sizeof *m);
     tn_future *out = tn_future_new(l);
     size_t i;
-    if (!m || !out || (n && !(m->fs = (tn_future **)TN_MALLOC(n * sizeof *fs)))) {
-        for (i = 0; i < n; i++) tn_future_release(fs[i]);
+    int missing = 0;
+    for (i = 0; i < n; i++) missing |= fs[i] == NULL; /* an input that failed to allocate */
+    if (m) m->ins = NULL;
+    if (!m || !out || missing || (n && !(m->ins = (tn__multi_in *)TN_MALLOC(n * sizeof *m->ins)))) {
+        for (i = 0; i < n; i++) {
+            if (!fs[i]) continue;
+            tn_future_cancel(fs[i]);
+            tn_future_release(fs[i]);
+        }
         if (out) {
             tn_future_fail(out, TN_ENOMEM);
             tn_future_release(out);
         }
+        if (m) TN_FREE(m->ins);
         TN_FREE(m);
         return NULL;
     }
-    m->loop = l;
     m->out = out;
     m->n = m->pending = n;
     m->values = values;
@@ -2186,15 +2199,15 @@ static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, v
     m->any = any;
     m->finished = 0;
     if (n == 0) {
-        m->fs = NULL;
         TN_FREE(m);
         if (any) tn_future_fail(out, TN_EINVAL);
         else tn_future_resolve(out, NULL);
         return out;
     }
     for (i = 0; i < n; i++) {
-        m->fs[i] = fs[i];
-        tn_future_on_done(fs[i], tn__multi_input_done, m);
+        m->ins[i].f = fs[i];
+        m->ins[i].m = m;
+        tn_future_on_done(fs[i], tn__multi_input_done, &m->ins[i]);
     }
     tn_future_on_cancel(out, tn__multi_cancelled, m);
     return out;
@@ -2274,7 +2287,9 @@ static void tn__timeout_out_cancelled(tn_future *out, void *arg) {
 }
 
 tn_future *tn_with_timeout(tn_loop *l, tn_future *in, uint64_t timeout_ms) {
-    tn__timeout *t = (tn__timeout *)TN_MALLOC(sizeof *t);
+    tn__timeout *t;
+    if (!in) return NULL; /* the input itself failed to allocate */
+    t = (tn__timeout *)TN_MALLOC(sizeof *t);
     tn_future *out = tn_future_new(l);
     if (!t || !out || tn_call_later(l, timeout_ms, tn__timeout_fire, t, &t->timer)) {
         if (out) {
@@ -4089,7 +4104,6 @@ struct tn__conn {
     tn_timer timer;
     unsigned flags;
     int got_bytes; /* the current request has sent at least one byte */
-    size_t idle_pending; /* no request: output pending when last checked */
 };
 
 struct tn_http_server {
@@ -4112,7 +4126,6 @@ struct tn_http_server {
     tn_timer shutdown_timer;
 };
 
-static const tn__stream_ops tn__conn_ops;
 static void tn__req_settle_drain(tn_http_request *r, int err);
 static void tn__conn_process(tn__conn *c);
 static void tn__conn_close(tn__conn *c);
@@ -4211,13 +4224,6 @@ static void tn__conn_timeout(tn_loop *l, void *arg) {
         return;
     }
     c->deadline_ns = 0;
-    if (!c->req && tn__stream_pending(&c->s) && tn__stream_pending(&c->s) < c->idle_pending) {
-        /* No request, but a response still going out, and bytes went out
-         * since the last check: not idle (see tn__conn_after_batch). */
-        c->idle_pending = tn__stream_pending(&c->s);
-        tn__conn_set_deadline(c, c->srv->opts.idle_timeout_ms);
-        return;
-    }
     /* Idle (no byte of a request yet): just close. Mid-request: 408. */
     if (!c->got_bytes || (c->req && c->req->state == TN__RQ_HANDLER)) {
         if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c);
@@ -4740,16 +4746,13 @@ static int tn__conn_after_batch(tn__conn *c) {
               (!in_handler || (c->s.in.data && c->s.in.len < c->s.in.cap));
     tn__stream_set_reading(&c->s, reading);
     if (!r) {
-        size_t pend = tn__stream_pending(&c->s);
         if (c->s.in.off == c->s.in.len) tn__buf_release(c->srv->loop, &c->s.in); /* idle: no buffer */
-        /* The idle clock restarts when the last response is all out: while
-         * it goes out, tn__conn_timeout only checks that bytes do go out
-         * (a slow reader is not idle; one that stopped reading is). Before,
-         * a big response still being read was cut at idle_timeout_ms. */
-        if (!c->deadline_ns || (c->idle_pending && !pend))
+        /* The idle clock starts once the last response is all out (the
+         * drain runs this again then): armed while a big response was
+         * still being read, it cut that response at idle_timeout_ms. */
+        if (!c->deadline_ns && !tn__stream_pending(&c->s))
             tn__conn_set_deadline(c, (c->flags & TN__C_SERVED) ? c->srv->opts.idle_timeout_ms
                                                                 : c->srv->opts.header_timeout_ms);
-        c->idle_pending = pend;
     }
     return (c->flags & TN__C_HELD) && reading && !tn__stream_pending(&c->s);
 }
@@ -6296,7 +6299,11 @@ static void tn__hconn_failed(tn__hconn *hc, int err) {
     else tn__hconn_close(hc);
 }
 
-static const tn__stream_ops tn__hconn_ops;
+/* (C++ has no tentative definitions: declare the callbacks, define the table.) */
+static void tn__hconn_on_read(tn_stream *s);
+static void tn__hconn_on_drain(tn_stream *s);
+static void tn__hconn_on_error(tn_stream *s, int err);
+static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error};
 
 static void tn__hconn_connected(tn__connector *cn, int fd, int err) {
     tn__hconn *hc = (tn__hconn *)((char *)cn - offsetof(tn__hconn, cn));
@@ -6644,8 +6651,6 @@ static void tn__hconn_on_error(tn_stream *s, int err) {
     tn__hconn *hc = (tn__hconn *)s;
     tn__hconn_failed(hc, err == -ECONNRESET || err == -EPIPE ? TN_ECLOSED : err);
 }
-
-static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error};
 
 tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts) {
     tn_future *f = tn_future_new(c->loop);
