@@ -1,22 +1,33 @@
-/* hello: the smallest tornado.h web server.  make run  ->  http://127.0.0.1:8888 */
+/* hello: the smallest tornado.h web server.   make run -> http://127.0.0.1:8888
+ *   hello [--port 8888] [--workers N]   (N processes, one SO_REUSEPORT socket each) */
 #define TORNADO_IMPLEMENTATION
 #include "../tornado.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 static void hello(tn_http_request *req, void *arg) {
     (void)arg;
-    tn_http_respond(req, 200, "text/plain; charset=utf-8", "Hello, world!", 13);
+    tn_http_respond(req, 200, "text/plain", "Hello, world!", 13);
 }
 
 int main(int argc, char **argv) {
     tn_loop *loop;
     tn_http_server *srv;
-    int port = argc > 1 ? atoi(argv[1]) : 8888, rc;
-    if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, NULL, &srv)) return 1;
+    tn_http_server_opts opts = {0};
+    int port = 8888, workers = 1, i, rc;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) port = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
+        else port = atoi(argv[i]); /* "hello 8080" */
+    }
+    opts.reuseport = workers > 1;
+    for (i = 1; i < workers && fork() > 0; i++) {} /* the parent is worker 0 */
+    if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, &opts, &srv)) return 1;
     tn_http_route(srv, "GET", "/", hello, NULL, NULL);
     if ((rc = tn_http_listen(srv, "127.0.0.1", port)) != 0) {
-        fprintf(stderr, "hello: listen on port %d: %s\n", port, tn_strerror(rc));
+        fprintf(stderr, "hello: port %d: %s\n", port, tn_strerror(rc));
         return 1;
     }
     tn_loop_run(loop);

@@ -1,6 +1,8 @@
 /* httpbin: the test target of the suite and a tour of the server API.
  *
- *   httpbin [--host 127.0.0.1] [--port 8888]     (--port 0: any free port)
+ *   httpbin [--host 127.0.0.1] [--port 8888] [--workers N]
+ *   (--port 0: any free port; --workers N: N processes, each with its own
+ *   loop and SO_REUSEPORT socket on the same port, which must then be fixed)
  *
  *   GET|HEAD /         Hello, world!
  *   POST|PUT /echo     the decoded request body back
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A number from a path parameter, or -1 if it is not one. */
 static long param_num(tn_http_request *req, const char *name, long max) {
@@ -254,19 +257,27 @@ static void on_signal(tn_loop *loop, int signo, void *arg) {
 int main(int argc, char **argv) {
     tn_loop *loop;
     const char *host = "127.0.0.1";
-    int port = 8888, i, rc;
+    int port = 8888, workers = 1, i, rc;
+    tn_http_server_opts opts = {0};
     tn_http_route_opts up = {0}, str = {0}, del = {0}, prx = {0};
     for (i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--host") == 0) host = argv[i + 1];
         else if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--workers") == 0) workers = atoi(argv[i + 1]);
         else break;
     }
     if (i < argc) {
-        fprintf(stderr, "usage: httpbin [--host HOST] [--port PORT]\n");
+        fprintf(stderr, "usage: httpbin [--host HOST] [--port PORT] [--workers N]\n");
         return 2;
     }
+    if (workers < 1 || (workers > 1 && port == 0)) {
+        fprintf(stderr, "httpbin: --workers needs a fixed --port\n");
+        return 2;
+    }
+    opts.reuseport = workers > 1;
+    for (i = 1; i < workers && fork() > 0; i++) {} /* the parent is worker 0 */
     signal(SIGPIPE, SIG_IGN);
-    if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, NULL, &server) ||
+    if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, &opts, &server) ||
         tn_http_client_new(loop, NULL, &client))
         return 1;
     prx.frame_size = sizeof(struct proxy_frame);
