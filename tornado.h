@@ -55,7 +55,12 @@
  *   run_in_executor             tn_run_in_executor (fixed pthread pool)
  *   tornado.locks.Event         tn_event
  *   tornado.queues.Queue        tn_queue (bounded: put waits when full)
- *   IOStream                    tn_stream (the server's connection layer)
+ *   IOStream                    tn_stream: tn_stream_read_until/read_bytes/
+ *                               read_until_close/write/close
+ *   TCPClient.connect           tn_tcp_connect (names resolved on the executor)
+ *   TCPServer                   tn_tcp_listen
+ *   AsyncHTTPClient.fetch       tn_http_client_new + tn_http_fetch -> response
+ *   HTTPClient (blocking)       tn_http_fetch_sync
  *   HTTPServer + Application    tn_http_server + tn_http_route / tn_http_route_co
  *   RequestHandler              a plain handler, or a coroutine handler
  *   stream_request_body         tn_http_route_opts.on_body
@@ -131,6 +136,21 @@
  * iteration that ran anything, so it costs nothing while the loop sleeps.
  * Cost: sizeof(tn_co) is 56 bytes on x86-64 (7 words), plus one 72-byte
  * future per spawn; nothing per await beyond the awaited future.
+ *
+ * HTTP CLIENT ----------------------------------------------------------------
+ * tn_http_fetch returns a future of a tn_http_response (yours to free with
+ * tn_http_response_free). Connections are pooled per host:port, at most
+ * max_clients each (10, as Tornado); further fetches queue. Each failure
+ * has its own code: TN_EQUEUETIMEOUT (no free connection in time),
+ * TN_ECONNECTTIMEOUT, TN_ETIMEOUT (the request), TN_ERESOLVE, TN_EREFUSED,
+ * TN_ECLOSED (cut off: a short body is never reported as success),
+ * TN_EMALFORMED, TN_EHEADERS, TN_ETOOLARGE, TN_EREDIRECTS (5 by default),
+ * TN_ENOTLS (https is not supported). Redirects are followed (303, and
+ * 301/302 after POST, become GET). A pooled connection the server closed
+ * is retried once for idempotent methods, never for POST or PATCH.
+ * Streaming: tn_http_fetch_opts.on_chunk receives the body in pieces.
+ * The request and response parsers share their header and chunked code, and
+ * client and server share the stream layer.
  *
  * HTTP SERVER ----------------------------------------------------------------
  * HTTP/1.1 with keep-alive, pipelining (responses strictly in order: a
