@@ -290,10 +290,12 @@ typedef void (*tn_callback_fn)(tn_loop *loop, void *arg);
 /* Creates a loop. *out receives it; the caller owns it and frees it with
  * tn_loop_free(). Returns 0, TN_ENOMEM or -errno (epoll/eventfd failed). */
 TN_API int tn_loop_new(tn_loop **out, const tn_loop_opts *opts);
-/* Frees the loop: stops and joins the executor, restores signal
- * dispositions, frees every pending callback, timer and future the loop still
- * tracks. fds registered with tn_add_handler are not closed (they are yours).
- * Must not be called while the loop is running. */
+/* Frees the loop and what it owns: its callback queue, timers, pools and
+ * executor (queued jobs are cancelled, running ones joined); restores signal
+ * dispositions. fds registered with tn_add_handler are not closed (yours).
+ * Futures and coroutine frames still alive are not freed: settle and
+ * release them first (tn_loop_get_stats shows what is left). Must not be
+ * called while the loop is running. */
 TN_API void tn_loop_free(tn_loop *loop);
 /* The backend's name: "epoll" or "poll". */
 TN_API const char *tn_loop_backend(const tn_loop *loop);
@@ -327,10 +329,14 @@ TN_API void tn_loop_get_stats(const tn_loop *loop, tn_loop_stats *out);
 /* --- fd watching (add_handler / update_handler / remove_handler) --- */
 #define TN_READ  1u
 #define TN_WRITE 2u
-#define TN_ERROR 4u /* delivered only: hang-up or error on the fd */
+#define TN_ERROR 4u /* hang-up or error on the fd: always delivered with
+                      * READ or WRITE; ask for it alone to hear only that */
 typedef void (*tn_io_fn)(tn_loop *loop, int fd, unsigned events, void *arg);
 
 /* Calls cb when fd is ready for `events` (TN_READ|TN_WRITE). Level-triggered.
+ * With events 0 the fd is paused: nothing is delivered for it, hang-ups
+ * included, until an update asks for an event again (TN_ERROR alone asks
+ * for hang-ups and errors only).
  * The fd stays yours: remove it before you close it. Returns 0, TN_EEXIST,
  * TN_EINVAL or -errno. A callback may remove or close any fd, its own
  * included: an event already collected for a removed fd is never delivered,
@@ -348,7 +354,9 @@ TN_API int tn_add_callback_threadsafe(tn_loop *loop, tn_callback_fn fn, void *ar
 
 /* --- timers (call_later / call_at / remove_timeout / PeriodicCallback) --- */
 typedef uint64_t tn_timer; /* a handle; 0 is never a valid one */
-/* fn(loop, arg) runs once delay_ms from now (call_at: at tn_time_ms() time
+/* Delays count from the loop's cached clock (tn_time_ms, read once per
+ * iteration, as libuv's uv_now), not from the instant of the call.
+ * fn(loop, arg) runs once delay_ms from now (call_at: at tn_time_ms() time
  * `when_ms`). *out (may be NULL) receives a handle for tn_cancel_timer.
  * Returns 0 or TN_ENOMEM. Timers due at the same time run in the order
  * they were scheduled. */
@@ -1363,7 +1371,7 @@ int tn_add_handler(tn_loop *l, int fd, unsigned events, tn_io_fn cb, void *arg) 
     size_t old_cap = l->handlers_cap;
     tn__handler *h;
     int rc;
-    if (fd < 0 || !cb || (events & ~(TN_READ | TN_WRITE))) return TN_EINVAL;
+    if (fd < 0 || !cb || (events & ~(TN_READ | TN_WRITE | TN_ERROR))) return TN_EINVAL;
     if ((size_t)fd >= l->handlers_cap) {
         if (tn__grow((void **)&l->handlers, &l->handlers_cap, (size_t)fd + 1, sizeof *l->handlers))
             return TN_ENOMEM;
@@ -1372,9 +1380,10 @@ int tn_add_handler(tn_loop *l, int fd, unsigned events, tn_io_fn cb, void *arg) 
     h = &l->handlers[fd];
     if (h->gen) return TN_EEXIST;
     if (++l->next_gen == 0) l->next_gen = 1;
-    /* Register with the backend even for events == 0 so update is a MOD. */
-    rc = tn__be_set(l, fd, 0, events, l->next_gen);
-    if (rc) return rc;
+    /* The backend holds the fd only while some event is wanted: epoll and
+     * poll report a hang-up even for an empty interest set, so a paused fd
+     * on a closed connection would wake the loop on every iteration. */
+    if (events && (rc = tn__be_set(l, fd, 0, events, l->next_gen)) != 0) return rc;
     h->cb = cb;
     h->arg = arg;
     h->events = events;
@@ -1387,18 +1396,21 @@ int tn_update_handler(tn_loop *l, int fd, unsigned events) {
     tn__handler *h;
     int rc;
     if (fd < 0 || (size_t)fd >= l->handlers_cap || !l->handlers[fd].gen) return TN_ENOENT;
-    if (events & ~(TN_READ | TN_WRITE)) return TN_EINVAL;
+    if (events & ~(TN_READ | TN_WRITE | TN_ERROR)) return TN_EINVAL;
     h = &l->handlers[fd];
     if (h->events == events) return 0; /* no syscall when nothing changes */
-    rc = tn__be_set(l, fd, 1, events, h->gen);
-    if (rc) return rc;
+    if (!events) {
+        tn__be_del(l, fd); /* paused: see tn_add_handler */
+    } else if ((rc = tn__be_set(l, fd, h->events != 0, events, h->gen)) != 0) {
+        return rc;
+    }
     h->events = events;
     return 0;
 }
 
 int tn_remove_handler(tn_loop *l, int fd) {
     if (fd < 0 || (size_t)fd >= l->handlers_cap || !l->handlers[fd].gen) return TN_ENOENT;
-    tn__be_del(l, fd);
+    if (l->handlers[fd].events) tn__be_del(l, fd);
     l->handlers[fd].gen = 0; /* any collected event for it is now stale */
     l->handlers[fd].cb = NULL;
     l->nhandlers--;
@@ -3935,7 +3947,9 @@ static void tn__stream_interest(tn_stream *s) {
     if (s->flags & TN__S_CLOSED) return;
     if ((s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) ev |= TN_READ;
     if (s->out.len > s->out.off) ev |= TN_WRITE;
-    tn_update_handler(s->loop, s->fd, ev); /* a no-op when unchanged */
+    /* Neither: still hear a reset, so a paused connection that dies is
+     * noticed (its handler cancelled) instead of lingering. */
+    tn_update_handler(s->loop, s->fd, ev ? ev : TN_ERROR); /* a no-op when unchanged */
 }
 
 static void tn__stream_set_reading(tn_stream *s, int on) {
@@ -4008,6 +4022,15 @@ static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
     tn_stream *s = (tn_stream *)arg;
     (void)l;
     (void)fd;
+    if (events == TN_ERROR && !(s->flags & TN__S_CLOSED)) {
+        /* Watched for hang-ups only (paused) and the peer is gone. */
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        tn__stream_close(s);
+        s->ops->on_error(s, soerr ? -soerr : -ECONNRESET);
+        return;
+    }
     if ((events & TN_WRITE) && tn__stream_pending(s)) {
         if (tn__stream_flush(s)) return;
         if (tn__stream_pending(s) <= s->low) s->ops->on_drain(s);
@@ -6367,6 +6390,9 @@ static void tn__fetch_dispatch(tn__fetch *fe) {
     }
     if (!fe->dequeued_ns) {
         fe->dequeued_ns = tn__clock_ns();
+        /* response.queue_ms was never set (always 0): it is the wait of
+         * the first request for a connection (overwritten if it queues). */
+        if (fe->resp && !fe->redirects) fe->resp->queue_ms = (fe->dequeued_ns - fe->start_ns) / 1000000u;
         tn__fetch_timer(fe, fe->opts.request_timeout_ms, tn__fetch_request_timeout);
     }
     if (hc) {

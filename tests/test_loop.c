@@ -874,7 +874,7 @@ TEST(handler_remove_stops_delivery_and_errors) {
     CHECK_EQ_INT(st.handlers, 1);
     CHECK_EQ_INT(tn_add_handler(l, -1, TN_READ, rec_io, &r), TN_EINVAL);
     CHECK_EQ_INT(tn_add_handler(l, p[1], TN_READ, NULL, &r), TN_EINVAL);
-    CHECK_EQ_INT(tn_add_handler(l, p[1], TN_ERROR, rec_io, &r), TN_EINVAL);
+    CHECK_EQ_INT(tn_add_handler(l, p[1], 8u, rec_io, &r), TN_EINVAL);
     CHECK_EQ_INT(tn_remove_handler(l, -1), TN_ENOENT);
     CHECK_EQ_INT(tn_remove_handler(l, 100000), TN_ENOENT);
     REQUIRE(write(p[1], "a", 1) == 1);
