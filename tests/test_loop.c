@@ -1224,3 +1224,26 @@ TEST(signal_two_signals_and_loop_free_restores) {
     sigaction(SIGUSR1, &old1, NULL);
     sigaction(SIGUSR2, &old2, NULL);
 }
+
+/* A paused fd (no events) whose peer is gone delivers nothing: the loop
+ * blocks instead of spinning on the hang-up; TN_ERROR alone hears it. */
+TEST(handler_paused_fd_does_not_spin_on_hangup) {
+    tn_loop *l = new_loop();
+    struct io_rec r;
+    int sv[2], i;
+    memset(&r, 0, sizeof r);
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK_EQ_INT(tn_add_handler(l, sv[0], TN_READ, rec_io, &r), 0);
+    CHECK_EQ_INT(tn_update_handler(l, sv[0], 0), 0);
+    close(sv[1]); /* the peer goes away: a hang-up on sv[0] */
+    for (i = 0; i < 3; i++) CHECK_EQ_INT(tn_loop_step(l, 0), 0);
+    CHECK_EQ_INT(r.calls, 0);
+    CHECK_EQ_INT(tn_update_handler(l, sv[0], TN_ERROR), 0);
+    CHECK_EQ_INT(tn_loop_step(l, 1000), 0);
+    CHECK_EQ_INT(r.calls, 1);
+    CHECK(r.last_events & TN_ERROR);
+    CHECK_EQ_INT(r.last_events & (TN_READ | TN_WRITE), 0);
+    CHECK_EQ_INT(tn_remove_handler(l, sv[0]), 0);
+    close(sv[0]);
+    FREE_LOOP_CLEAN(l);
+}
