@@ -2017,7 +2017,9 @@ static void tn__future_maybe_free(tn_future *f) {
     if (f->flags & (TN__F_PRODUCER | TN__F_CONSUMER | TN__F_DISPATCH)) return;
     if (f->value && f->free_value && !(f->flags & TN__F_TAKEN)) f->free_value(f->value);
     l->nfutures--;
-    if (l->nfuture_free < TN_FREE_LIST_MAX) {
+    /* "n + 1 <=": with the limit 0 (sanitizer builds), "n < 0" is a
+     * -Wtype-limits error under -Werror. */
+    if (l->nfuture_free + 1 <= TN_FREE_LIST_MAX) {
         *(void **)f = l->future_free; /* overwrites f->loop: read it first */
         l->future_free = f;
         l->nfuture_free++;
@@ -2567,7 +2569,7 @@ struct tn__executor {
 /* Jobs are made and dropped on the loop thread only, so a plain free list
  * serves them (two mallocs per round trip were half its cost). */
 static void tn__job_recycle(tn_loop *l, tn__job *j) {
-    if (l->njob_free < TN_FREE_LIST_MAX) {
+    if (l->njob_free + 1 <= TN_FREE_LIST_MAX) { /* not "<": see tn__future_maybe_free */
         *(void **)j = l->job_free;
         l->job_free = j;
         l->njob_free++;
@@ -3061,11 +3063,26 @@ static int tn__http_is_alpha(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-static int tn__http_is_tchar(unsigned char c) {
-    /* strchr() would match the terminating NUL, hence c != 0. */
-    return tn__http_is_alpha(c) || tn__http_is_digit(c) ||
-           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
+/* tchar (RFC 9110 section 5.6.2) as a table: it is asked for every byte of
+ * every method and field name, so it must cost a load, not a strchr. */
+static const unsigned char tn__http_tchar_table[256] = {
+    /* 0x00-0x1f: controls */
+    0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,
+    /*  SP !  "  #  $  %  &  '   (  )  *  +  ,  -  .  / */
+    0, 1, 0, 1, 1, 1, 1, 1,  0, 0, 1, 1, 0, 1, 1, 0,
+    /*  0-9 : ; < = > ? */
+    1,1,1,1,1,1,1,1, 1,1,0,0,0,0,0,0,
+    /*  @ A-O */
+    0,1,1,1,1,1,1,1, 1,1,1,1,1,1,1,1,
+    /*  P-Z [ \ ] ^ _ */
+    1,1,1,1,1,1,1,1, 1,1,1,0,0,0,1,1,
+    /*  ` a-o */
+    1,1,1,1,1,1,1,1, 1,1,1,1,1,1,1,1,
+    /*  p-z { | } ~ DEL */
+    1,1,1,1,1,1,1,1, 1,1,1,0,1,0,1,0,
+    /* 0x80-0xff: not tokens (zero-filled) */
+};
+static int tn__http_is_tchar(unsigned char c) { return tn__http_tchar_table[c]; }
 
 /* Visible ASCII: what a request-target is made of. */
 static int tn__http_is_vchar(unsigned char c) { return c > 0x20 && c < 0x7f; }
@@ -3091,6 +3108,7 @@ static unsigned char tn__http_lower(unsigned char c) {
 /* s[0..n) equals the NUL-terminated lit, ignoring ASCII case. */
 static int tn__http_ieq(const char *s, size_t n, const char *lit) {
     size_t k;
+    if (strlen(lit) != n) return 0; /* most comparisons end here */
     for (k = 0; k < n; k++)
         if (lit[k] == '\0' ||
             tn__http_lower((unsigned char)s[k]) != tn__http_lower((unsigned char)lit[k]))
@@ -3182,9 +3200,45 @@ static int tn__http_in_target(const char *buf, size_t i) {
  * error of the first byte that proves the block invalid. */
 static int tn__http_scan(const char *buf, size_t len, size_t from,
                          const tn__http_scan_opts *o) {
-    size_t i;
-    for (i = from; i < len; i++) {
-        unsigned char c = (unsigned char)buf[i];
+    size_t i = from, fast_end = len;
+    const int start_line = o->start_line;
+    /* The fast loop stops before any byte a limit could reject. */
+    if (fast_end > o->max_bytes) fast_end = o->max_bytes;
+    if (o->max_target && fast_end > o->max_target + 1) fast_end = o->max_target + 1;
+    while (i < len) {
+        unsigned char c;
+        /* Fast path for the common byte: text (so neither CR nor LF), not
+         * after a CR, inside the limits, and not a non-token at the start of
+         * the start line. Every check below would pass for it. Only the
+         * first byte can follow a CR: a CR itself is not text. */
+        if (i == 0 || buf[i - 1] != '\r') {
+            size_t run = i;
+            while (i < fast_end) {
+                if (i != run && fast_end - i >= 8) {
+                    /* Eight bytes at a time: none below 0x20 (controls,
+                     * CR, LF; HTAB too, which then goes the slow way) and
+                     * none 0x7f, so all eight are text. */
+                    uint64_t x;
+                    memcpy(&x, buf + i, 8);
+                    if (!(((x - 0x2020202020202020u) & ~x & 0x8080808080808080u) |
+                          (((x ^ 0x7f7f7f7f7f7f7f7fu) - 0x0101010101010101u) & ~(x ^ 0x7f7f7f7f7f7f7f7fu) &
+                           0x8080808080808080u))) {
+                        i += 8;
+                        continue;
+                    }
+                }
+                c = (unsigned char)buf[i];
+                if (!tn__http_is_text(c)) break;
+                /* Inside the run the previous byte is text, never the LF
+                 * that starts a line: only its first byte can be there. */
+                if (i == run && start_line && !tn__http_tchar_table[c] && tn__http_at_start_line(buf, i))
+                    break;
+                i++;
+            }
+            if (i >= len) break;
+        }
+        /* The full checks, for one byte. */
+        c = (unsigned char)buf[i];
         if (i >= o->max_bytes)
             return (o->max_target && tn__http_in_target(buf, i)) ? TN_EURILONG
                                                                  : TN_EHEADERS;
@@ -3193,20 +3247,22 @@ static int tn__http_scan(const char *buf, size_t len, size_t from,
         if (i > 0 && buf[i - 1] == '\r' && c != '\n') return TN_EMALFORMED;
         if (c == '\n') {
             if (i == 0 || buf[i - 1] != '\r') return TN_EMALFORMED;
-            if (tn__http_ends_block(buf, i, o->start_line)) return (int)(i + 1);
+            if (tn__http_ends_block(buf, i, start_line)) return (int)(i + 1);
+            i++;
             continue;
         }
         /* No element of a head admits control bytes other than HTAB. */
         if (c != '\r' && c != '\t' && (c < 0x20 || c == 0x7f)) return TN_EMALFORMED;
         /* Methods and "HTTP" are tokens: anything else is not HTTP (a TLS
          * ClientHello on a plain port, say), no need to wait for more. */
-        if (o->start_line && c != '\r' && !tn__http_is_tchar(c) &&
+        if (start_line && c != '\r' && !tn__http_is_tchar(c) &&
             tn__http_at_start_line(buf, i))
             return TN_EMALFORMED;
         if (o->max_target && i > o->max_target &&
             buf[i - o->max_target - 1] == ' ' &&
             tn__http_target_overflows(buf, i - o->max_target - 1, i))
             return TN_EURILONG;
+        i++;
     }
     return TN_EAGAIN;
 }
@@ -3442,28 +3498,41 @@ static int tn__http_collect(const tn_http_message *m, tn__http_facts *f) {
         const char *p = h->value, *end = h->value + h->value_len, *el;
         size_t n;
         int rc = 0;
-        if (tn_http_header_eq(h, "content-length")) {
-            rc = tn__http_add_content_length(f, p, end);
-        } else if (tn_http_header_eq(h, "transfer-encoding")) {
+        /* The fields that matter have distinct lengths: one compare of
+         * numbers dismisses most names, and picks the one name to check. */
+        switch (h->name_len) {
+        case 14:
+            if (tn_http_header_eq(h, "content-length")) rc = tn__http_add_content_length(f, p, end);
+            break;
+        case 17:
+            if (!tn_http_header_eq(h, "transfer-encoding")) break;
             /* The codings of several fields form one list, in order. */
             f->te_fields++;
-            while (rc == 0 && tn__http_list_next(&p, end, &el, &n))
-                rc = tn__http_add_transfer_coding(f, el, n);
-        } else if (tn_http_header_eq(h, "connection")) {
+            while (rc == 0 && tn__http_list_next(&p, end, &el, &n)) rc = tn__http_add_transfer_coding(f, el, n);
+            break;
+        case 10:
+            if (!tn_http_header_eq(h, "connection")) break;
             while (tn__http_list_next(&p, end, &el, &n)) {
                 if (tn__http_ieq(el, n, "close")) f->conn_close = 1;
                 else if (tn__http_ieq(el, n, "keep-alive")) f->conn_keep_alive = 1;
                 else if (tn__http_ieq(el, n, "upgrade")) f->conn_upgrade = 1;
             }
-        } else if (tn_http_header_eq(h, "expect")) {
+            break;
+        case 6:
+            if (!tn_http_header_eq(h, "expect")) break;
             while (tn__http_list_next(&p, end, &el, &n))
                 if (tn__http_ieq(el, n, "100-continue")) f->expect_continue = 1;
-        } else if (tn_http_header_eq(h, "upgrade")) {
-            if (h->value_len) f->upgrade_field = 1;
-        } else if (tn_http_header_eq(h, "host")) {
+            break;
+        case 7:
+            if (tn_http_header_eq(h, "upgrade") && h->value_len) f->upgrade_field = 1;
+            break;
+        case 4:
+            if (!tn_http_header_eq(h, "host")) break;
             f->host_count++;
             f->host = h->value;
             f->host_len = h->value_len;
+            break;
+        default: break;
         }
         if (rc) return rc;
     }
@@ -3880,7 +3949,7 @@ static int tn__buf_reserve(tn_loop *l, tn__buf *b, size_t extra) {
 
 static void tn__buf_release(tn_loop *l, tn__buf *b) {
     if (!b->data) return;
-    if (b->cap == TN_BUF_SIZE && l->nbuf_free < TN_BUF_POOL) {
+    if (b->cap == TN_BUF_SIZE && l->nbuf_free + 1 <= TN_BUF_POOL) { /* not "<": -Wtype-limits at 0 */
         *(void **)b->data = l->buf_free;
         l->buf_free = b->data;
         l->nbuf_free++;
@@ -4033,8 +4102,15 @@ static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
     }
     if ((events & TN_WRITE) && tn__stream_pending(s)) {
         if (tn__stream_flush(s)) return;
-        if (tn__stream_pending(s) <= s->low) s->ops->on_drain(s);
-        if (s->flags & TN__S_CLOSED) return;
+        if (tn__stream_pending(s) <= s->low) {
+            /* s is not touched after on_drain: its owner may be gone (an
+             * HTTP connection that closes once its output is out frees
+             * itself there; reading s->flags after it was a use after
+             * free). A read that was ready too is reported again: the
+             * poll is level-triggered. */
+            s->ops->on_drain(s);
+            return;
+        }
     }
     if ((events & (TN_READ | TN_ERROR)) && (s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) {
         int rc = tn__stream_read(s);
@@ -4304,7 +4380,8 @@ static tn_http_request *tn__req_get(tn_http_server *srv) {
 static void tn__req_put(tn_http_server *srv, tn_http_request *r) {
     if (r->frame && !r->co_future) TN_FREE(r->frame); /* made, never started */
     r->frame = NULL;
-    if (srv->nreq_free >= TN_HTTP_REQ_POOL || r->scratch_cap > 65536 || r->rh_cap > 65536) {
+    /* "n + 1 >": with TN_HTTP_REQ_POOL 0, "n >= 0" is a -Wtype-limits error */
+    if (srv->nreq_free + 1 > TN_HTTP_REQ_POOL || r->scratch_cap > 65536 || r->rh_cap > 65536) {
         TN_FREE(r->scratch);
         TN_FREE(r->rh);
         TN_FREE(r);
@@ -5112,9 +5189,17 @@ static void tn__conn_process(tn__conn *c) {
                         return;
                     }
                 } else {
+                    /* Keep the decoded bytes only: what follows the consumed
+                     * framing moves down over it. Left in the buffer, the
+                     * framing grew it without bound (max_body_bytes counts
+                     * decoded bytes: 4 KB of chunk-ext per data byte made a
+                     * 1 MiB body 4 GiB of buffer). */
+                    char *next = raw + rc, *end = in->data + in->len;
                     memmove(body + r->body_len, raw, out_len);
                     r->body_len += out_len;
-                    r->body_raw += (size_t)rc;
+                    memmove(body + r->body_len, next, (size_t)(end - next));
+                    in->len -= (size_t)(next - (body + r->body_len));
+                    r->body_raw = r->body_len;
                 }
                 if (!r->chunked.done) {
                     if ((c->s.flags & TN__S_EOF)) c->flags |= TN__C_CLOSE_AFTER;
@@ -5336,8 +5421,12 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
     for (c = srv->conns; c; c = next) {
         next = c->next;
         c->flags |= TN__C_CLOSE_AFTER;
-        if (!c->req && !tn__stream_pending(&c->s)) tn__conn_close(c); /* idle */
-        else if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c); /* mid-read: drop */
+        if (c->req && c->req->state == TN__RQ_HANDLER) continue; /* in flight: closes once answered */
+        /* Idle, or a request half read (dropped): close. But a response
+         * still going out is let finish (TN__C_CLOSE_AFTER closes after
+         * it): this closed it too, and cut a download mid-body. */
+        if (!tn__stream_pending(&c->s)) tn__conn_close(c);
+        else tn__stream_set_reading(&c->s, 0);
     }
     return f;
 }
@@ -5474,6 +5563,8 @@ typedef struct tn__resolve_job {
     int port;
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    struct sockaddr_storage alt; /* the first address of the other family */
+    socklen_t altlen;            /* 0: none */
 } tn__resolve_job;
 
 struct tn__connector {
@@ -5483,6 +5574,8 @@ struct tn__connector {
     tn_future *resolving;
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    struct sockaddr_storage alt; /* tried if addr fails (altlen 0: none) */
+    socklen_t altlen;
     tn_timer timer;
     int fd, timer_armed, finished;
 };
@@ -5499,6 +5592,18 @@ static int tn__resolve_work(void *arg, void **result) {
     if (getaddrinfo(j->host, port, &hints, &res) != 0 || !res) return TN_ERESOLVE;
     memcpy(&j->addr, res->ai_addr, res->ai_addrlen);
     j->addrlen = (socklen_t)res->ai_addrlen;
+    /* "localhost" is ::1 first on most dual-stack hosts, while our own
+     * listeners are IPv4: keep the first address of the other family to
+     * fall back on (as Tornado's TCPClient tries both families). */
+    {
+        struct addrinfo *ai;
+        for (ai = res->ai_next; ai; ai = ai->ai_next)
+            if (ai->ai_family != res->ai_family && ai->ai_addrlen <= sizeof j->alt) {
+                memcpy(&j->alt, ai->ai_addr, ai->ai_addrlen);
+                j->altlen = (socklen_t)ai->ai_addrlen;
+                break;
+            }
+    }
     freeaddrinfo(res);
     return 0;
 }
@@ -5518,6 +5623,23 @@ static void tn__connector_finish(tn__connector *cn, int fd, int err) {
     cn->done(cn, err ? -1 : fd, err);
 }
 
+static void tn__connector_connect(tn__connector *cn);
+
+/* The address failed: try the other family's address if there is one. */
+static int tn__connector_next(tn__connector *cn) {
+    if (!cn->altlen || cn->finished) return 0;
+    if (cn->fd >= 0) {
+        tn_remove_handler(cn->loop, cn->fd);
+        close(cn->fd);
+        cn->fd = -1;
+    }
+    memcpy(&cn->addr, &cn->alt, sizeof cn->addr);
+    cn->addrlen = cn->altlen;
+    cn->altlen = 0;
+    tn__connector_connect(cn);
+    return 1;
+}
+
 static void tn__connector_writable(tn_loop *l, int fd, unsigned events, void *arg) {
     tn__connector *cn = (tn__connector *)arg;
     int soerr = 0;
@@ -5526,6 +5648,7 @@ static void tn__connector_writable(tn_loop *l, int fd, unsigned events, void *ar
     (void)events;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
     if (soerr) {
+        if (tn__connector_next(cn)) return;
         tn__connector_finish(cn, -1, soerr == ECONNREFUSED ? TN_EREFUSED : -soerr);
         return;
     }
@@ -5535,7 +5658,9 @@ static void tn__connector_writable(tn_loop *l, int fd, unsigned events, void *ar
 static void tn__connector_connect(tn__connector *cn) {
     int fd = socket(cn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), rc;
     if (fd < 0) {
-        tn__connector_finish(cn, -1, -errno);
+        int e = errno; /* e.g. no IPv6 here: the other family may work */
+        if (tn__connector_next(cn)) return;
+        tn__connector_finish(cn, -1, -e);
         return;
     }
     cn->fd = fd;
@@ -5547,6 +5672,7 @@ static void tn__connector_connect(tn__connector *cn) {
         int e = errno;
         close(fd);
         cn->fd = -1;
+        if (tn__connector_next(cn)) return;
         tn__connector_finish(cn, -1, e == ECONNREFUSED ? TN_EREFUSED : -e);
         return;
     }
@@ -5567,6 +5693,8 @@ static void tn__connector_resolved(tn_future *f, void *arg) {
     if (!err && j) {
         memcpy(&cn->addr, &j->addr, sizeof cn->addr);
         cn->addrlen = j->addrlen;
+        memcpy(&cn->alt, &j->alt, sizeof cn->alt);
+        cn->altlen = j->altlen;
     }
     TN_FREE(j);
     if (err) tn__connector_finish(cn, -1, err == TN_ECANCELLED ? err : TN_ERESOLVE);
@@ -5589,6 +5717,7 @@ static void tn__connector_start(tn__connector *cn, tn_loop *l, const char *host,
     size_t hl = strlen(host);
     cn->loop = l;
     cn->fd = -1;
+    cn->altlen = 0;
     cn->finished = 0;
     cn->timer_armed = 0;
     cn->resolving = NULL;
@@ -6315,7 +6444,10 @@ static int tn__fetch_send(tn__fetch *fe) {
     hc->prev_len = 0;
     hc->got_bytes = 0;
     memset(&hc->chunked, 0, sizeof hc->chunked);
-    if (tn__stream_flush(s)) return TN_ECLOSED; /* on_error ran; see tn__hconn_on_error */
+    /* A failed write already ran on_error, which retried or failed the
+     * fetch and freed hc: returning an error made the callers read
+     * hc->fetch from freed memory (a pooled connection reset while idle). */
+    if (tn__stream_flush(s)) return 0;
     tn__stream_set_reading(s, 1);
     return 0;
 }
@@ -6559,6 +6691,12 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
         fe->retried = 0;
         r->body_len = 0;
         tn__fetch_dispatch(fe);
+        return;
+    }
+    /* body is documented NUL-terminated: an empty one (304, HEAD,
+     * streaming) was NULL, and strcmp(r->body, "") crashed. */
+    if (!r->body && !(r->body = tn__strndup("", 0))) {
+        tn__fetch_fail(fe, TN_ENOMEM);
         return;
     }
     fe->resp = NULL;
