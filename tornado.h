@@ -3377,13 +3377,13 @@ static int tn__http_parse_fields(const char *p, const char *end,
         }
         p++;
         while (p < end && tn__http_is_ows((unsigned char)*p)) p++;
-        value = value_end = p;
-        while (p < end && *p != '\r') {
-            if (!tn__http_is_text((unsigned char)*p)) return TN_EMALFORMED;
-            if (!tn__http_is_ows((unsigned char)*p)) value_end = p + 1;
-            p++;
-        }
-        if (p == end) return TN_EMALFORMED; /* cannot happen after the scan */
+        /* The scan that found this block already refused every control
+         * byte but HTAB and CRLF, so the value is text up to its CR. */
+        value = p;
+        p = (const char *)memchr(p, '\r', (size_t)(end - p));
+        if (!p) return TN_EMALFORMED; /* cannot happen after the scan */
+        value_end = p;
+        while (value_end > value && tn__http_is_ows((unsigned char)value_end[-1])) value_end--;
         if (out) {
             out[n].value = value;
             out[n].value_len = (size_t)(value_end - value);
@@ -3961,7 +3961,9 @@ static void tn__buf_release(tn_loop *l, tn__buf *b) {
 }
 
 static int tn__buf_append(tn_loop *l, tn__buf *b, const char *p, size_t n) {
-    if (tn__buf_reserve(l, b, n)) return TN_ENOMEM;
+    /* Room already (the usual case for the pieces of a response head):
+     * no call. */
+    if ((!b->data || b->cap - b->len < n) && tn__buf_reserve(l, b, n)) return TN_ENOMEM;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
