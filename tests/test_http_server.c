@@ -1,0 +1,1966 @@
+/* The HTTP server, from the outside. Each test runs a tn_loop with a
+ * tn_http_server (port 0) on a thread of its own and plays the client on the
+ * test thread with blocking sockets: raw bytes out, raw responses in, parsed
+ * here by a small independent reader (status, fields, Content-Length,
+ * chunked or close-delimited body). Every socket has SO_RCVTIMEO/SO_SNDTIMEO,
+ * so a server that fails to answer fails the test instead of hanging it.
+ * Nothing asserts timings: sleeps only give a wrong server the chance to do
+ * the wrong thing (a 100 sent to HTTP/1.0, a response out of order). State
+ * the loop thread shares with the test thread goes through __atomic builtins
+ * or through on_loop() (a call run on the loop thread, waited for). */
+#include "../tornado.h"
+#include "tn_test.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SET(var, v) __atomic_store_n(&(var), (v), __ATOMIC_SEQ_CST)
+#define GET(var) __atomic_load_n(&(var), __ATOMIC_SEQ_CST)
+
+static void sleep_ms(int ms) {
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The server thread                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct server {
+    tn_loop *loop;
+    tn_http_server *srv;
+    pthread_t thread;
+    int port;
+} server;
+
+typedef void (*routes_fn)(tn_http_server *srv);
+
+static void *server_main(void *arg) {
+    server *s = (server *)arg;
+    tn_loop_run(s->loop);
+    return NULL;
+}
+
+static server *server_start(const tn_http_server_opts *opts, routes_fn routes) {
+    server *s = (server *)calloc(1, sizeof *s);
+    REQUIRE(s != NULL);
+    REQUIRE(tn_loop_new(&s->loop, NULL) == 0);
+    REQUIRE(tn_http_server_new(s->loop, opts, &s->srv) == 0);
+    routes(s->srv);
+    REQUIRE(tn_http_listen(s->srv, "127.0.0.1", 0) == 0);
+    s->port = tn_http_server_port(s->srv);
+    REQUIRE(s->port > 0);
+    REQUIRE(pthread_create(&s->thread, NULL, server_main, s) == 0);
+    return s;
+}
+
+/* Runs fn(s, arg) on the loop thread and waits for it. */
+typedef void (*loop_fn)(server *s, void *arg);
+struct loop_call {
+    server *s;
+    loop_fn fn;
+    void *arg;
+    int done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+static void loop_call_cb(tn_loop *l, void *arg) {
+    struct loop_call *c = (struct loop_call *)arg;
+    (void)l;
+    c->fn(c->s, c->arg);
+    pthread_mutex_lock(&c->mu);
+    c->done = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_loop(server *s, loop_fn fn, void *arg) {
+    struct loop_call c;
+    struct timespec until;
+    int rc = 0;
+    c.s = s;
+    c.fn = fn;
+    c.arg = arg;
+    c.done = 0;
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    REQUIRE(tn_add_callback_threadsafe(s->loop, loop_call_cb, &c) == 0);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&c.mu);
+    while (!c.done && rc == 0) rc = pthread_cond_timedwait(&c.cv, &c.mu, &until);
+    pthread_mutex_unlock(&c.mu);
+    REQUIRE(c.done); /* the loop thread is stuck: nothing else is safe now */
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cv);
+}
+
+static void get_conns(server *s, void *arg) { *(size_t *)arg = tn_http_server_connections(s->srv); }
+static size_t server_connections(server *s) {
+    size_t n = 0;
+    on_loop(s, get_conns, &n);
+    return n;
+}
+/* Polls (up to ~5 s) until the server has n connections; returns the last
+ * count seen. */
+static size_t wait_connections(server *s, size_t n) {
+    size_t got = 0;
+    int i;
+    for (i = 0; i < 500; i++) {
+        if ((got = server_connections(s)) == n) break;
+        sleep_ms(10);
+    }
+    return got;
+}
+
+static void do_stop(server *s, void *arg) {
+    (void)arg;
+    tn_loop_stop(s->loop);
+}
+
+/* Stops the loop, frees the server and checks the loop is left clean. */
+static void server_stop(server *s) {
+    tn_loop_stats st;
+    on_loop(s, do_stop, NULL);
+    REQUIRE(pthread_join(s->thread, NULL) == 0);
+    tn_http_server_free(s->srv);
+    tn_loop_get_stats(s->loop, &st);
+    CHECK_EQ_INT(st.handlers, 0);
+    CHECK_EQ_INT(st.timers, 0);
+    CHECK_EQ_INT(st.futures, 0);
+    CHECK_EQ_INT(st.coroutines, 0);
+    tn_loop_free(s->loop);
+    free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* The client                                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct client {
+    int fd;
+    char *buf;
+    size_t len, cap; /* received, not yet consumed: buf[0 .. len) */
+} client;
+
+static void set_timeouts(int fd, int ms) {
+    struct timeval tv;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* A connected socket, or -errno. rcvbuf > 0 shrinks the receive buffer
+ * (and so the window) before connecting. */
+static int tcp_connect(int port, int rcvbuf) {
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    if (fd < 0) return -errno;
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    set_timeouts(fd, 5000);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static client *cli_open2(int port, int rcvbuf) {
+    client *c = (client *)calloc(1, sizeof *c);
+    REQUIRE(c != NULL);
+    c->fd = tcp_connect(port, rcvbuf);
+    REQUIRE(c->fd >= 0);
+    return c;
+}
+static client *cli_open(int port) { return cli_open2(port, 0); }
+
+static void cli_close(client *c) {
+    if (!c) return;
+    if (c->fd >= 0) close(c->fd);
+    free(c->buf);
+    free(c);
+}
+
+/* Sends everything; 0, or -errno (the server may close on us). */
+static int cli_send(client *c, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+static int cli_sends(client *c, const char *s) { return cli_send(c, s, strlen(s)); }
+
+/* Reads once (at most max bytes, 0: as much as fits). > 0 bytes, 0 at EOF,
+ * -1 on a timeout or an error (ECONNRESET counts as EOF). */
+static int cli_fill_max(client *c, size_t max) {
+    ssize_t n;
+    size_t room;
+    if (c->cap - c->len < 65536) {
+        size_t ncap = c->cap ? c->cap * 2 : 131072;
+        char *nb;
+        while (ncap - c->len < 65536) ncap *= 2;
+        nb = (char *)realloc(c->buf, ncap);
+        REQUIRE(nb != NULL);
+        c->buf = nb;
+        c->cap = ncap;
+    }
+    room = c->cap - c->len;
+    if (max && max < room) room = max;
+    do
+        n = recv(c->fd, c->buf + c->len, room, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == ECONNRESET ? 0 : -1;
+    c->len += (size_t)n;
+    return (int)(n > 0);
+}
+static int cli_fill(client *c) { return cli_fill_max(c, 0); }
+
+static void cli_consume(client *c, size_t n) {
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+/* Makes sure buf holds n bytes: 0 or -1. */
+static int cli_need(client *c, size_t n) {
+    while (c->len < n)
+        if (cli_fill(c) <= 0) return -1;
+    return 0;
+}
+
+/* The offset of the first CRLF at or after from (reading more as needed),
+ * or -1. */
+static long cli_find(client *c, size_t from, const char *pat) {
+    size_t pl = strlen(pat);
+    for (;;) {
+        size_t i;
+        for (i = from; i + pl <= c->len; i++)
+            if (memcmp(c->buf + i, pat, pl) == 0) return (long)i;
+        if (c->len > (64u << 20)) return -1;
+        if (cli_fill(c) <= 0) return -1;
+    }
+}
+
+/* True once the server has closed the connection (read gives EOF or a
+ * reset); false if bytes arrive instead or nothing does within the socket
+ * timeout. Bytes still buffered mean "not closed". */
+static int cli_closed(client *c) {
+    int rc;
+    if (c->len) return 0;
+    rc = cli_fill(c);
+    return rc == 0;
+}
+
+typedef struct response {
+    int status, minor;
+    char head[16384]; /* the status line and fields, NUL-terminated */
+    char *body;
+    size_t body_len;
+    int chunked;
+} response;
+
+static void resp_free(response *r) {
+    free(r->body);
+    r->body = NULL;
+    r->body_len = 0;
+}
+
+/* The value of the first field name (case-insensitive) in the head, copied
+ * to a static buffer; NULL when absent. */
+static const char *resp_header(const response *r, const char *name) {
+    static char val[4096];
+    const char *p = strstr(r->head, "\r\n");
+    size_t nl = strlen(name);
+    while (p && p[2]) {
+        const char *line = p + 2, *end = strstr(line, "\r\n");
+        if (!end) end = line + strlen(line);
+        if ((size_t)(end - line) > nl && line[nl] == ':' && strncasecmp(line, name, nl) == 0) {
+            const char *v = line + nl + 1;
+            size_t n;
+            while (*v == ' ' || *v == '\t') v++;
+            n = (size_t)(end - v);
+            if (n >= sizeof val) n = sizeof val - 1;
+            memcpy(val, v, n);
+            val[n] = 0;
+            return val;
+        }
+        p = *end ? end : NULL;
+    }
+    return NULL;
+}
+
+static void body_append(response *r, const char *p, size_t n, size_t *cap) {
+    if (r->body_len + n + 1 > *cap) {
+        size_t ncap = *cap ? *cap : 4096;
+        char *nb;
+        while (ncap < r->body_len + n + 1) ncap *= 2;
+        nb = (char *)realloc(r->body, ncap);
+        REQUIRE(nb != NULL);
+        r->body = nb;
+        *cap = ncap;
+    }
+    memcpy(r->body + r->body_len, p, n);
+    r->body_len += n;
+    r->body[r->body_len] = 0;
+}
+
+/* Reads one response. head_request: the request was HEAD (no body).
+ * Returns 0, or -1 when the bytes do not make a response (or stop). */
+static int read_response(client *c, response *r, int head_request) {
+    long end = cli_find(c, 0, "\r\n\r\n");
+    size_t cap = 0;
+    const char *cl, *te;
+    memset(r, 0, sizeof *r);
+    r->status = -1;
+    if (end < 0 || (size_t)end + 2 >= sizeof r->head) return -1;
+    memcpy(r->head, c->buf, (size_t)end + 2);
+    r->head[end + 2] = 0;
+    cli_consume(c, (size_t)end + 4);
+    if (sscanf(r->head, "HTTP/1.%d %d", &r->minor, &r->status) != 2) return -1;
+    body_append(r, "", 0, &cap); /* body is never NULL */
+    if (head_request || (r->status >= 100 && r->status < 200) || r->status == 204 || r->status == 304)
+        return 0;
+    te = resp_header(r, "Transfer-Encoding");
+    if (te && strstr(te, "chunked")) {
+        r->chunked = 1;
+        for (;;) {
+            long eol = cli_find(c, 0, "\r\n");
+            unsigned long size;
+            char *e;
+            if (eol < 0) return -1;
+            size = strtoul(c->buf, &e, 16);
+            if (e == c->buf) return -1;
+            cli_consume(c, (size_t)eol + 2);
+            if (size == 0) { /* trailer section, up to an empty line */
+                for (;;) {
+                    eol = cli_find(c, 0, "\r\n");
+                    if (eol < 0) return -1;
+                    cli_consume(c, (size_t)eol + 2);
+                    if (eol == 0) return 0;
+                }
+            }
+            if (cli_need(c, size + 2)) return -1;
+            if (c->buf[size] != '\r' || c->buf[size + 1] != '\n') return -1;
+            body_append(r, c->buf, size, &cap);
+            cli_consume(c, size + 2);
+        }
+    }
+    cl = resp_header(r, "Content-Length");
+    if (cl) {
+        size_t n = (size_t)strtoull(cl, NULL, 10);
+        if (cli_need(c, n)) return -1;
+        body_append(r, c->buf, n, &cap);
+        cli_consume(c, n);
+        return 0;
+    }
+    for (;;) { /* close-delimited */
+        int rc = cli_fill(c);
+        if (rc < 0) return -1;
+        body_append(r, c->buf, c->len, &cap);
+        cli_consume(c, c->len);
+        if (rc == 0) return 0;
+    }
+}
+
+/* Sends req and reads its response. */
+static int roundtrip(client *c, const char *req, response *r) {
+    if (cli_sends(c, req)) return -1;
+    return read_response(c, r, strncmp(req, "HEAD ", 5) == 0);
+}
+
+static int body_is(const response *r, const char *s) {
+    return r->body && r->body_len == strlen(s) && memcmp(r->body, s, r->body_len) == 0;
+}
+static int header_is(const response *r, const char *name, const char *value) {
+    const char *v = resp_header(r, name);
+    return v && strcasecmp(v, value) == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Handlers                                                            */
+/* ------------------------------------------------------------------ */
+
+static void h_hello(tn_http_request *req, void *arg) {
+    (void)arg;
+    tn_http_respond(req, 200, NULL, "Hello, world!", 13);
+}
+
+static void h_echo(tn_http_request *req, void *arg) {
+    size_t len;
+    const char *body = tn_http_body(req, &len);
+    (void)arg;
+    tn_http_respond(req, 200, "application/octet-stream", body, len);
+}
+
+static void h_status(tn_http_request *req, void *arg) {
+    const char *code = tn_http_param(req, "code");
+    (void)arg;
+    /* a body the server must not send for 204/304 */
+    tn_http_respond(req, atoi(code ? code : "500"), NULL, "must not be sent", 16);
+}
+
+static void h_param(tn_http_request *req, void *arg) {
+    const char *v = tn_http_param(req, (const char *)arg);
+    if (!v) v = "(null)";
+    tn_http_respond(req, 200, NULL, v, strlen(v));
+}
+
+static void h_query(tn_http_request *req, void *arg) {
+    char out[512];
+    const char *a = tn_http_query(req, "name"), *b = tn_http_query(req, "x"), *z = tn_http_query(req, "zz");
+    int n = snprintf(out, sizeof out, "name=[%s] x=[%s] zz=[%s] path=[%s]", a ? a : "(null)",
+                     b ? b : "(null)", z ? z : "(null)", tn_http_path(req));
+    (void)arg;
+    tn_http_respond(req, 200, NULL, out, (size_t)n);
+}
+
+static void h_silent(tn_http_request *req, void *arg) {
+    (void)req;
+    (void)arg;
+}
+
+/* Tries to smuggle a header through CR/LF; answers with the results. */
+static void h_badheader(tn_http_request *req, void *arg) {
+    char out[128];
+    int a = tn_http_set_header(req, "X-Bad", "ok\r\nX-Injected: 1");
+    int b = tn_http_set_header(req, "X-Bad", "ok\nX-Injected: 2");
+    int c = tn_http_set_header(req, "X-Bad\r\nX-Injected", "3");
+    int d = tn_http_set_header(req, "X-Good", "fine");
+    int n = snprintf(out, sizeof out, "%d %d %d %d", a == TN_EINVAL, b == TN_EINVAL, c == TN_EINVAL, d == 0);
+    (void)arg;
+    tn_http_respond(req, 200, NULL, out, (size_t)n);
+}
+
+/* Streams a body of unknown length (chunked, or close-delimited for
+ * HTTP/1.0) in three pieces. */
+static void h_pieces(tn_http_request *req, void *arg) {
+    (void)arg;
+    tn_http_begin(req, 200, "text/plain", -1);
+    tn_http_write(req, "one ", 4);
+    tn_http_write(req, "two ", 4);
+    tn_http_write(req, "three", 5);
+    tn_http_finish(req);
+}
+
+/* n bytes of pattern_byte(), with a Content-Length, written at once. */
+static unsigned char pattern_byte(size_t i);
+static void h_blob(tn_http_request *req, void *arg) {
+    const char *ns = tn_http_param(req, "n");
+    size_t n = (size_t)strtoul(ns ? ns : "0", NULL, 10), i;
+    char *b = (char *)malloc(n ? n : 1);
+    (void)arg;
+    if (!b) return; /* 500 */
+    for (i = 0; i < n; i++) b[i] = (char)pattern_byte(i);
+    tn_http_respond(req, 200, "application/octet-stream", b, n);
+    free(b);
+}
+
+/* --- coroutine handlers --- */
+static int g_started;   /* a coroutine handler began */
+static int g_co_err;    /* what its long await ended with */
+static int g_co_closed; /* tn_http_closed() after it */
+static int g_co_ended;
+static int g_co_cancelled; /* its long await has ended */
+static int g_co_path_ok;   /* the request was still intact after that */
+static int g_hold;         /* keep the cancelled handler busy meanwhile */
+
+/* Sleeps (route arg: ms), then answers "slept". */
+static int co_sleepy(tn_co *co) {
+    tn_http_co *h = (tn_http_co *)co;
+    TN_BEGIN(co);
+    SET(g_started, 1);
+    TN_SLEEP(co, (uint64_t)(uintptr_t)h->arg);
+    if (co->err) TN_FAIL(co, co->err);
+    tn_http_respond(h->req, 200, NULL, "slept", 5);
+    TN_END(co);
+}
+
+/* Awaits a long sleep and records how it ended. Then, while g_hold, it
+ * keeps busy (yields: a cancelled coroutine's awaits end at once), as a
+ * handler cleaning up would, and still reads its request, which must stay
+ * valid until the handler ends. Last, as a careless handler would, it
+ * answers anyway: writes to a gone client must be dropped. */
+static int co_hang(tn_co *co) {
+    tn_http_co *h = (tn_http_co *)co;
+    TN_BEGIN(co);
+    SET(g_started, 1);
+    TN_SLEEP(co, 20000);
+    SET(g_co_err, co->err);
+    SET(g_co_cancelled, 1);
+    while (GET(g_hold)) TN_YIELD(co);
+    SET(g_co_closed, tn_http_closed(h->req));
+    SET(g_co_path_ok, strcmp(tn_http_path(h->req), "/hang") == 0);
+    tn_http_respond(h->req, 200, NULL, "late", 4);
+    SET(g_co_ended, 1);
+    TN_END(co);
+}
+
+/* Sleeps a little (route arg), then ends without answering: the server
+ * answers 500 for it. */
+static int co_silent(tn_co *co) {
+    TN_BEGIN(co);
+    SET(g_started, 1);
+    TN_SLEEP(co, 300);
+    SET(g_co_err, co->err);
+    SET(g_co_ended, 1);
+    TN_END(co);
+}
+
+/* Starts a body (route arg: its length, or -1 for chunked), writes part of
+ * it, then fails. */
+static int co_cutoff(tn_co *co) {
+    tn_http_co *h = (tn_http_co *)co;
+    TN_BEGIN(co);
+    tn_http_begin(h->req, 200, "text/plain", (int64_t)(intptr_t)h->arg);
+    tn_http_write(h->req, "partial", 7);
+    TN_YIELD(co);
+    TN_FAIL(co, TN_EINVAL);
+    TN_END(co);
+}
+
+static int co_fail(tn_co *co) {
+    TN_BEGIN(co);
+    TN_YIELD(co);
+    TN_FAIL(co, TN_EINVAL);
+    TN_END(co);
+}
+
+/* 20 MB in 64 KB pieces, awaiting tn_http_drain after each. */
+#define BIG_TOTAL (20u * 1024 * 1024)
+#define BIG_PIECE (64u * 1024)
+static unsigned g_written;
+static unsigned char pattern_byte(size_t i) { return (unsigned char)((i * 131u) ^ (i >> 11)); }
+struct big_frame {
+    tn_http_co h;
+    size_t off;
+};
+static int co_big(tn_co *co) {
+    struct big_frame *f = (struct big_frame *)co;
+    TN_BEGIN(co);
+    tn_http_begin(f->h.req, 200, "application/octet-stream", -1);
+    for (f->off = 0; f->off < BIG_TOTAL; f->off += BIG_PIECE) {
+        char piece[BIG_PIECE];
+        size_t i;
+        for (i = 0; i < BIG_PIECE; i++) piece[i] = (char)pattern_byte(f->off + i);
+        if (tn_http_write(f->h.req, piece, BIG_PIECE)) TN_FAIL(co, TN_ECLOSED);
+        SET(g_written, (unsigned)(f->off + BIG_PIECE));
+        TN_AWAIT(co, tn_http_drain(f->h.req));
+        if (co->err) TN_FAIL(co, co->err);
+    }
+    tn_http_finish(f->h.req);
+    TN_END(co);
+}
+
+/* A streamed request body: length and Adler-32 of what on_body saw. */
+struct upload_frame {
+    tn_http_co h;
+    unsigned long long len;
+    unsigned long a, b;
+    unsigned long calls;
+};
+static int on_upload(tn_http_request *req, const char *data, size_t len, void *arg) {
+    struct upload_frame *f = (struct upload_frame *)tn_http_frame(req);
+    size_t i;
+    (void)arg;
+    if (!f) return TN_EINVAL;
+    if (f->len == 0 && f->calls == 0) f->a = 1;
+    f->calls++;
+    for (i = 0; i < len; i++) {
+        f->a = (f->a + (unsigned char)data[i]) % 65521;
+        f->b = (f->b + f->a) % 65521;
+    }
+    f->len += len;
+    return 0;
+}
+static int co_upload(tn_co *co) {
+    struct upload_frame *f = (struct upload_frame *)co;
+    char out[128];
+    int n;
+    TN_BEGIN(co);
+    if (f->calls == 0) f->a = 1;
+    n = snprintf(out, sizeof out, "len=%llu adler=%08lx", f->len, (f->b << 16) | f->a);
+    tn_http_respond(f->h.req, 200, NULL, out, (size_t)n);
+    TN_END(co);
+}
+
+static unsigned long adler32(const unsigned char *p, size_t n) {
+    unsigned long a = 1, b = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        a = (a + p[i]) % 65521;
+        b = (b + a) % 65521;
+    }
+    return (b << 16) | a;
+}
+
+static void std_routes(tn_http_server *srv) {
+    tn_http_route_opts big = {0}, co = {0}, bigf = {0}, up = {0};
+    big.max_body_bytes = 100000;
+    co.frame_size = sizeof(tn_http_co);
+    bigf.frame_size = sizeof(struct big_frame);
+    up.frame_size = sizeof(struct upload_frame);
+    up.on_body = on_upload;
+    REQUIRE(tn_http_route(srv, "GET", "/hello", h_hello, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "POST", "/echo", h_echo, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "POST", "/big", h_echo, NULL, &big) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/status/{code}", h_status, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/users/{id}", h_param, (void *)"id", NULL) == 0);
+    REQUIRE(tn_http_route(srv, "DELETE", "/users/{id}", h_param, (void *)"id", NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/static/{path*}", h_param, (void *)"path", NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/q", h_query, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/silent", h_silent, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/badheader", h_badheader, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/pieces", h_pieces, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/blob/{n}", h_blob, NULL, NULL) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/silent-co", co_silent, NULL, &co) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/sleep100", co_sleepy, (void *)(uintptr_t)100, &co) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/sleep200", co_sleepy, (void *)(uintptr_t)200, &co) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/hang", co_hang, NULL, &co) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/fail", co_fail, NULL, &co) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/cutoff-chunked", co_cutoff, (void *)(intptr_t)-1, &co) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/cutoff-length", co_cutoff, (void *)(intptr_t)100, &co) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/big20", co_big, NULL, &bigf) == 0);
+    REQUIRE(tn_http_route_co(srv, "POST", "/upload", co_upload, NULL, &up) == 0);
+}
+
+static server *start_std(void) { return server_start(NULL, std_routes); }
+
+#define GET_HELLO "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+
+/* ------------------------------------------------------------------ */
+/* Connection management                                               */
+/* ------------------------------------------------------------------ */
+
+TEST(keep_alive_two_requests_one_connection) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.minor, 1);
+    CHECK(body_is(&r, "Hello, world!"));
+    CHECK(header_is(&r, "Content-Length", "13"));
+    CHECK(resp_header(&r, "Connection") == NULL);
+    CHECK(resp_header(&r, "Date") != NULL);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /users/7 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "7"));
+    resp_free(&r);
+    CHECK_EQ_INT(server_connections(s), 1);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+TEST(http10_closes_by_default) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /hello HTTP/1.0\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.minor, 0);
+    CHECK(body_is(&r, "Hello, world!"));
+    CHECK(resp_header(&r, "Connection") == NULL || header_is(&r, "Connection", "close"));
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(http10_keep_alive_when_asked) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Connection", "keep-alive"));
+    CHECK(body_is(&r, "Hello, world!"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /users/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "2"));
+    CHECK(header_is(&r, "Connection", "keep-alive"));
+    resp_free(&r);
+    /* and a streamed body of unknown length ends with the connection */
+    REQUIRE(roundtrip(c, "GET /pieces HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(resp_header(&r, "Transfer-Encoding") == NULL);
+    CHECK(body_is(&r, "one two three"));
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(connection_close_honoured) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Connection", "close"));
+    CHECK(body_is(&r, "Hello, world!"));
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+/* Three requests in one write; the first goes to a coroutine that sleeps.
+ * The answers must come back in request order. */
+TEST(pipelining_keeps_order_behind_a_slow_coroutine) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(cli_sends(c, "GET /sleep100 HTTP/1.1\r\nHost: t\r\n\r\n"
+                         "GET /users/second HTTP/1.1\r\nHost: t\r\n\r\n"
+                         "GET /users/third HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "slept"));
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "second"));
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "third"));
+    resp_free(&r);
+    CHECK_EQ_INT(c->len, 0); /* nothing more */
+    /* still usable */
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Pipelined plain requests, with bodies, written one byte at a time
+ * after a burst: framing survives every split. */
+TEST(pipelining_with_bodies) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    int i;
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+                         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "2\r\nde\r\n1\r\nf\r\n0\r\n\r\n" GET_HELLO) == 0);
+    for (i = 0; i < 3; i++) {
+        REQUIRE(read_response(c, &r, 0) == 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK(body_is(&r, i == 0 ? "abc" : i == 1 ? "def" : "Hello, world!"));
+        resp_free(&r);
+    }
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(head_same_length_no_body_connection_reusable) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    char get_len[32];
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    REQUIRE(resp_header(&r, "Content-Length") != NULL);
+    snprintf(get_len, sizeof get_len, "%s", resp_header(&r, "Content-Length"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Content-Length", get_len));
+    resp_free(&r);
+    /* a body after the HEAD response would show up as garbage here */
+    REQUIRE(roundtrip(c, "GET /users/after HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "after"));
+    resp_free(&r);
+    /* HEAD of a streamed (chunked) GET: no body, not even the last chunk */
+    REQUIRE(roundtrip(c, "HEAD /pieces HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "Hello, world!"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(status_204_and_304_have_no_body) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /status/204 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 204);
+    CHECK(resp_header(&r, "Content-Length") == NULL);
+    CHECK(resp_header(&r, "Transfer-Encoding") == NULL);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /status/304 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 304);
+    CHECK(resp_header(&r, "Transfer-Encoding") == NULL);
+    resp_free(&r);
+    /* had a body been sent, it would be read as this response */
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "Hello, world!"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Expect: 100-continue                                                */
+/* ------------------------------------------------------------------ */
+
+TEST(expect_continue_acceptable_body_gets_100_first) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                         "Expect: 100-continue\r\n\r\n") == 0);
+    /* the body is not sent until the 100 is read */
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 100);
+    CHECK(strncmp(r.head, "HTTP/1.1 100 Continue\r\n", 23) == 0);
+    resp_free(&r);
+    REQUIRE(cli_sends(c, "hello") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "hello"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(expect_continue_too_large_gets_413_without_100) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    o.max_body_bytes = 1000;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n"
+                         "Expect: 100-continue\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(expect_continue_never_to_http10) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n") == 0);
+    sleep_ms(50); /* room for a wrong 100 to arrive before the body */
+    REQUIRE(cli_sends(c, "hello") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "hello"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Request bodies and framing errors                                   */
+/* ------------------------------------------------------------------ */
+
+TEST(chunked_request_body_with_extensions_and_trailers) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "5;name=value\r\nhello\r\n"
+                         "6;a;b=\"q s\"\r\n world\r\n"
+                         "0;last\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n",
+                      &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "hello world"));
+    resp_free(&r);
+    /* the trailer was consumed: the connection carries the next request */
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "Hello, world!"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(content_length_and_transfer_encoding_is_400_and_close) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                      &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(header_is(&r, "Connection", "close"));
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* A coding we cannot decode is 501; a request whose last coding is not
+ * chunked has no determinable length: 400 (RFC 9112 section 6.3). */
+TEST(unknown_transfer_encoding_is_501) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                         "0\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 501);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(bad_version_is_505) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /hello HTTP/2.0\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 505);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(header_too_large_is_431) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    char req[2048];
+    char filler[1001];
+    memset(filler, 'a', 1000);
+    filler[1000] = 0;
+    o.max_head_bytes = 512;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Filler: %s\r\n\r\n", filler);
+    REQUIRE(roundtrip(c, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 431);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    /* a head under the limit is fine */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(target_too_long_is_414) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    size_t n = 9000;
+    char *req = (char *)malloc(n + 64);
+    REQUIRE(req != NULL);
+    memcpy(req, "GET /", 5);
+    memset(req + 5, 'x', n);
+    strcpy(req + 5 + n, " HTTP/1.1\r\nHost: t\r\n\r\n");
+    REQUIRE(roundtrip(c, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 414);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    free(req);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(body_over_limit_is_413_and_route_limit_raises_it) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    char head[256];
+    char *body = (char *)malloc(50000);
+    REQUIRE(body != NULL);
+    memset(body, 'b', 50000);
+    o.max_body_bytes = 1000;
+    s = server_start(&o, std_routes);
+    /* over the server's limit: refused from the head, body unread */
+    c = cli_open(s->port);
+    snprintf(head, sizeof head, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", 2000);
+    REQUIRE(cli_sends(c, head) == 0);
+    (void)cli_send(c, body, 2000); /* a client that sends it anyway */
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    /* chunked over the limit: 413 as soon as the sizes pass it */
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "3e8\r\n") == 0);
+    (void)cli_send(c, body, 1000);
+    (void)cli_sends(c, "\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n");
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    cli_close(c);
+    /* the same size on the route with a larger limit is accepted */
+    c = cli_open(s->port);
+    snprintf(head, sizeof head, "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", 50000);
+    REQUIRE(cli_sends(c, head) == 0);
+    REQUIRE(cli_send(c, body, 50000) == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 50000);
+    CHECK(r.body_len == 50000 && memcmp(r.body, body, 50000) == 0);
+    resp_free(&r);
+    /* and its connection goes on */
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    free(body);
+    server_stop(s);
+}
+
+TEST(malformed_request_line_is_400_and_close) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /hello\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET  /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Timeouts and limits                                                 */
+/* ------------------------------------------------------------------ */
+
+TEST(header_timeout_slowloris_gets_408) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    o.header_timeout_ms = 200;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "GET /hello HTTP/1.1\r\nHost: t\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 408);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+TEST(body_timeout_gets_408) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    o.body_timeout_ms = 200;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 408);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+TEST(idle_keep_alive_connection_is_closed) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    o.idle_timeout_ms = 200;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(resp_header(&r, "Connection") == NULL); /* kept alive... */
+    resp_free(&r);
+    CHECK(cli_closed(c)); /* ...until idle too long (no response: just close) */
+    CHECK_EQ_INT(c->len, 0);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+TEST(max_connections_sheds_with_503) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *a, *b, *c;
+    response r;
+    o.max_connections = 2;
+    s = server_start(&o, std_routes);
+    a = cli_open(s->port);
+    b = cli_open(s->port);
+    REQUIRE(roundtrip(a, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    REQUIRE(roundtrip(b, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    c = cli_open(s->port);
+    REQUIRE(read_response(c, &r, 0) == 0); /* unasked: the server sheds it */
+    CHECK_EQ_INT(r.status, 503);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    /* the first two still work */
+    REQUIRE(roundtrip(a, "GET /users/a HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "a"));
+    resp_free(&r);
+    REQUIRE(roundtrip(b, "GET /users/b HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "b"));
+    resp_free(&r);
+    CHECK_EQ_INT(server_connections(s), 2);
+    /* once one leaves, a new one is served */
+    cli_close(a);
+    CHECK_EQ_INT(wait_connections(s, 1), 1);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    cli_close(b);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Shutdown and disconnects                                            */
+/* ------------------------------------------------------------------ */
+
+static int g_shutdown_done = 0, g_shutdown_err = 1;
+static void shutdown_done(tn_future *f, void *arg) {
+    (void)arg;
+    SET(g_shutdown_err, tn_future_error(f));
+    SET(g_shutdown_done, 1);
+    tn_future_release(f);
+}
+static void do_shutdown(server *s, void *arg) {
+    tn_future *f = tn_http_server_shutdown(s->srv, *(unsigned *)arg);
+    REQUIRE(f != NULL);
+    tn_future_on_done(f, shutdown_done, NULL);
+}
+
+static int wait_flag(int *flag) {
+    int i;
+    for (i = 0; i < 500 && !GET(*flag); i++) sleep_ms(10);
+    return GET(*flag);
+}
+
+TEST(graceful_shutdown_with_request_in_flight) {
+    server *s = start_std();
+    client *busy, *idle, *dl;
+    response r;
+    unsigned deadline = 5000;
+    int fd;
+    size_t i, bad = 0;
+    idle = cli_open(s->port);
+    REQUIRE(roundtrip(idle, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    /* a response still going out: 12 MB, more than the socket buffers hold,
+     * and the client has read almost none of it */
+    dl = cli_open2(s->port, 32768);
+    REQUIRE(cli_sends(dl, "GET /blob/12000000 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(cli_fill(dl) > 0); /* it has begun */
+    busy = cli_open(s->port);
+    REQUIRE(cli_sends(busy, "GET /sleep200 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(wait_flag(&g_started));
+    on_loop(s, do_shutdown, &deadline);
+    /* new connections are refused */
+    fd = tcp_connect(s->port, 0);
+    CHECK(fd < 0);
+    if (fd >= 0) close(fd);
+    /* the idle keep-alive connection is closed */
+    CHECK(cli_closed(idle));
+    /* the request in flight completes, and then its connection closes */
+    REQUIRE(read_response(busy, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "slept"));
+    CHECK(header_is(&r, "Connection", "close"));
+    resp_free(&r);
+    CHECK(cli_closed(busy));
+    /* the download is not cut: all of it, then the close */
+    REQUIRE(read_response(dl, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 12000000);
+    for (i = 0; i < r.body_len; i++)
+        if ((unsigned char)r.body[i] != pattern_byte(i)) bad++;
+    CHECK_EQ_INT(bad, 0);
+    resp_free(&r);
+    CHECK(cli_closed(dl));
+    CHECK(wait_flag(&g_shutdown_done));
+    CHECK_EQ_INT(GET(g_shutdown_err), 0);
+    CHECK_EQ_INT(server_connections(s), 0);
+    cli_close(idle);
+    cli_close(busy);
+    cli_close(dl);
+    server_stop(s);
+}
+
+/* The shutdown deadline closes what is still running. */
+TEST(shutdown_deadline_cancels_a_stuck_handler) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    unsigned deadline = 100;
+    REQUIRE(cli_sends(c, "GET /hang HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(wait_flag(&g_started));
+    on_loop(s, do_shutdown, &deadline);
+    CHECK(cli_closed(c));
+    CHECK(wait_flag(&g_shutdown_done));
+    CHECK_EQ_INT(GET(g_shutdown_err), 0);
+    CHECK(wait_flag(&g_co_ended));
+    CHECK_EQ_INT(GET(g_co_err), TN_ECANCELLED);
+    CHECK_EQ_INT(server_connections(s), 0);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* The client leaves while a coroutine handler awaits: the await ends with
+ * TN_ECANCELLED, the request stays valid (closed) until the handler ends,
+ * even while other requests come and go, and then the connection goes. */
+TEST(client_disconnect_cancels_coroutine_handler) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    SET(g_hold, 1);
+    REQUIRE(cli_sends(c, "GET /hang HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(wait_flag(&g_started));
+    cli_close(c);
+    CHECK(wait_flag(&g_co_cancelled));
+    CHECK_EQ_INT(GET(g_co_err), TN_ECANCELLED);
+    /* other requests meanwhile (they would reuse a request object given
+     * back too early) */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /users/zzzzzzzz HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    SET(g_hold, 0);
+    CHECK(wait_flag(&g_co_ended));
+    CHECK_EQ_INT(GET(g_co_closed), 1);
+    CHECK_EQ_INT(GET(g_co_path_ok), 1);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    /* the server goes on */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Handlers that misbehave                                             */
+/* ------------------------------------------------------------------ */
+
+TEST(handler_that_does_not_respond_gets_500) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /silent HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 500);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0); /* framing intact */
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(coroutine_handler_that_fails_gets_500) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /fail HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 500);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* A coroutine that fails after its body began: the client must see a
+ * cut-off body (no last chunk, or fewer bytes than announced) and a close,
+ * never a complete-looking response. */
+TEST(coroutine_failing_mid_body_cuts_the_response) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    CHECK_EQ_INT(roundtrip(c, "GET /cutoff-chunked HTTP/1.1\r\nHost: t\r\n\r\n", &r), -1);
+    CHECK(r.chunked);
+    CHECK(r.body && strcmp(r.body, "partial") == 0);
+    resp_free(&r);
+    cli_close(c);
+    c = cli_open(s->port);
+    CHECK_EQ_INT(roundtrip(c, "GET /cutoff-length HTTP/1.1\r\nHost: t\r\n\r\n", &r), -1);
+    CHECK(header_is(&r, "Content-Length", "100"));
+    resp_free(&r);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+TEST(set_header_rejects_cr_lf) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /badheader HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "1 1 1 1"));
+    CHECK(strstr(r.head, "X-Injected") == NULL);
+    CHECK(strstr(r.head, "X-Bad") == NULL);
+    CHECK(header_is(&r, "X-Good", "fine"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Routing                                                             */
+/* ------------------------------------------------------------------ */
+
+TEST(routing_params_wildcard_404_405_501) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    const char *allow;
+    REQUIRE(roundtrip(c, "GET /users/john%20doe HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "john doe"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/css/site%2Fmain.css HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "css/site/main.css"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/a/b/c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "a/b/c"));
+    resp_free(&r);
+    /* {id} is one segment, never empty */
+    REQUIRE(roundtrip(c, "GET /users/1/2 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /users/ HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "POST /users/1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 405);
+    allow = resp_header(&r, "Allow");
+    CHECK(allow != NULL);
+    if (allow) {
+        CHECK(strstr(allow, "GET") != NULL);
+        CHECK(strstr(allow, "DELETE") != NULL);
+        CHECK(strstr(allow, "HEAD") != NULL);
+        CHECK(strstr(allow, "POST") == NULL);
+    }
+    resp_free(&r);
+    /* HEAD is served by the GET route */
+    REQUIRE(roundtrip(c, "HEAD /users/x HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Content-Length", "1"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "BREW /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 501);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(query_parameters_decoded) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /q?name=a%20b+c&x=%41%2b%3D&&empty= HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "name=[a b c] x=[A+=] zz=[(null)] path=[/q]"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /q HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "name=[(null)] x=[(null)] zz=[(null)] path=[/q]"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /q?zz&name=%zz HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "name=[%zz] x=[(null)] zz=[] path=[/q]"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Streaming                                                           */
+/* ------------------------------------------------------------------ */
+
+TEST(streaming_response_20mb_with_drain) {
+    server *s = start_std();
+    /* a small receive window, so the server's backpressure shows */
+    client *c = cli_open2(s->port, 65536);
+    response r;
+    size_t i, bad = 0;
+    int k;
+    REQUIRE(cli_sends(c, "GET /big20 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    sleep_ms(300);
+    /* Reading nothing, the client holds the server up: with drain working,
+     * the handler cannot have written much more than the socket buffers,
+     * the low watermark and a piece (not the whole 20 MB). */
+    CHECK(GET(g_written) < BIG_TOTAL / 2);
+    for (k = 0; k < 50; k++) { /* slowly at first */
+        if (cli_fill_max(c, 4096) <= 0) break;
+        sleep_ms(2);
+    }
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.chunked);
+    CHECK_EQ_INT(r.body_len, BIG_TOTAL);
+    for (i = 0; i < r.body_len; i++)
+        if ((unsigned char)r.body[i] != pattern_byte(i)) bad++;
+    CHECK_EQ_INT(bad, 0);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Writes body as chunks of varying sizes, some with extensions. */
+static void send_chunked(client *c, const unsigned char *body, size_t n) {
+    size_t off = 0, k = 0;
+    char line[64];
+    while (off < n) {
+        size_t len = 1 + (k * 7919) % 9000;
+        if (len > n - off) len = n - off;
+        if (k % 3 == 0) snprintf(line, sizeof line, "%zx;k=%zu\r\n", len, k);
+        else snprintf(line, sizeof line, "%zX\r\n", len);
+        REQUIRE(cli_sends(c, line) == 0);
+        REQUIRE(cli_send(c, (const char *)body + off, len) == 0);
+        REQUIRE(cli_sends(c, "\r\n") == 0);
+        off += len;
+        k++;
+    }
+    REQUIRE(cli_sends(c, "0\r\nX-Done: 1\r\n\r\n") == 0);
+}
+
+TEST(streamed_request_body_5mb_chunked_in_order) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    size_t n = 5u * 1024 * 1024, i;
+    unsigned char *body = (unsigned char *)malloc(n);
+    char want[128];
+    REQUIRE(body != NULL);
+    for (i = 0; i < n; i++) body[i] = (unsigned char)((i * 2654435761u) >> 13);
+    snprintf(want, sizeof want, "len=%zu adler=%08lx", n, adler32(body, n));
+    REQUIRE(cli_sends(c, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n") == 0);
+    send_chunked(c, body, n);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, want));
+    if (!body_is(&r, want)) fprintf(stderr, "    got %s, want %s\n", r.body, want);
+    resp_free(&r);
+    /* the same with Content-Length (over the 1 MiB buffered limit: streamed
+     * bodies are not buffered) */
+    {
+        char head[128];
+        snprintf(head, sizeof head, "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", n);
+        REQUIRE(cli_sends(c, head) == 0);
+        REQUIRE(cli_send(c, (const char *)body, n) == 0);
+        REQUIRE(read_response(c, &r, 0) == 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK(body_is(&r, want));
+        resp_free(&r);
+    }
+    /* and an empty one */
+    REQUIRE(roundtrip(c, "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "len=0 adler=00000001"));
+    resp_free(&r);
+    free(body);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(one_byte_per_write_parses_the_same) {
+    static const char req[] = "GET /q?name=a+b&x=%41 HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\n";
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response whole, split;
+    size_t i;
+    REQUIRE(roundtrip(c, req, &whole) == 0);
+    for (i = 0; i < sizeof req - 1; i++) {
+        REQUIRE(cli_send(c, req + i, 1) == 0);
+        sleep_ms(1);
+    }
+    REQUIRE(read_response(c, &split, 0) == 0);
+    CHECK_EQ_INT(whole.status, 200);
+    CHECK_EQ_INT(split.status, 200);
+    CHECK(body_is(&split, "name=[a b] x=[A] zz=[(null)] path=[/q]"));
+    CHECK(whole.body_len == split.body_len && memcmp(whole.body, split.body, whole.body_len) == 0);
+    resp_free(&whole);
+    resp_free(&split);
+    /* a body one byte per write too */
+    {
+        static const char post[] = "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   "3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n";
+        for (i = 0; i < sizeof post - 1; i++) {
+            REQUIRE(cli_send(c, post + i, 1) == 0);
+            if (i % 4 == 0) sleep_ms(1);
+        }
+        REQUIRE(read_response(c, &split, 0) == 0);
+        CHECK_EQ_INT(split.status, 200);
+        CHECK(body_is(&split, "abc"));
+        resp_free(&split);
+    }
+    cli_close(c);
+    server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* More edges                                                          */
+/* ------------------------------------------------------------------ */
+
+/* Pipelined requests whose responses pass the write high-water mark: the
+ * server stops reading them, and must pick them up again once its output
+ * has drained, even when one flush drains it all at once. */
+TEST(pipelined_large_responses_resume_after_backpressure) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    char reqs[4096];
+    size_t o = 0, i, bad = 0;
+    int k;
+    for (k = 0; k < 12; k++)
+        o += (size_t)snprintf(reqs + o, sizeof reqs - o, "GET /blob/100000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    REQUIRE(cli_send(c, reqs, o) == 0);
+    for (k = 0; k < 12; k++) {
+        REQUIRE(read_response(c, &r, 0) == 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK_EQ_INT(r.body_len, 100000);
+        for (i = 0; i < r.body_len; i++)
+            if ((unsigned char)r.body[i] != pattern_byte(i)) bad++;
+        resp_free(&r);
+    }
+    CHECK_EQ_INT(bad, 0);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Many small pipelined requests in one write, answered in order. */
+TEST(pipelined_burst_of_small_requests) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    char *reqs = (char *)malloc(1000 * 64);
+    size_t o = 0;
+    int k, ok = 0;
+    REQUIRE(reqs != NULL);
+    for (k = 0; k < 1000; k++)
+        o += (size_t)snprintf(reqs + o, 64, "GET /users/%d HTTP/1.1\r\nHost: t\r\n\r\n", k);
+    REQUIRE(cli_send(c, reqs, o) == 0);
+    for (k = 0; k < 1000; k++) {
+        char want[16];
+        REQUIRE(read_response(c, &r, 0) == 0);
+        snprintf(want, sizeof want, "%d", k);
+        ok += r.status == 200 && body_is(&r, want);
+        resp_free(&r);
+    }
+    CHECK_EQ_INT(ok, 1000);
+    free(reqs);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* The idle timeout is for a connection waiting for its next request, not
+ * for one whose response a slow client is still reading. */
+TEST(idle_timeout_does_not_cut_a_response_being_read) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    size_t i, bad = 0;
+    int k;
+    o.idle_timeout_ms = 200;
+    s = server_start(&o, std_routes);
+    c = cli_open2(s->port, 32768);
+    REQUIRE(cli_sends(c, "GET /blob/8000000 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    for (k = 0; k < 40; k++) { /* ~400 ms of slow reading */
+        if (cli_fill_max(c, 16384) <= 0) break;
+        sleep_ms(10);
+    }
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 8000000);
+    for (i = 0; i < r.body_len; i++)
+        if ((unsigned char)r.body[i] != pattern_byte(i)) bad++;
+    CHECK_EQ_INT(bad, 0);
+    resp_free(&r);
+    /* then, idle, it is closed */
+    CHECK(cli_closed(c));
+    cli_close(c);
+    server_stop(s);
+}
+
+/* The client resets the connection while the server is not reading from
+ * it (its read buffer is full of pipelined bytes and the request belongs to
+ * a coroutine handler): the server must notice (not spin on the hang-up)
+ * and cancel the handler. */
+TEST(client_reset_while_not_reading_cancels_handler) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    struct linger lg;
+    char *junk = (char *)malloc(40000);
+    REQUIRE(junk != NULL);
+    memset(junk, 'x', 40000);
+    REQUIRE(cli_sends(c, "GET /hang HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(wait_flag(&g_started));
+    (void)cli_send(c, junk, 40000);
+    sleep_ms(50); /* let the server fill its buffer and stop reading */
+    lg.l_onoff = 1;
+    lg.l_linger = 0;
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    cli_close(c); /* RST */
+    CHECK(wait_flag(&g_co_ended));
+    CHECK_EQ_INT(GET(g_co_err), TN_ECANCELLED);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    free(junk);
+    server_stop(s);
+}
+
+/* The same with a handler that ends without answering: the server's own
+ * 500 then meets a reset connection. */
+TEST(client_reset_before_server_500) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    struct linger lg;
+    char *junk = (char *)malloc(40000);
+    REQUIRE(junk != NULL);
+    memset(junk, 'x', 40000);
+    REQUIRE(cli_sends(c, "GET /silent-co HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(wait_flag(&g_started));
+    (void)cli_send(c, junk, 40000);
+    sleep_ms(50);
+    lg.l_onoff = 1;
+    lg.l_linger = 0;
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    cli_close(c);
+    CHECK(wait_flag(&g_co_ended));
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    free(junk);
+    server_stop(s);
+}
+
+TEST(more_request_errors) {
+    server *s = start_std();
+    client *c;
+    response r;
+    char req[8192];
+    size_t o;
+    int k;
+    /* an encoded NUL in the path */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /users/a%00b HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    /* too many header fields */
+    c = cli_open(s->port);
+    o = (size_t)snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: t\r\n");
+    for (k = 0; k < 120; k++) o += (size_t)snprintf(req + o, sizeof req - o, "X-%d: v\r\n", k);
+    snprintf(req + o, sizeof req - o, "\r\n");
+    REQUIRE(roundtrip(c, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 431);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    /* no Host in HTTP/1.1 */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /hello HTTP/1.1\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    resp_free(&r);
+    cli_close(c);
+    /* absolute-form is routed on its path */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET http://t/users/abs HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "abs"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET http://t/q?name=n HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "name=[n] x=[(null)] zz=[(null)] path=[/q]"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Peak resident size of this process, in KiB (VmHWM), or -1. */
+static long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+/* A buffered chunked body is bounded by its decoded size, not by its raw
+ * size: the framing (here 4 KB of chunk extension per byte of data, 40 MB
+ * in all for 10 KB of body) must not pile up in the read buffer. */
+TEST(chunked_framing_is_not_buffered) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    char *chunk = (char *)malloc(8192);
+    char want[10001];
+    long before, after;
+    int k, n = 10000;
+    REQUIRE(chunk != NULL);
+    before = peak_rss_kb();
+    if (before < 0) {
+        free(chunk);
+        cli_close(c);
+        server_stop(s);
+        SKIP("no /proc/self/status");
+    }
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n") == 0);
+    for (k = 0; k < n; k++) {
+        int len = snprintf(chunk, 64, "1;e=");
+        memset(chunk + len, 'x', 4000);
+        len += 4000;
+        len += snprintf(chunk + len, 64, "\r\n%c\r\n", 'a' + k % 26);
+        want[k] = (char)('a' + k % 26);
+        REQUIRE(cli_send(c, chunk, (size_t)len) == 0);
+    }
+    want[n] = 0;
+    REQUIRE(cli_sends(c, "0\r\n\r\n" GET_HELLO) == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, want));
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0); /* the pipelined one after it */
+    CHECK(body_is(&r, "Hello, world!"));
+    resp_free(&r);
+    after = peak_rss_kb();
+    CHECK(after - before < 24 * 1024);
+    if (after - before >= 24 * 1024) fprintf(stderr, "    peak RSS grew by %ld KiB\n", after - before);
+    free(chunk);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Bodies that make the read buffer grow (and move) with a pipelined
+ * request right behind them, for each kind of body. */
+TEST(large_bodies_then_pipelined_request) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    size_t n = 900000, i;
+    char *body = (char *)malloc(n), head[128];
+    REQUIRE(body != NULL);
+    for (i = 0; i < n; i++) body[i] = (char)pattern_byte(i);
+    /* Content-Length */
+    snprintf(head, sizeof head, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", n);
+    REQUIRE(cli_sends(c, head) == 0);
+    REQUIRE(cli_send(c, body, n) == 0);
+    REQUIRE(cli_sends(c, "GET /users/after1 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body_len == n && memcmp(r.body, body, n) == 0);
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK(body_is(&r, "after1"));
+    resp_free(&r);
+    /* chunked, in 3 chunks */
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n") == 0);
+    snprintf(head, sizeof head, "%zx\r\n", n / 3);
+    for (i = 0; i < 3; i++) {
+        REQUIRE(cli_sends(c, head) == 0);
+        REQUIRE(cli_send(c, body + i * (n / 3), n / 3) == 0);
+        REQUIRE(cli_sends(c, "\r\n") == 0);
+    }
+    REQUIRE(cli_sends(c, "0\r\n\r\nGET /users/after2 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body_len == n && memcmp(r.body, body, n) == 0);
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK(body_is(&r, "after2"));
+    resp_free(&r);
+    /* streamed (on_body), Content-Length and chunked */
+    REQUIRE(cli_sends(c, "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+                         "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "3\r\nabc\r\n0\r\n\r\n"
+                         "GET /users/after3 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    for (i = 0; i < 2; i++) {
+        REQUIRE(read_response(c, &r, 0) == 0);
+        CHECK(body_is(&r, "len=3 adler=024d0127"));
+        resp_free(&r);
+    }
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK(body_is(&r, "after3"));
+    resp_free(&r);
+    free(body);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* The end of a connection: nothing after "Connection: close" is answered,
+ * HEAD of a 404 and a 405 carry no body, OPTIONS * is answered. */
+TEST(close_stops_the_pipeline_and_head_errors_have_no_body) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(cli_sends(c, "HEAD /nowhere HTTP/1.1\r\nHost: t\r\n\r\n"
+                         "HEAD /echo HTTP/1.1\r\nHost: t\r\n\r\n"
+                         "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 405);
+    CHECK(header_is(&r, "Allow", "POST"));
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    REQUIRE(cli_sends(c, "GET /users/1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                         "GET /users/2 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK(body_is(&r, "1"));
+    CHECK(header_is(&r, "Connection", "close"));
+    resp_free(&r);
+    CHECK(cli_closed(c));
+    cli_close(c);
+    server_stop(s);
+}
+
+static int on_body_reject(tn_http_request *req, const char *data, size_t len, void *arg) {
+    (void)req;
+    (void)data;
+    (void)arg;
+    return len ? TN_EINVAL : 0;
+}
+static void reject_routes(tn_http_server *srv) {
+    tn_http_route_opts o = {0};
+    o.on_body = on_body_reject;
+    std_routes(srv);
+    REQUIRE(tn_http_route(srv, "POST", "/reject", h_hello, NULL, &o) == 0);
+}
+
+/* on_body refusing the body: 400 and close. Also: a client that sends a
+ * large body after its 413 still reads the 413. */
+TEST(on_body_error_is_400_and_413_with_body_sent) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    char *big = (char *)calloc(1, 300000);
+    REQUIRE(big != NULL);
+    o.max_body_bytes = 1000;
+    s = server_start(&o, reject_routes);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "POST /reject HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    CHECK(cli_closed(c));
+    resp_free(&r);
+    cli_close(c);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n") == 0);
+    (void)cli_send(c, big, 300000); /* may fail once the server closes */
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    cli_close(c);
+    free(big);
+    server_stop(s);
+}
+
+/* A connection that closes once its output is out, with more output than
+ * the socket buffers hold: the close comes from the drain (a write event),
+ * after which nothing of the connection may be touched (ASan checks). */
+TEST(close_after_a_large_response) {
+    server *s = start_std();
+    int k;
+    for (k = 0; k < 2; k++) {
+        client *c = cli_open2(s->port, 32768);
+        response r;
+        size_t i, bad = 0;
+        REQUIRE(cli_sends(c, k == 0 ? "GET /blob/12000000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                                    : "GET /blob/12000000 HTTP/1.0\r\n\r\n") == 0);
+        REQUIRE(cli_fill(c) > 0);
+        sleep_ms(50); /* the server's output backs up */
+        REQUIRE(read_response(c, &r, 0) == 0);
+        CHECK_EQ_INT(r.status, 200);
+        CHECK_EQ_INT(r.body_len, 12000000);
+        for (i = 0; i < r.body_len; i++)
+            if ((unsigned char)r.body[i] != pattern_byte(i)) bad++;
+        CHECK_EQ_INT(bad, 0);
+        resp_free(&r);
+        CHECK(cli_closed(c));
+        cli_close(c);
+    }
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
