@@ -900,7 +900,10 @@ TN_API int tn_http_closed(const tn_http_request *req);
 
 /* --- the response --- */
 /* Adds a response header. TN_EINVAL (and nothing sent) if name is not a
- * token or either contains CR, LF or NUL; TN_ESTATE after headers went out. */
+ * token or either contains CR, LF or NUL, and for Content-Length and
+ * Transfer-Encoding (the server frames the body: give the length to
+ * tn_http_respond or tn_http_begin); "Connection: close" closes the
+ * connection after this response. TN_ESTATE after headers went out. */
 TN_API int tn_http_set_header(tn_http_request *req, const char *name, const char *value);
 /* Responds with a whole body (copied); Content-Length is set. */
 TN_API int tn_http_respond(tn_http_request *req, int status, const char *content_type,
@@ -4471,6 +4474,15 @@ int tn_http_set_header(tn_http_request *r, const char *name, const char *value) 
         unsigned char ch = (unsigned char)value[i];
         if (ch == '\r' || ch == '\n' || (ch < 0x20 && ch != '\t') || ch == 0x7f) return TN_EINVAL;
     }
+    /* The server frames every response itself: a handler's own framing
+     * fields could contradict it (two lengths, a length and chunked). */
+    if (tn__http_ieq(name, nl, "content-length") || tn__http_ieq(name, nl, "transfer-encoding"))
+        return TN_EINVAL;
+    if (tn__http_ieq(name, nl, "connection")) {
+        if (!tn__http_ieq(value, vl, "close")) return TN_EINVAL;
+        r->conn->flags |= TN__C_CLOSE_AFTER; /* the head then says "Connection: close" */
+        return 0;
+    }
     if (tn__grow((void **)&r->rh, &r->rh_cap, r->rh_len + nl + vl + 4, 1)) return TN_ENOMEM;
     memcpy(r->rh + r->rh_len, name, nl);
     r->rh_len += nl;
@@ -4704,22 +4716,36 @@ static char *tn__scratch(tn_http_request *r, size_t n) {
     return p;
 }
 
+/* The raw path of the request-target (no query): origin-form as it is,
+ * absolute-form after its authority ("http://h" alone is "/"). Returns 0,
+ * or -1 for the forms that have no path (authority, asterisk). */
+static int tn__req_raw_path(const tn_http_request *r, const char **path, size_t *len) {
+    const char *t = r->msg.target, *q;
+    size_t pl = r->msg.target_len;
+    q = (const char *)memchr(t, '?', pl);
+    if (q) pl = (size_t)(q - t);
+    if (pl && t[0] == '/') {
+        *path = t;
+        *len = pl;
+        return 0;
+    }
+    if (pl >= 7 && tn__http_ieq(t, 7, "http://")) {
+        const char *p = (const char *)memchr(t + 7, '/', pl - 7);
+        *path = p ? p : "/";
+        *len = p ? pl - (size_t)(p - t) : 1;
+        return 0;
+    }
+    return -1;
+}
+
 /* Picks the route (or the status that answers instead). */
 static int tn__req_route(tn_http_request *r) {
     tn_http_server *srv = r->srv;
-    const char *m = r->msg.method, *t = r->msg.target;
-    size_t ml = r->msg.method_len, pl = r->msg.target_len, i;
+    const char *m = r->msg.method, *t;
+    size_t ml = r->msg.method_len, pl, i;
     int path_matched = 0, custom_method = 0;
-    const char *q = (const char *)memchr(t, '?', pl);
-    if (q) pl = (size_t)(q - t);
-    if (pl == 0 || t[0] != '/') {
-        /* absolute-form: route on its path; authority/asterisk: none */
-        const char *p = NULL;
-        if (pl > 7 && (memcmp(t, "http://", 7) == 0)) p = (const char *)memchr(t + 7, '/', pl - 7);
-        if (!p) return (ml == 7 && memcmp(m, "OPTIONS", 7) == 0) ? 404 : 400;
-        pl -= (size_t)(p - t);
-        t = p;
-    }
+    /* authority-form (CONNECT) and asterisk-form (OPTIONS *) route nowhere */
+    if (tn__req_raw_path(r, &t, &pl)) return (ml == 7 && memcmp(m, "OPTIONS", 7) == 0) ? 404 : 400;
     for (i = 0; i < srv->nroutes; i++) {
         const tn__route *rt = &srv->routes[i];
         if (rt->method && strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0) custom_method = 1;
@@ -4746,12 +4772,11 @@ static int tn__req_route(tn_http_request *r) {
 /* The Allow header of a 405: every method routed for this path. */
 static void tn__req_allow(tn_http_request *r, char *out, size_t cap) {
     tn_http_server *srv = r->srv;
-    const char *t = r->msg.target, *q;
-    size_t pl = r->msg.target_len, i, o = 0;
+    const char *t;
+    size_t pl, i, o = 0;
     int has_get = 0, has_head = 0;
-    q = (const char *)memchr(t, '?', pl);
-    if (q) pl = (size_t)(q - t);
     out[0] = 0;
+    if (tn__req_raw_path(r, &t, &pl)) return;
     for (i = 0; i < srv->nroutes; i++) {
         const tn__route *rt = &srv->routes[i];
         size_t n;
@@ -4949,8 +4974,8 @@ static void tn__req_co_done(tn_future *f, void *arg) {
  * delimiter byte that is no longer needed) and decodes the path. */
 static int tn__req_prepare(tn_http_request *r) {
     tn_http_message *m = &r->msg;
-    size_t i, need, pl;
-    const char *t = m->target, *q;
+    size_t i, need, pl = 0;
+    const char *t = "";
     char *path;
     need = 3 * m->target_len + 64;
     if (r->scratch_cap < need) {
@@ -4960,9 +4985,10 @@ static int tn__req_prepare(tn_http_request *r) {
         r->scratch_cap = need;
     }
     r->scratch_len = 0;
-    if (memchr(t, '%', m->target_len)) {
+    if (memchr(m->target, '%', m->target_len)) {
+        const char *tg = m->target;
         for (i = 0; i + 2 < m->target_len; i++)
-            if (t[i] == '%' && t[i + 1] == '0' && t[i + 2] == '0') return 400; /* NUL: would truncate */
+            if (tg[i] == '%' && tg[i + 1] == '0' && tg[i + 2] == '0') return 400; /* NUL: would truncate */
     }
     ((char *)m->method)[m->method_len] = 0;
     ((char *)m->target)[m->target_len] = 0;
@@ -4970,13 +4996,9 @@ static int tn__req_prepare(tn_http_request *r) {
         ((char *)m->headers[i].name)[m->headers[i].name_len] = 0;
         ((char *)m->headers[i].value)[m->headers[i].value_len] = 0;
     }
-    pl = m->target_len;
-    q = (const char *)memchr(t, '?', pl);
-    if (q) pl = (size_t)(q - t);
-    if (pl && t[0] != '/') { /* absolute-form: the path starts after the authority */
-        const char *p = pl > 7 ? (const char *)memchr(t + 7, '/', pl - 7) : NULL;
-        pl = p ? pl - (size_t)(p - t) : 0;
-        t = p ? p : t;
+    if (tn__req_raw_path(r, &t, &pl)) {
+        t = "";
+        pl = 0;
     }
     path = tn__scratch(r, pl + 1);
     tn__pct_decode(path, t, pl, 0);

@@ -456,6 +456,18 @@ static void h_badheader(tn_http_request *req, void *arg) {
     tn_http_respond(req, 200, NULL, out, (size_t)n);
 }
 
+/* A handler's framing fields are refused; "Connection: close" closes. */
+static void h_framing(tn_http_request *req, void *arg) {
+    char out[64];
+    int a = tn_http_set_header(req, "Content-Length", "1");
+    int b = tn_http_set_header(req, "transfer-encoding", "chunked");
+    int c = tn_http_set_header(req, "Connection", "keep-alive");
+    int d = tn_http_set_header(req, "Connection", "close");
+    int n = snprintf(out, sizeof out, "%d %d %d %d", a == TN_EINVAL, b == TN_EINVAL, c == TN_EINVAL, d == 0);
+    (void)arg;
+    tn_http_respond(req, 200, NULL, out, (size_t)n);
+}
+
 /* Streams a body of unknown length (chunked, or close-delimited for
  * HTTP/1.0) in three pieces. */
 static void h_pieces(tn_http_request *req, void *arg) {
@@ -635,6 +647,7 @@ static void std_routes(tn_http_server *srv) {
     REQUIRE(tn_http_route(srv, "GET", "/q", h_query, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/silent", h_silent, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/badheader", h_badheader, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/framing", h_framing, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/pieces", h_pieces, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/blob/{n}", h_blob, NULL, NULL) == 0);
     REQUIRE(tn_http_route_co(srv, "GET", "/silent-co", co_silent, NULL, &co) == 0);
@@ -1962,5 +1975,46 @@ TEST(close_after_a_large_response) {
         cli_close(c);
     }
     CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+/* absolute-form targets route on their path; with no path at all, "/". */
+TEST(absolute_form_targets_route_on_their_path) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET http://t/hello HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "Hello, world!"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET http://t/users/9?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "9"));
+    resp_free(&r);
+    /* no path: "/", which std_routes does not route (a 404, not a 400) */
+    REQUIRE(roundtrip(c, "GET http://t HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    resp_free(&r);
+    /* a 405 there still lists what is allowed */
+    REQUIRE(roundtrip(c, "PUT http://t/hello HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 405);
+    CHECK(resp_header(&r, "Allow") != NULL && strstr(resp_header(&r, "Allow"), "GET") != NULL);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(handler_framing_headers_refused_connection_close_honoured) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /framing HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "1 1 1 1"));
+    CHECK(header_is(&r, "Content-Length", "7")); /* one length, ours */
+    CHECK(header_is(&r, "Connection", "close"));
+    resp_free(&r);
+    CHECK_EQ_INT(wait_connections(s, 0), 0); /* and closed after it */
+    cli_close(c);
     server_stop(s);
 }
