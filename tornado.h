@@ -155,7 +155,7 @@
  * HTTP SERVER ----------------------------------------------------------------
  * HTTP/1.1 with keep-alive, pipelining (responses strictly in order: a
  * connection serves one request at a time), chunked in both directions,
- * HEAD, Expect: 100-continue, header/body/idle timeouts, limits with the
+ * HEAD, Expect: 100-continue, header/body/idle/write-stall timeouts, limits with the
  * right status (400, 408, 413, 414, 431, 501, 505), connection shedding
  * (503), and graceful shutdown. Routes: "/users/{id}", "/static/{path*}";
  * 404, 405 (with Allow), 501 for unknown methods. A plain handler must
@@ -826,6 +826,7 @@ typedef struct tn_http_server_opts {
     unsigned header_timeout_ms; /* from a request's first byte to its last head byte: 10000 */
     unsigned body_timeout_ms;   /* to receive the whole body: 60000 */
     unsigned idle_timeout_ms;   /* an idle keep-alive connection is closed: 60000 */
+    unsigned write_timeout_ms;  /* output pending with no progress: closed: 60000 */
     int backlog;                /* listen(2) backlog: 511 */
     int reuseport;              /* set SO_REUSEPORT (one listener per worker) */
 } tn_http_server_opts;
@@ -1051,6 +1052,7 @@ TN_API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, t
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 
 #ifndef TN_MALLOC
 #define TN_MALLOC(sz) malloc(sz)
@@ -4000,6 +4002,7 @@ struct tn_stream {
     tn_loop *loop;
     const tn__stream_ops *ops;
     tn__buf in, out;
+    uint64_t written; /* bytes ever written: owners measure progress */
     size_t low; /* on_drain once pending output is at most this */
     int fd;
     unsigned flags;
@@ -4044,6 +4047,19 @@ static void tn__stream_close(tn_stream *s) {
 
 static size_t tn__stream_pending(const tn_stream *s) { return s->out.len - s->out.off; }
 
+/* Bytes the peer has taken: what we wrote, less what still sits in the
+ * kernel's send queue (TIOCOUTQ where there is one). Our own writes alone
+ * cannot tell a slow reader from a dead one when the kernel buffers
+ * megabytes. */
+static uint64_t tn__stream_delivered(const tn_stream *s) {
+#ifdef TIOCOUTQ
+    int queued = 0;
+    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0 && queued >= 0 && (uint64_t)queued <= s->written)
+        return s->written - (uint64_t)queued;
+#endif
+    return s->written;
+}
+
 static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
     if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
     return tn__buf_append(s->loop, &s->out, p, n);
@@ -4063,6 +4079,7 @@ static int tn__stream_flush(tn_stream *s) {
             return -err;
         }
         s->out.off += (size_t)n;
+        s->written += (uint64_t)n;
     }
     if (s->out.off == s->out.len) tn__buf_release(s->loop, &s->out);
     tn__stream_interest(s);
@@ -4224,6 +4241,8 @@ struct tn__conn {
     tn__conn *prev, *next;
     tn_http_request *req;
     uint64_t deadline_ns; /* 0: none */
+    uint64_t wdeadline_ns; /* output stalled: closed then, unless it moved (0: none) */
+    uint64_t wmark;        /* bytes the peer had taken when that clock started */
     uint64_t timer_at;
     tn_timer timer;
     unsigned flags;
@@ -4320,11 +4339,17 @@ static void tn__http_date(tn_http_server *srv) {
  * fires early, re-arms itself for what is left. */
 static void tn__conn_timeout(tn_loop *l, void *arg);
 
+static void tn__conn_arm(tn__conn *c, uint64_t when);
+
 static void tn__conn_set_deadline(tn__conn *c, unsigned ms) {
-    tn_http_server *srv = c->srv;
-    uint64_t when = ms ? srv->loop->now_ns + (uint64_t)ms * 1000000u : 0;
+    uint64_t when = ms ? c->srv->loop->now_ns + (uint64_t)ms * 1000000u : 0;
     c->deadline_ns = when;
-    if (!when) return;
+    if (when) tn__conn_arm(c, when);
+}
+
+/* The timer fires no later than `when` (it may be armed earlier). */
+static void tn__conn_arm(tn__conn *c, uint64_t when) {
+    tn_http_server *srv = c->srv;
     if ((c->flags & TN__C_TIMER) && c->timer_at <= when) return;
     if (c->flags & TN__C_TIMER) tn_cancel_timer(srv->loop, c->timer);
     c->flags &= ~TN__C_TIMER;
@@ -4339,12 +4364,25 @@ static int tn__conn_error(tn__conn *c, int status);
 static void tn__conn_timeout(tn_loop *l, void *arg) {
     tn__conn *c = (tn__conn *)arg;
     c->flags &= ~TN__C_TIMER;
+    if (c->wdeadline_ns && c->wdeadline_ns <= l->now_ns) {
+        if (!tn__stream_pending(&c->s)) {
+            c->wdeadline_ns = 0;
+        } else if (tn__stream_delivered(&c->s) != c->wmark) { /* a slow reader, not a dead one */
+            c->wmark = tn__stream_delivered(&c->s);
+            c->wdeadline_ns = l->now_ns + (uint64_t)c->srv->opts.write_timeout_ms * 1000000u;
+        } else {
+            /* The client has read nothing for write_timeout_ms (nginx's
+             * send_timeout) while holding an output buffer, and maybe a
+             * handler waiting in tn_http_drain. */
+            c->wdeadline_ns = 0;
+            tn__conn_close(c);
+            return;
+        }
+    }
+    if (c->wdeadline_ns > l->now_ns) tn__conn_arm(c, c->wdeadline_ns);
     if (!c->deadline_ns) return;
     if (c->deadline_ns > l->now_ns) { /* moved later since armed */
-        if (tn__timer_start(l, c->deadline_ns, 0, tn__conn_timeout, c, &c->timer) == 0) {
-            c->flags |= TN__C_TIMER;
-            c->timer_at = c->deadline_ns;
-        }
+        tn__conn_arm(c, c->deadline_ns);
         return;
     }
     c->deadline_ns = 0;
@@ -4503,6 +4541,15 @@ static int tn__conn_flush(tn__conn *c) {
     tn_http_request *r = c->req;
     if (c->s.flags & TN__S_CLOSED) return TN_ECLOSED;
     if (tn__stream_flush(&c->s)) return TN_ECLOSED;
+    if (!tn__stream_pending(&c->s)) {
+        c->wdeadline_ns = 0;
+    } else if (!c->wdeadline_ns) {
+        /* Output left over: start the stall clock (the timer restarts it
+         * if bytes went out meanwhile, whoever wrote them). */
+        c->wmark = tn__stream_delivered(&c->s);
+        c->wdeadline_ns = c->srv->loop->now_ns + (uint64_t)c->srv->opts.write_timeout_ms * 1000000u;
+        tn__conn_arm(c, c->wdeadline_ns);
+    }
     if (r && r->drain && tn__stream_pending(&c->s) < TN_HTTP_WRITE_LOW) tn__req_settle_drain(r, 0);
     return 0;
 }
@@ -5324,6 +5371,7 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
     if (!srv->opts.header_timeout_ms) srv->opts.header_timeout_ms = 10000;
     if (!srv->opts.body_timeout_ms) srv->opts.body_timeout_ms = 60000;
     if (!srv->opts.idle_timeout_ms) srv->opts.idle_timeout_ms = 60000;
+    if (!srv->opts.write_timeout_ms) srv->opts.write_timeout_ms = 60000;
     if (!srv->opts.backlog) srv->opts.backlog = 511;
     srv->limits.max_head = srv->opts.max_head_bytes;
     srv->limits.max_target = srv->opts.max_target_bytes;

@@ -2018,3 +2018,38 @@ TEST(handler_framing_headers_refused_connection_close_honoured) {
     cli_close(c);
     server_stop(s);
 }
+
+/* A client that asks for a large body and reads nothing is closed after
+ * write_timeout_ms; one that reads slowly but steadily is not. */
+TEST(write_timeout_closes_a_stalled_reader_not_a_slow_one) {
+    tn_http_server_opts o;
+    server *s;
+    client *stalled, *slow;
+    static char sink[65536];
+    size_t got = 0, want = 6u * 1024 * 1024;
+    int rounds = 0;
+    memset(&o, 0, sizeof o);
+    o.write_timeout_ms = 500;
+    s = server_start(&o, std_routes);
+    stalled = cli_open2(s->port, 4096);
+    slow = cli_open2(s->port, 65536);
+    /* 6 MiB: more than the kernel's buffers hold, so output stays queued */
+    REQUIRE(cli_sends(stalled, "GET /blob/6291456 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(cli_sends(slow, "GET /blob/6291456 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    /* The slow one reads at most 64 KiB every 5 ms: the peer keeps taking
+     * bytes, which is what the stall clock watches (not our writes alone,
+     * which the kernel's megabytes of buffer can hold back for seconds). */
+    while (got < want && rounds++ < 5000) {
+        ssize_t n = recv(slow->fd, sink, sizeof sink, 0);
+        if (n <= 0) break;
+        got += (size_t)n;
+        sleep_ms(5);
+    }
+    CHECK(got >= want); /* the whole response arrived */
+    /* the stalled one was closed meanwhile: only the slow one is left */
+    CHECK_EQ_INT(wait_connections(s, 1), 1);
+    cli_close(stalled);
+    cli_close(slow);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
