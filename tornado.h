@@ -4060,6 +4060,18 @@ static uint64_t tn__stream_delivered(const tn_stream *s) {
     return s->written;
 }
 
+/* Whether the kernel still holds bytes the peer has not taken (1 where
+ * that cannot be asked). */
+static int tn__stream_kernel_queued(const tn_stream *s) {
+#ifdef TIOCOUTQ
+    int queued = 0;
+    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0) return queued > 0;
+#else
+    (void)s;
+#endif
+    return 1;
+}
+
 static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
     if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
     return tn__buf_append(s->loop, &s->out, p, n);
@@ -4367,7 +4379,9 @@ static void tn__conn_timeout(tn_loop *l, void *arg) {
     if (c->wdeadline_ns && c->wdeadline_ns <= l->now_ns) {
         if (!tn__stream_pending(&c->s)) {
             c->wdeadline_ns = 0;
-        } else if (tn__stream_delivered(&c->s) != c->wmark) { /* a slow reader, not a dead one */
+        } else if (tn__stream_delivered(&c->s) != c->wmark || !tn__stream_kernel_queued(&c->s)) {
+            /* The peer took bytes (a slow reader, not a dead one), or the
+             * kernel's queue is empty and the delay is ours: go on. */
             c->wmark = tn__stream_delivered(&c->s);
             c->wdeadline_ns = l->now_ns + (uint64_t)c->srv->opts.write_timeout_ms * 1000000u;
         } else {
