@@ -216,11 +216,12 @@
  *                             (pooled buffers and request objects), one
  *                             read and one write per batch of pipelined
  *                             requests, Date formatted once per second
- *   idle keep-alive connection  ~330 bytes of user-space memory (measured by
- *                             make bench): the connection (a 176-byte
- *                             chunk), its fd-table entry and its timer
- *                             (slot + heap entry), arrays grown by doubling;
- *                             no buffer (returned to the pool)
+ *   idle keep-alive connection  ~300 bytes of user-space memory (measured by
+ *                             make bench): the connection (~220 bytes) and
+ *                             its fd-table entry; no buffer (back in the
+ *                             pool) and no timer of its own (the header and
+ *                             idle timeouts are lists in deadline order,
+ *                             one timer each)
  */
 #ifndef TORNADO_H
 #define TORNADO_H
@@ -4255,7 +4256,10 @@ struct tn__conn {
     tn_http_server *srv;
     tn__conn *prev, *next;
     tn_http_request *req;
-    uint64_t deadline_ns; /* 0: none */
+    uint64_t deadline_ns; /* the body's deadline (0: none) */
+    tn__conn *lprev, *lnext; /* on a deadline list (header or idle) */
+    uint64_t luntil;         /* its deadline there */
+    unsigned char lin;       /* which list + 1; 0: none */
     uint64_t wdeadline_ns; /* output stalled: closed then, unless it moved (0: none) */
     uint64_t wmark;        /* bytes the peer had taken when that clock started */
     uint64_t timer_at;
@@ -4279,6 +4283,15 @@ struct tn_http_server {
     char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     size_t date_len;
     uint64_t date_at_ns;
+    /* The header and idle timeouts each have one length, so a list kept in
+     * append order is sorted by deadline and one timer per list serves
+     * every connection: an idle connection holds no timer of its own. */
+    struct tn__tlist {
+        tn__conn *head, *tail;
+        tn_timer timer;
+        unsigned ms;
+        int armed;
+    } lists[2];
     int shutting_down, free_pending;
     tn_future *shutdown_f;
     tn_timer shutdown_timer;
@@ -4376,6 +4389,64 @@ static void tn__conn_arm(tn__conn *c, uint64_t when) {
 
 static int tn__conn_error(tn__conn *c, int status);
 
+#define TN__L_HEADER 0
+#define TN__L_IDLE 1
+
+static void tn__list_del(tn__conn *c) {
+    struct tn__tlist *L;
+    if (!c->lin) return;
+    L = &c->srv->lists[c->lin - 1];
+    if (c->lprev) c->lprev->lnext = c->lnext;
+    else L->head = c->lnext;
+    if (c->lnext) c->lnext->lprev = c->lprev;
+    else L->tail = c->lprev;
+    c->lprev = c->lnext = NULL;
+    c->lin = 0;
+}
+
+static void tn__list_fire(tn_loop *l, void *arg);
+
+static void tn__list_arm(tn_http_server *srv, struct tn__tlist *L) {
+    if (L->armed || !L->head) return;
+    L->armed = tn__timer_start(srv->loop, L->head->luntil, 0, tn__list_fire, L, &L->timer) == 0;
+}
+
+/* Puts c at the tail of list k with a fresh deadline (moving it if it
+ * was on a list). */
+static void tn__list_add(tn__conn *c, int k) {
+    tn_http_server *srv = c->srv;
+    struct tn__tlist *L = &srv->lists[k];
+    tn__list_del(c);
+    c->luntil = srv->loop->now_ns + (uint64_t)L->ms * 1000000u;
+    c->lin = (unsigned char)(k + 1);
+    c->lprev = L->tail;
+    if (L->tail) L->tail->lnext = c;
+    else L->head = c;
+    L->tail = c;
+    tn__list_arm(srv, L);
+}
+
+/* A read deadline passed. Idle (no byte of a request yet): just close.
+ * Mid-request: 408. */
+static void tn__conn_expire(tn__conn *c) {
+    if (!c->got_bytes || (c->req && c->req->state == TN__RQ_HANDLER)) {
+        if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c);
+        return;
+    }
+    tn__conn_error(c, 408);
+}
+
+static void tn__list_fire(tn_loop *l, void *arg) {
+    struct tn__tlist *L = (struct tn__tlist *)arg;
+    L->armed = 0;
+    while (L->head && L->head->luntil <= l->now_ns) {
+        tn__conn *c = L->head;
+        tn__list_del(c);
+        tn__conn_expire(c);
+    }
+    if (L->head) tn__list_arm(L->head->srv, L); /* the head may have left early */
+}
+
 static void tn__conn_timeout(tn_loop *l, void *arg) {
     tn__conn *c = (tn__conn *)arg;
     c->flags &= ~TN__C_TIMER;
@@ -4403,12 +4474,7 @@ static void tn__conn_timeout(tn_loop *l, void *arg) {
         return;
     }
     c->deadline_ns = 0;
-    /* Idle (no byte of a request yet): just close. Mid-request: 408. */
-    if (!c->got_bytes || (c->req && c->req->state == TN__RQ_HANDLER)) {
-        if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c);
-        return;
-    }
-    tn__conn_error(c, 408);
+    tn__conn_expire(c);
 }
 
 /* --------------------------------------------------- request objects */
@@ -4673,6 +4739,7 @@ static int tn__conn_error(tn__conn *c, int status) {
     tn__http_date(c->srv);
     n = snprintf(body, sizeof body, "%d %s\n", status, tn_http_reason(status));
     c->flags |= TN__C_CLOSE_AFTER;
+    tn__list_del(c); /* closing: no read timeout may answer again */
     tn__stream_set_reading(&c->s, 0);
     if (r && r->headers_sent) { /* mid-response: all we can do is close */
         tn__conn_close(c);
@@ -4865,6 +4932,7 @@ static void tn__server_destroy(tn_http_server *srv);
 
 static void tn__conn_free(tn__conn *c) {
     tn_http_server *srv = c->srv;
+    tn__list_del(c);
     if (c->flags & TN__C_TIMER) tn_cancel_timer(srv->loop, c->timer);
     tn__buf_release(srv->loop, &c->s.in);
     tn__buf_release(srv->loop, &c->s.out);
@@ -4961,9 +5029,8 @@ static int tn__conn_after_batch(tn__conn *c) {
         /* The idle clock starts once the last response is all out (the
          * drain runs this again then): armed while a big response was
          * still being read, it cut that response at idle_timeout_ms. */
-        if (!c->deadline_ns && !tn__stream_pending(&c->s))
-            tn__conn_set_deadline(c, (c->flags & TN__C_SERVED) ? c->srv->opts.idle_timeout_ms
-                                                                : c->srv->opts.header_timeout_ms);
+        if (!c->lin && !tn__stream_pending(&c->s))
+            tn__list_add(c, (c->flags & TN__C_SERVED) ? TN__L_IDLE : TN__L_HEADER);
     }
     return (c->flags & TN__C_HELD) && reading && !tn__stream_pending(&c->s);
 }
@@ -5207,7 +5274,7 @@ static void tn__conn_process(tn__conn *c) {
             if (!c->got_bytes) {
                 c->got_bytes = 1;
                 c->deadline_ns = 0;
-                tn__conn_set_deadline(c, srv->opts.header_timeout_ms);
+                tn__list_add(c, TN__L_HEADER); /* the head's clock starts now */
             }
         }
         if (r->state == TN__RQ_HEAD) {
@@ -5224,6 +5291,7 @@ static void tn__conn_process(tn__conn *c) {
             }
             r->head_len = (size_t)rc;
             r->base = in->data + in->off;
+            tn__list_del(c); /* the head is in: its timeout is over */
             rc = tn__req_start(c, r);
             if (rc) {
                 if (rc > 0) {
@@ -5370,7 +5438,7 @@ static void tn__server_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
         if (srv->conns) srv->conns->prev = c;
         srv->conns = c;
         srv->nconns++;
-        tn__conn_set_deadline(c, srv->opts.header_timeout_ms);
+        tn__list_add(c, TN__L_HEADER);
     }
 }
 
@@ -5390,6 +5458,8 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
     if (!srv->opts.idle_timeout_ms) srv->opts.idle_timeout_ms = 60000;
     if (!srv->opts.write_timeout_ms) srv->opts.write_timeout_ms = 60000;
     if (!srv->opts.backlog) srv->opts.backlog = 511;
+    srv->lists[TN__L_HEADER].ms = srv->opts.header_timeout_ms;
+    srv->lists[TN__L_IDLE].ms = srv->opts.idle_timeout_ms;
     srv->limits.max_head = srv->opts.max_head_bytes;
     srv->limits.max_target = srv->opts.max_target_bytes;
     srv->limits.max_headers = TN_HTTP_MAX_HEADERS;
@@ -5522,6 +5592,8 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
 
 static void tn__server_destroy(tn_http_server *srv) {
     size_t i;
+    for (i = 0; i < 2; i++)
+        if (srv->lists[i].armed) tn_cancel_timer(srv->loop, srv->lists[i].timer);
     while (srv->req_free) {
         tn_http_request *r = srv->req_free;
         srv->req_free = r->next_free;
