@@ -4199,6 +4199,14 @@ typedef struct tn__route {
 
 typedef struct tn__conn tn__conn;
 
+/* A list of connections in deadline order (see tn_http_server.lists). */
+typedef struct tn__tlist {
+    tn__conn *head, *tail;
+    tn_timer timer;
+    unsigned ms;
+    int armed;
+} tn__tlist;
+
 /* Request states */
 #define TN__RQ_HEAD 0    /* reading the head */
 #define TN__RQ_BODY 1    /* reading a body */
@@ -4286,12 +4294,7 @@ struct tn_http_server {
     /* The header and idle timeouts each have one length, so a list kept in
      * append order is sorted by deadline and one timer per list serves
      * every connection: an idle connection holds no timer of its own. */
-    struct tn__tlist {
-        tn__conn *head, *tail;
-        tn_timer timer;
-        unsigned ms;
-        int armed;
-    } lists[2];
+    tn__tlist lists[2];
     int shutting_down, free_pending;
     tn_future *shutdown_f;
     tn_timer shutdown_timer;
@@ -4393,7 +4396,7 @@ static int tn__conn_error(tn__conn *c, int status);
 #define TN__L_IDLE 1
 
 static void tn__list_del(tn__conn *c) {
-    struct tn__tlist *L;
+    tn__tlist *L;
     if (!c->lin) return;
     L = &c->srv->lists[c->lin - 1];
     if (c->lprev) c->lprev->lnext = c->lnext;
@@ -4406,7 +4409,7 @@ static void tn__list_del(tn__conn *c) {
 
 static void tn__list_fire(tn_loop *l, void *arg);
 
-static void tn__list_arm(tn_http_server *srv, struct tn__tlist *L) {
+static void tn__list_arm(tn_http_server *srv, tn__tlist *L) {
     if (L->armed || !L->head) return;
     L->armed = tn__timer_start(srv->loop, L->head->luntil, 0, tn__list_fire, L, &L->timer) == 0;
 }
@@ -4415,7 +4418,7 @@ static void tn__list_arm(tn_http_server *srv, struct tn__tlist *L) {
  * was on a list). */
 static void tn__list_add(tn__conn *c, int k) {
     tn_http_server *srv = c->srv;
-    struct tn__tlist *L = &srv->lists[k];
+    tn__tlist *L = &srv->lists[k];
     tn__list_del(c);
     c->luntil = srv->loop->now_ns + (uint64_t)L->ms * 1000000u;
     c->lin = (unsigned char)(k + 1);
@@ -4437,7 +4440,7 @@ static void tn__conn_expire(tn__conn *c) {
 }
 
 static void tn__list_fire(tn_loop *l, void *arg) {
-    struct tn__tlist *L = (struct tn__tlist *)arg;
+    tn__tlist *L = (tn__tlist *)arg;
     L->armed = 0;
     while (L->head && L->head->luntil <= l->now_ns) {
         tn__conn *c = L->head;
