@@ -187,6 +187,7 @@
  *   TN_EXECUTOR_THREADS     4       pool threads (tn_loop_opts can override)
  *   TN_BUF_SIZE             16384   pooled I/O buffer size
  *   TN_BUF_POOL             64      free buffers a loop keeps
+ *   TN_FREE_LIST_MAX        1024    freed futures and executor jobs kept for reuse
  *   TN_HTTP_MAX_HEAD        65536   request head limit (431)
  *   TN_HTTP_MAX_TARGET      8192    request-target limit (414)
  *   TN_HTTP_MAX_HEADERS     100     header fields per request (431)
