@@ -2022,6 +2022,15 @@ tn_future *tn_future_new(tn_loop *l) {
     return f;
 }
 
+static void tn__future_maybe_free(tn_future *f);
+
+/* Both parts at once, for a future made just now whose other allocation
+ * failed: nobody will ever see it. */
+static void tn__future_abandon(tn_future *f) {
+    tn_future_fail(f, TN_ENOMEM);
+    tn_future_release(f);
+}
+
 static void tn__future_maybe_free(tn_future *f) {
     tn_loop *l = f->loop;
     if (f->flags & (TN__F_PRODUCER | TN__F_CONSUMER | TN__F_DISPATCH)) return;
@@ -2229,8 +2238,7 @@ static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, v
             tn_future_release(fs[i]);
         }
         if (out) {
-            tn_future_fail(out, TN_ENOMEM);
-            tn_future_release(out);
+            tn__future_abandon(out);
         }
         if (m) TN_FREE(m->ins);
         TN_FREE(m);
@@ -2280,8 +2288,7 @@ tn_future *tn_sleep(tn_loop *l, uint64_t ms) {
     tn_timer t;
     if (!f) return NULL;
     if (tn_call_later(l, ms, tn__sleep_fire, f, &t)) {
-        tn_future_fail(f, TN_ENOMEM);
-        tn_future_release(f);
+        tn__future_abandon(f);
         return NULL;
     }
     f->aux = t;
@@ -2337,8 +2344,7 @@ tn_future *tn_with_timeout(tn_loop *l, tn_future *in, uint64_t timeout_ms) {
     tn_future *out = tn_future_new(l);
     if (!t || !out || tn_call_later(l, timeout_ms, tn__timeout_fire, t, &t->timer)) {
         if (out) {
-            tn_future_fail(out, TN_ENOMEM);
-            tn_future_release(out);
+            tn__future_abandon(out);
         }
         TN_FREE(t);
         tn_future_cancel(in);
@@ -2711,8 +2717,7 @@ tn_future *tn_run_in_executor(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn f
     if (!j || !f) {
         TN_FREE(j);
         if (f) {
-            tn_future_fail(f, TN_ENOMEM);
-            tn_future_release(f);
+            tn__future_abandon(f);
         }
         return NULL;
     }
@@ -2862,8 +2867,7 @@ static tn_future *tn__waitlist_wait(tn_loop *l, tn__waitlist *wl, void *item, tn
     tn_future *f = tn_future_new(l);
     if (!f) return NULL;
     if (tn__waitlist_push(wl, f, item)) {
-        tn_future_fail(f, TN_ENOMEM);
-        tn_future_release(f);
+        tn__future_abandon(f);
         return NULL;
     }
     tn_future_on_cancel(f, on_cancel, owner);
@@ -6205,8 +6209,7 @@ tn_future *tn_tcp_connect(tn_loop *l, const char *host, int port, unsigned timeo
     if (!tc || !f) {
         TN_FREE(tc);
         if (f) {
-            tn_future_fail(f, TN_ENOMEM);
-            tn_future_release(f);
+            tn__future_abandon(f);
         }
         return NULL;
     }
