@@ -12,17 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FREE_LOOP_CLEAN(l)                          \
-    do {                                            \
-        tn_loop_stats st_;                          \
-        tn_loop_get_stats((l), &st_);               \
-        CHECK_EQ_INT(st_.futures, 0);               \
-        CHECK_EQ_INT(st_.timers, 0);                \
-        CHECK_EQ_INT(st_.coroutines, 0);            \
-        CHECK_EQ_INT(st_.jobs, 0);                  \
-        tn_loop_free(l);                            \
-    } while (0)
-
 static tn_loop *new_loop_threads(int threads) {
     tn_loop *l = NULL;
     tn_loop_opts o;

@@ -7,23 +7,6 @@
 
 #include <errno.h>
 
-#define FREE_LOOP_CLEAN(l)                          \
-    do {                                            \
-        tn_loop_stats st_;                          \
-        tn_loop_get_stats((l), &st_);               \
-        CHECK_EQ_INT(st_.futures, 0);               \
-        CHECK_EQ_INT(st_.timers, 0);                \
-        CHECK_EQ_INT(st_.coroutines, 0);            \
-        tn_loop_free(l);                            \
-    } while (0)
-
-static tn_loop *new_loop(void) {
-    tn_loop *l = NULL;
-    REQUIRE(tn_loop_new(&l, NULL) == 0);
-    REQUIRE(l != NULL);
-    return l;
-}
-
 static void run_steps(tn_loop *l, int n) {
     int i;
     for (i = 0; i < n; i++) CHECK_EQ_INT(tn_loop_step(l, 0), 0);

@@ -63,4 +63,28 @@ extern int tn_test_checks; /* per child process: assertions evaluated */
         return;                  \
     } while (0)
 
+/* For the suites of the core runtime (included after tornado.h): a loop
+ * that must exist, and its end, which first proves nothing was left
+ * behind: no future, timer, coroutine, executor job or fd handler. */
+#ifdef TORNADO_H
+#define FREE_LOOP_CLEAN(l)                    \
+    do {                                      \
+        tn_loop_stats st_;                    \
+        tn_loop_get_stats((l), &st_);         \
+        CHECK_EQ_INT(st_.futures, 0);         \
+        CHECK_EQ_INT(st_.timers, 0);          \
+        CHECK_EQ_INT(st_.coroutines, 0);      \
+        CHECK_EQ_INT(st_.jobs, 0);            \
+        CHECK_EQ_INT(st_.handlers, 0);        \
+        tn_loop_free(l);                      \
+    } while (0)
+
+static inline tn_loop *new_loop(void) {
+    tn_loop *l = NULL;
+    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(l != NULL);
+    return l;
+}
+#endif
+
 #endif
