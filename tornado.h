@@ -3999,8 +3999,9 @@ static void tn__bufpool_free(tn_loop *l) {
  * batch of pipelined responses goes out in one write(2). */
 typedef struct tn__stream_ops {
     void (*on_read)(tn_stream *s);   /* new bytes in s->in, or s->eof set */
-    void (*on_drain)(tn_stream *s);  /* pending output fell to s->low or below */
+    void (*on_drain)(tn_stream *s);  /* pending output fell to low or below */
     void (*on_error)(tn_stream *s, int err); /* read/write failed; s is closed */
+    size_t low; /* on_drain once pending output is at most this (per owner kind, so not per stream) */
 } tn__stream_ops;
 
 #define TN__S_EOF 1u     /* the peer closed its side */
@@ -4012,9 +4013,9 @@ struct tn_stream {
     const tn__stream_ops *ops;
     tn__buf in, out;
     uint64_t written; /* bytes ever written: owners measure progress */
-    size_t low; /* on_drain once pending output is at most this */
     int fd;
-    unsigned flags;
+    uint16_t flags;  /* TN__S_* */
+    uint16_t oflags; /* the owner's own bits: here they cost no padding */
 };
 
 static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg);
@@ -4145,7 +4146,7 @@ static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
     }
     if ((events & TN_WRITE) && tn__stream_pending(s)) {
         if (tn__stream_flush(s)) return;
-        if (tn__stream_pending(s) <= s->low) {
+        if (tn__stream_pending(s) <= s->ops->low) {
             /* s is not touched after on_drain: its owner may be gone (an
              * HTTP connection that closes once its output is out frees
              * itself there; reading s->flags after it was a use after
@@ -4258,27 +4259,27 @@ struct tn_http_request {
 
 #define TN__C_CLOSE_AFTER 1u /* close once the output is written */
 #define TN__C_IN_BATCH 2u    /* inside on_read: flush at the end */
-#define TN__C_TIMER 4u       /* a timer is armed for the connection */
+#define TN__C_STALL 4u       /* output is stuck: the write-stall timer is armed */
 #define TN__C_ZOMBIE 8u      /* fd closed, a handler still holds the request */
 #define TN__C_CLOSE_NOW 16u  /* close asked for inside a batch: done after it */
 #define TN__C_SERVED 32u     /* has served a request: idle timeout applies */
 #define TN__C_HELD 64u       /* the batch stopped for output backpressure */
+#define TN__C_GOT_BYTES 128u /* the current request has sent at least one byte */
+#define TN__C_LIST_SHIFT 8   /* bits 8-9: which deadline list + 1; 0: none */
+#define TN__C_LIST(c) (((c)->s.oflags >> TN__C_LIST_SHIFT) & 3u)
 
+/* Every idle keep-alive connection costs this struct (168 bytes on LP64)
+ * and its fd-table entry, so fields earn their place: flags live in the
+ * stream's spare half-word, the read deadlines in shared lists. */
 struct tn__conn {
     tn_stream s; /* first: stream callbacks cast back to the connection */
     tn_http_server *srv;
     tn__conn *prev, *next;
     tn_http_request *req;
-    uint64_t deadline_ns; /* the body's deadline (0: none) */
-    tn__conn *lprev, *lnext; /* on a deadline list (header or idle) */
+    tn__conn *lprev, *lnext; /* on a deadline list (header, body or idle) */
     uint64_t luntil;         /* its deadline there */
-    unsigned char lin;       /* which list + 1; 0: none */
-    uint64_t wdeadline_ns; /* output stalled: closed then, unless it moved (0: none) */
-    uint64_t wmark;        /* bytes the peer had taken when that clock started */
-    uint64_t timer_at;
-    tn_timer timer;
-    unsigned flags;
-    int got_bytes; /* the current request has sent at least one byte */
+    uint64_t wmark;          /* bytes the peer had taken when the write-stall clock started */
+    tn_timer wtimer;         /* that clock, armed while TN__C_STALL */
 };
 
 struct tn_http_server {
@@ -4296,10 +4297,8 @@ struct tn_http_server {
     char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     size_t date_len;
     uint64_t date_at_ns;
-    /* The header and idle timeouts each have one length, so a list kept in
-     * append order is sorted by deadline and one timer per list serves
-     * every connection: an idle connection holds no timer of its own. */
-    tn__tlist lists[2];
+    /* The header, body and idle timeouts (TN__L_*): see "conn timers". */
+    tn__tlist lists[3];
     int shutting_down, free_pending;
     tn_future *shutdown_f;
     tn_timer shutdown_timer;
@@ -4370,46 +4369,27 @@ static void tn__http_date(tn_http_server *srv) {
 }
 
 /* ------------------------------------------------------- conn timers
- * One timer per connection, re-armed lazily: moving a deadline later (the
- * common case, once per request) only writes deadline_ns; the timer, when it
- * fires early, re-arms itself for what is left. */
-static void tn__conn_timeout(tn_loop *l, void *arg);
-
-static void tn__conn_arm(tn__conn *c, uint64_t when);
-
-static void tn__conn_set_deadline(tn__conn *c, unsigned ms) {
-    uint64_t when = ms ? c->srv->loop->now_ns + (uint64_t)ms * 1000000u : 0;
-    c->deadline_ns = when;
-    if (when) tn__conn_arm(c, when);
-}
-
-/* The timer fires no later than `when` (it may be armed earlier). */
-static void tn__conn_arm(tn__conn *c, uint64_t when) {
-    tn_http_server *srv = c->srv;
-    if ((c->flags & TN__C_TIMER) && c->timer_at <= when) return;
-    if (c->flags & TN__C_TIMER) tn_cancel_timer(srv->loop, c->timer);
-    c->flags &= ~TN__C_TIMER;
-    if (tn__timer_start(srv->loop, when, 0, tn__conn_timeout, c, &c->timer) == 0) {
-        c->flags |= TN__C_TIMER;
-        c->timer_at = when;
-    }
-}
-
+ * The read deadlines (a head, a body, an idle wait) each have one length,
+ * so a list kept in append order is sorted by deadline and one timer per
+ * list serves every connection. Only output stalled on a client that
+ * stopped reading arms a timer of its own (rare, and it needs a
+ * progress check when it fires). */
 static int tn__conn_error(tn__conn *c, int status);
 
 #define TN__L_HEADER 0
-#define TN__L_IDLE 1
+#define TN__L_BODY 1
+#define TN__L_IDLE 2
 
 static void tn__list_del(tn__conn *c) {
     tn__tlist *L;
-    if (!c->lin) return;
-    L = &c->srv->lists[c->lin - 1];
+    if (!TN__C_LIST(c)) return;
+    L = &c->srv->lists[TN__C_LIST(c) - 1];
     if (c->lprev) c->lprev->lnext = c->lnext;
     else L->head = c->lnext;
     if (c->lnext) c->lnext->lprev = c->lprev;
     else L->tail = c->lprev;
     c->lprev = c->lnext = NULL;
-    c->lin = 0;
+    c->s.oflags &= (uint16_t)~(3u << TN__C_LIST_SHIFT);
 }
 
 static void tn__list_fire(tn_loop *l, void *arg);
@@ -4426,7 +4406,7 @@ static void tn__list_add(tn__conn *c, int k) {
     tn__tlist *L = &srv->lists[k];
     tn__list_del(c);
     c->luntil = srv->loop->now_ns + (uint64_t)L->ms * 1000000u;
-    c->lin = (unsigned char)(k + 1);
+    c->s.oflags |= (uint16_t)((unsigned)(k + 1) << TN__C_LIST_SHIFT);
     c->lprev = L->tail;
     if (L->tail) L->tail->lnext = c;
     else L->head = c;
@@ -4437,7 +4417,7 @@ static void tn__list_add(tn__conn *c, int k) {
 /* A read deadline passed. Idle (no byte of a request yet): just close.
  * Mid-request: 408. */
 static void tn__conn_expire(tn__conn *c) {
-    if (!c->got_bytes || (c->req && c->req->state == TN__RQ_HANDLER)) {
+    if (!(c->s.oflags & TN__C_GOT_BYTES) || (c->req && c->req->state == TN__RQ_HANDLER)) {
         if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c);
         return;
     }
@@ -4455,34 +4435,36 @@ static void tn__list_fire(tn_loop *l, void *arg) {
     if (L->head) tn__list_arm(L->head->srv, L); /* the head may have left early */
 }
 
-static void tn__conn_timeout(tn_loop *l, void *arg) {
+/* The write-stall clock, started when a flush left output behind. */
+static void tn__conn_stall_start(tn__conn *c);
+
+static void tn__conn_stall_stop(tn__conn *c) {
+    if (!(c->s.oflags & TN__C_STALL)) return;
+    c->s.oflags &= (uint16_t)~TN__C_STALL;
+    tn_cancel_timer(c->srv->loop, c->wtimer);
+}
+
+static void tn__conn_stall_fire(tn_loop *l, void *arg) {
     tn__conn *c = (tn__conn *)arg;
-    c->flags &= ~TN__C_TIMER;
-    if (c->wdeadline_ns && c->wdeadline_ns <= l->now_ns) {
-        if (!tn__stream_pending(&c->s)) {
-            c->wdeadline_ns = 0;
-        } else if (tn__stream_delivered(&c->s) != c->wmark || !tn__stream_kernel_queued(&c->s)) {
-            /* The peer took bytes (a slow reader, not a dead one), or the
-             * kernel's queue is empty and the delay is ours: go on. */
-            c->wmark = tn__stream_delivered(&c->s);
-            c->wdeadline_ns = l->now_ns + (uint64_t)c->srv->opts.write_timeout_ms * 1000000u;
-        } else {
-            /* The client has read nothing for write_timeout_ms (nginx's
-             * send_timeout) while holding an output buffer, and maybe a
-             * handler waiting in tn_http_drain. */
-            c->wdeadline_ns = 0;
-            tn__conn_close(c);
-            return;
-        }
-    }
-    if (c->wdeadline_ns > l->now_ns) tn__conn_arm(c, c->wdeadline_ns);
-    if (!c->deadline_ns) return;
-    if (c->deadline_ns > l->now_ns) { /* moved later since armed */
-        tn__conn_arm(c, c->deadline_ns);
+    (void)l;
+    c->s.oflags &= (uint16_t)~TN__C_STALL;
+    if (!tn__stream_pending(&c->s)) return;
+    if (tn__stream_delivered(&c->s) != c->wmark || !tn__stream_kernel_queued(&c->s)) {
+        /* The peer took bytes (a slow reader, not a dead one), or the
+         * kernel's queue is empty and the delay is ours: go on. */
+        tn__conn_stall_start(c);
         return;
     }
-    c->deadline_ns = 0;
-    tn__conn_expire(c);
+    /* The client has read nothing for write_timeout_ms (nginx's
+     * send_timeout) while holding an output buffer, and maybe a handler
+     * waiting in tn_http_drain. */
+    tn__conn_close(c);
+}
+
+static void tn__conn_stall_start(tn__conn *c) {
+    c->wmark = tn__stream_delivered(&c->s);
+    if (tn_call_later(c->srv->loop, c->srv->opts.write_timeout_ms, tn__conn_stall_fire, c, &c->wtimer) == 0)
+        c->s.oflags |= TN__C_STALL;
 }
 
 /* --------------------------------------------------- request objects */
@@ -4548,7 +4530,7 @@ static int tn__is_tchar(unsigned char ch) {
 static int tn__send_head(tn_http_request *r, int status, const char *ctype, int64_t length) {
     tn__conn *c = r->conn;
     tn_http_server *srv = r->srv;
-    int keep = r->msg.keep_alive && !srv->shutting_down && !(c->flags & TN__C_CLOSE_AFTER);
+    int keep = r->msg.keep_alive && !srv->shutting_down && !(c->s.oflags & TN__C_CLOSE_AFTER);
     int rc = 0;
     if (r->headers_sent) return TN_ESTATE;
     if (status < 200 || status > 999) return TN_EINVAL;
@@ -4560,7 +4542,7 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
         else keep = 0; /* HTTP/1.0: the close delimits the body */
     }
     r->length_out = length;
-    if (!keep) c->flags |= TN__C_CLOSE_AFTER;
+    if (!keep) c->s.oflags |= TN__C_CLOSE_AFTER;
     if (c->s.flags & TN__S_CLOSED) return TN_ECLOSED;
     tn__http_date(srv);
     rc |= tn__out_str(c, r->msg.version_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ");
@@ -4609,7 +4591,7 @@ int tn_http_set_header(tn_http_request *r, const char *name, const char *value) 
         return TN_EINVAL;
     if (tn__http_ieq(name, nl, "connection")) {
         if (!tn__http_ieq(value, vl, "close")) return TN_EINVAL;
-        r->conn->flags |= TN__C_CLOSE_AFTER; /* the head then says "Connection: close" */
+        r->conn->s.oflags |= TN__C_CLOSE_AFTER; /* the head then says "Connection: close" */
         return 0;
     }
     if (tn__grow((void **)&r->rh, &r->rh_cap, r->rh_len + nl + vl + 4, 1)) return TN_ENOMEM;
@@ -4632,21 +4614,17 @@ static int tn__conn_flush(tn__conn *c) {
     tn_http_request *r = c->req;
     if (c->s.flags & TN__S_CLOSED) return TN_ECLOSED;
     if (tn__stream_flush(&c->s)) return TN_ECLOSED;
-    if (!tn__stream_pending(&c->s)) {
-        c->wdeadline_ns = 0;
-    } else if (!c->wdeadline_ns) {
-        /* Output left over: start the stall clock (the timer restarts it
-         * if bytes went out meanwhile, whoever wrote them). */
-        c->wmark = tn__stream_delivered(&c->s);
-        c->wdeadline_ns = c->srv->loop->now_ns + (uint64_t)c->srv->opts.write_timeout_ms * 1000000u;
-        tn__conn_arm(c, c->wdeadline_ns);
-    }
+    if (!tn__stream_pending(&c->s))
+        tn__conn_stall_stop(c);
+    else if (!(c->s.oflags & TN__C_STALL))
+        tn__conn_stall_start(c); /* output left over (the timer restarts the clock if
+                                    bytes went out meanwhile, whoever wrote them) */
     if (r && r->drain && tn__stream_pending(&c->s) < TN_HTTP_WRITE_LOW) tn__req_settle_drain(r, 0);
     return 0;
 }
 
 static void tn__conn_maybe_flush(tn__conn *c) {
-    if (!(c->flags & TN__C_IN_BATCH)) tn__conn_flush(c);
+    if (!(c->s.oflags & TN__C_IN_BATCH)) tn__conn_flush(c);
 }
 
 int tn_http_begin(tn_http_request *r, int status, const char *ctype, int64_t length) {
@@ -4690,7 +4668,7 @@ int tn_http_finish(tn_http_request *r) {
         if (rc && rc != TN_ECLOSED) return rc;
     }
     if (r->length_out >= 0 && !r->no_body && r->out_len != (uint64_t)r->length_out)
-        c->flags |= TN__C_CLOSE_AFTER; /* short body: the client must not reuse this */
+        c->s.oflags |= TN__C_CLOSE_AFTER; /* short body: the client must not reuse this */
     if (r->chunked_out && !r->closed) tn__out(c, "0\r\n\r\n", 5);
     r->finished = 1;
     tn__conn_maybe_flush(c);
@@ -4746,7 +4724,7 @@ static int tn__conn_error(tn__conn *c, int status) {
     tn_http_request *r = c->req;
     tn__http_date(c->srv);
     n = snprintf(body, sizeof body, "%d %s\n", status, tn_http_reason(status));
-    c->flags |= TN__C_CLOSE_AFTER;
+    c->s.oflags |= TN__C_CLOSE_AFTER;
     tn__list_del(c); /* closing: no read timeout may answer again */
     tn__stream_set_reading(&c->s, 0);
     if (r && r->headers_sent) { /* mid-response: all we can do is close */
@@ -4767,7 +4745,6 @@ static int tn__conn_error(tn__conn *c, int status) {
         c->req = NULL;
         tn__req_put(c->srv, r);
     }
-    c->deadline_ns = 0;
     tn__conn_maybe_flush(c);
     if (!(c->s.flags & TN__S_CLOSED) && !tn__stream_pending(&c->s)) tn__conn_close(c);
     return 0;
@@ -4941,7 +4918,7 @@ static void tn__server_destroy(tn_http_server *srv);
 static void tn__conn_free(tn__conn *c) {
     tn_http_server *srv = c->srv;
     tn__list_del(c);
-    if (c->flags & TN__C_TIMER) tn_cancel_timer(srv->loop, c->timer);
+    tn__conn_stall_stop(c);
     tn__buf_release(srv->loop, &c->s.in);
     tn__buf_release(srv->loop, &c->s.out);
     if (c->req) tn__req_put(srv, c->req);
@@ -4963,14 +4940,14 @@ static void tn__conn_free(tn__conn *c) {
  * closes the fd and cancels the handler; the rest goes when it ends. */
 static void tn__conn_close(tn__conn *c) {
     tn_http_request *r = c->req;
-    if (c->flags & TN__C_IN_BATCH) {
-        c->flags |= TN__C_CLOSE_NOW;
+    if (c->s.oflags & TN__C_IN_BATCH) {
+        c->s.oflags |= TN__C_CLOSE_NOW;
         return;
     }
     tn__stream_close(&c->s);
     if (r && r->state == TN__RQ_HANDLER && r->co_future) {
-        if (c->flags & TN__C_ZOMBIE) return;
-        c->flags |= TN__C_ZOMBIE;
+        if (c->s.oflags & TN__C_ZOMBIE) return;
+        c->s.oflags |= TN__C_ZOMBIE;
         r->closed = 1;
         tn__req_settle_drain(r, TN_ECLOSED);
         /* Cancel the coroutine, not its completion future: failing that
@@ -4998,9 +4975,9 @@ static int tn__conn_after_batch(tn__conn *c);
  * answers sends nothing that would (a stalled connection). */
 static void tn__conn_run(tn__conn *c) {
     do {
-        c->flags = (c->flags | TN__C_IN_BATCH) & ~TN__C_HELD;
+        c->s.oflags = (c->s.oflags | TN__C_IN_BATCH) & ~TN__C_HELD;
         tn__conn_process(c);
-        c->flags &= ~TN__C_IN_BATCH;
+        c->s.oflags &= ~TN__C_IN_BATCH;
     } while (tn__conn_after_batch(c));
 }
 
@@ -5009,27 +4986,27 @@ static int tn__conn_after_batch(tn__conn *c) {
     tn_http_request *r = c->req;
     int in_handler = r && r->state == TN__RQ_HANDLER;
     int reading;
-    if (c->flags & TN__C_CLOSE_NOW) {
+    if (c->s.oflags & TN__C_CLOSE_NOW) {
         tn__conn_close(c);
         return 0;
     }
-    if (c->flags & TN__C_ZOMBIE) return 0;
+    if (c->s.oflags & TN__C_ZOMBIE) return 0;
     if (tn__conn_flush(c)) return 0; /* closed, maybe freed */
     if (c->s.flags & TN__S_EOF) {
         if (in_handler) { /* the client left while its handler runs */
             tn__conn_close(c);
             return 0;
         }
-        c->flags |= TN__C_CLOSE_AFTER;
+        c->s.oflags |= TN__C_CLOSE_AFTER;
     }
-    if ((c->flags & TN__C_CLOSE_AFTER) && !in_handler) {
+    if ((c->s.oflags & TN__C_CLOSE_AFTER) && !in_handler) {
         if (!tn__stream_pending(&c->s)) tn__conn_close(c);
         else tn__stream_set_reading(&c->s, 0);
         return 0;
     }
     /* Read on unless the request now belongs to its handler and the buffer
      * is full (it must not move under the request), or output backs up. */
-    reading = !(c->flags & TN__C_CLOSE_AFTER) && tn__stream_pending(&c->s) <= TN_HTTP_WRITE_HIGH &&
+    reading = !(c->s.oflags & TN__C_CLOSE_AFTER) && tn__stream_pending(&c->s) <= TN_HTTP_WRITE_HIGH &&
               (!in_handler || (c->s.in.data && c->s.in.len < c->s.in.cap));
     tn__stream_set_reading(&c->s, reading);
     if (!r) {
@@ -5037,10 +5014,10 @@ static int tn__conn_after_batch(tn__conn *c) {
         /* The idle clock starts once the last response is all out (the
          * drain runs this again then): armed while a big response was
          * still being read, it cut that response at idle_timeout_ms. */
-        if (!c->lin && !tn__stream_pending(&c->s))
-            tn__list_add(c, (c->flags & TN__C_SERVED) ? TN__L_IDLE : TN__L_HEADER);
+        if (!TN__C_LIST(c) && !tn__stream_pending(&c->s))
+            tn__list_add(c, (c->s.oflags & TN__C_SERVED) ? TN__L_IDLE : TN__L_HEADER);
     }
-    return (c->flags & TN__C_HELD) && reading && !tn__stream_pending(&c->s);
+    return (c->s.oflags & TN__C_HELD) && reading && !tn__stream_pending(&c->s);
 }
 
 static void tn__conn_on_read(tn_stream *s) { tn__conn_run((tn__conn *)s); }
@@ -5057,7 +5034,8 @@ static void tn__conn_on_error(tn_stream *s, int err) {
     tn__conn_close(c);
 }
 
-static const tn__stream_ops tn__conn_ops = {tn__conn_on_read, tn__conn_on_drain, tn__conn_on_error};
+static const tn__stream_ops tn__conn_ops = {tn__conn_on_read, tn__conn_on_drain, tn__conn_on_error,
+                                             TN_HTTP_WRITE_LOW - 1};
 
 /* The request is answered: drop its bytes and get ready for the next. */
 static void tn__conn_end_request(tn__conn *c) {
@@ -5070,9 +5048,8 @@ static void tn__conn_end_request(tn__conn *c) {
     }
     tn__req_settle_drain(r, 0);
     c->req = NULL;
-    c->got_bytes = 0;
-    c->deadline_ns = 0;
-    c->flags |= TN__C_SERVED;
+    tn__list_del(c); /* a body's deadline, if the handler ran before the body was in */
+    c->s.oflags = (uint16_t)((c->s.oflags & ~TN__C_GOT_BYTES) | TN__C_SERVED);
     tn__req_put(c->srv, r);
 }
 
@@ -5083,14 +5060,14 @@ static void tn__req_co_done(tn_future *f, void *arg) {
     tn_future_release(f);
     r->co_future = NULL;
     r->frame = NULL; /* freed by the runtime with the coroutine */
-    if (c->flags & TN__C_ZOMBIE) {
+    if (c->s.oflags & TN__C_ZOMBIE) {
         tn__conn_free(c);
         return;
     }
     /* Answer as inside a batch (queue, do not flush): a write failing here
      * closed and freed the connection, and end_request then used it. The
      * flush in tn__conn_run finds the failure where it is safe. */
-    c->flags |= TN__C_IN_BATCH;
+    c->s.oflags |= TN__C_IN_BATCH;
     if (!r->headers_sent) {
         (void)err; /* a failed or silent handler is a server error */
         tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
@@ -5098,13 +5075,13 @@ static void tn__req_co_done(tn_future *f, void *arg) {
         if (err) {
             /* A cut-off body must not look whole: close, and without the
              * last chunk, which tn_http_finish would write. */
-            c->flags |= TN__C_CLOSE_AFTER;
+            c->s.oflags |= TN__C_CLOSE_AFTER;
             r->finished = 1;
         } else {
             tn_http_finish(r);
         }
     }
-    c->flags &= ~TN__C_IN_BATCH;
+    c->s.oflags &= ~TN__C_IN_BATCH;
     tn__conn_end_request(c);
     tn__conn_run(c);
 }
@@ -5165,7 +5142,7 @@ static int tn__req_prepare(tn_http_request *r) {
 static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
     const tn__route *rt = r->route;
     r->state = TN__RQ_HANDLER;
-    c->deadline_ns = 0;
+    tn__list_del(c); /* the body is in */
     if (rt->fn) {
         rt->fn(r, rt->arg);
         if (!r->headers_sent) tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
@@ -5210,8 +5187,7 @@ static int tn__req_start(tn__conn *c, tn_http_request *r) {
             tn__stream_flush(&c->s);
             if (c->s.flags & TN__S_CLOSED) return -1;
         }
-        c->deadline_ns = 0;
-        tn__conn_set_deadline(c, srv->opts.body_timeout_ms);
+        tn__list_add(c, TN__L_BODY);
         if (!r->msg.chunked && !rt->opts.on_body) {
             /* Room for the whole body now; the head is re-parsed at
              * dispatch if this moved the buffer. */
@@ -5263,10 +5239,10 @@ static void tn__conn_process(tn__conn *c) {
         size_t avail;
         int rc;
         if (c->s.flags & TN__S_CLOSED) return;
-        if (c->flags & (TN__C_CLOSE_AFTER | TN__C_CLOSE_NOW | TN__C_ZOMBIE)) return;
+        if (c->s.oflags & (TN__C_CLOSE_AFTER | TN__C_CLOSE_NOW | TN__C_ZOMBIE)) return;
         if (r && r->state == TN__RQ_HANDLER) return; /* its handler has it */
         if (tn__stream_pending(&c->s) > TN_HTTP_WRITE_HIGH) { /* backpressure */
-            c->flags |= TN__C_HELD; /* tn__conn_run resumes it if the flush empties the output */
+            c->s.oflags |= TN__C_HELD; /* tn__conn_run resumes it if the flush empties the output */
             return;
         }
         avail = in->data ? in->len - in->off : 0;
@@ -5279,9 +5255,8 @@ static void tn__conn_process(tn__conn *c) {
             }
             r->conn = c;
             c->req = r;
-            if (!c->got_bytes) {
-                c->got_bytes = 1;
-                c->deadline_ns = 0;
+            if (!(c->s.oflags & TN__C_GOT_BYTES)) {
+                c->s.oflags |= TN__C_GOT_BYTES;
                 tn__list_add(c, TN__L_HEADER); /* the head's clock starts now */
             }
         }
@@ -5290,7 +5265,7 @@ static void tn__conn_process(tn__conn *c) {
                                        TN_HTTP_MAX_HEADERS, &srv->limits);
             if (rc == TN_EAGAIN) {
                 r->prev_len = avail;
-                if (c->s.flags & TN__S_EOF) c->flags |= TN__C_CLOSE_AFTER; /* cut off: nothing to answer */
+                if (c->s.flags & TN__S_EOF) c->s.oflags |= TN__C_CLOSE_AFTER; /* cut off: nothing to answer */
                 return;
             }
             if (rc < 0) {
@@ -5309,7 +5284,7 @@ static void tn__conn_process(tn__conn *c) {
                         if (tn_http_set_header(r, "Allow", allow) == 0) {
                             /* answer with the header; the body (if any) is unread */
                             r->state = TN__RQ_HANDLER;
-                            if (r->msg.chunked || r->msg.content_length > 0) c->flags |= TN__C_CLOSE_AFTER;
+                            if (r->msg.chunked || r->msg.content_length > 0) c->s.oflags |= TN__C_CLOSE_AFTER;
                             r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
                             tn_http_respond(r, 405, NULL, "405 Method Not Allowed\n", 23);
                             tn__conn_end_request(c);
@@ -5366,7 +5341,7 @@ static void tn__conn_process(tn__conn *c) {
                     r->body_raw = r->body_len;
                 }
                 if (!r->chunked.done) {
-                    if ((c->s.flags & TN__S_EOF)) c->flags |= TN__C_CLOSE_AFTER;
+                    if ((c->s.flags & TN__S_EOF)) c->s.oflags |= TN__C_CLOSE_AFTER;
                     return;
                 }
             } else {
@@ -5382,7 +5357,7 @@ static void tn__conn_process(tn__conn *c) {
                     r->body_len = r->body_raw;
                 }
                 if ((uint64_t)(r->route->opts.on_body ? r->body_len : r->body_raw) < (uint64_t)r->msg.content_length) {
-                    if ((c->s.flags & TN__S_EOF)) c->flags |= TN__C_CLOSE_AFTER;
+                    if ((c->s.flags & TN__S_EOF)) c->s.oflags |= TN__C_CLOSE_AFTER;
                     return;
                 }
             }
@@ -5440,7 +5415,6 @@ static void tn__server_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
             continue;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        c->s.low = TN_HTTP_WRITE_LOW - 1;
         c->srv = srv;
         c->next = srv->conns;
         if (srv->conns) srv->conns->prev = c;
@@ -5467,6 +5441,7 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
     if (!srv->opts.write_timeout_ms) srv->opts.write_timeout_ms = 60000;
     if (!srv->opts.backlog) srv->opts.backlog = 511;
     srv->lists[TN__L_HEADER].ms = srv->opts.header_timeout_ms;
+    srv->lists[TN__L_BODY].ms = srv->opts.body_timeout_ms;
     srv->lists[TN__L_IDLE].ms = srv->opts.idle_timeout_ms;
     srv->limits.max_head = srv->opts.max_head_bytes;
     srv->limits.max_target = srv->opts.max_target_bytes;
@@ -5565,7 +5540,7 @@ static void tn__server_force_close(tn_loop *l, void *arg) {
     (void)l;
     for (; c; c = next) {
         next = c->next;
-        if (!(c->flags & TN__C_ZOMBIE)) tn__conn_close(c);
+        if (!(c->s.oflags & TN__C_ZOMBIE)) tn__conn_close(c);
     }
 }
 
@@ -5587,7 +5562,7 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
     tn_call_later(srv->loop, deadline_ms, tn__server_force_close, srv, &srv->shutdown_timer);
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        c->flags |= TN__C_CLOSE_AFTER;
+        c->s.oflags |= TN__C_CLOSE_AFTER;
         if (c->req && c->req->state == TN__RQ_HANDLER) continue; /* in flight: closes once answered */
         /* Idle, or a request half read (dropped): close. But a response
          * still going out is let finish (TN__C_CLOSE_AFTER closes after
@@ -5600,7 +5575,7 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
 
 static void tn__server_destroy(tn_http_server *srv) {
     size_t i;
-    for (i = 0; i < 2; i++)
+    for (i = 0; i < 3; i++)
         if (srv->lists[i].armed) tn_cancel_timer(srv->loop, srv->lists[i].timer);
     while (srv->req_free) {
         tn_http_request *r = srv->req_free;
@@ -5629,10 +5604,10 @@ void tn_http_server_free(tn_http_server *srv) {
     }
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        c->flags &= ~TN__C_IN_BATCH;
+        c->s.oflags &= ~TN__C_IN_BATCH;
         /* A connection whose coroutine handler still runs becomes a zombie
          * (fd closed, handler cancelled) and goes when the handler ends. */
-        if (!(c->flags & TN__C_ZOMBIE)) tn__conn_close(c);
+        if (!(c->s.oflags & TN__C_ZOMBIE)) tn__conn_close(c);
     }
     if (srv->nconns) {
         /* Coroutines are unwinding (on later iterations): the last one to
@@ -6082,7 +6057,7 @@ static void tn__ustream_on_error(tn_stream *s, int err) {
     }
 }
 
-static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error};
+static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error, 0};
 
 static tn_stream *tn__ustream_new(tn_loop *l, int fd) {
     tn__ustream *u = (tn__ustream *)TN_MALLOC(sizeof *u);
@@ -6646,7 +6621,7 @@ static void tn__hconn_failed(tn__hconn *hc, int err) {
 static void tn__hconn_on_read(tn_stream *s);
 static void tn__hconn_on_drain(tn_stream *s);
 static void tn__hconn_on_error(tn_stream *s, int err);
-static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error};
+static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error, 0};
 
 static void tn__hconn_connected(tn__connector *cn, int fd, int err) {
     tn__hconn *hc = (tn__hconn *)((char *)cn - offsetof(tn__hconn, cn));

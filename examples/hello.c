@@ -5,11 +5,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 static void hello(tn_http_request *req, void *arg) {
     (void)arg;
     tn_http_respond(req, 200, "text/plain", "Hello, world!", 13);
+}
+
+/* Workers 1..n-1 are forked children; the parent is worker 0. A child
+ * gets SIGTERM when the parent exits (Linux), so stopping the parent stops
+ * them all, as with nginx's master. */
+static void spawn_workers(int n) {
+    pid_t parent = getpid();
+    int i;
+    for (i = 1; i < n; i++) {
+        pid_t p = fork();
+        if (p < 0) {
+            perror("fork");
+            return;
+        }
+        if (p == 0) {
+#ifdef __linux__
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+            if (getppid() != parent) _exit(0); /* it is already gone */
+            return;
+        }
+    }
 }
 
 int main(int argc, char **argv) {
@@ -23,7 +49,7 @@ int main(int argc, char **argv) {
         else port = atoi(argv[i]); /* "hello 8080" */
     }
     opts.reuseport = workers > 1;
-    for (i = 1; i < workers && fork() > 0; i++) {} /* the parent is worker 0 */
+    spawn_workers(workers);
     if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, &opts, &srv)) return 1;
     tn_http_route(srv, "GET", "/", hello, NULL, NULL);
     if ((rc = tn_http_listen(srv, "127.0.0.1", port)) != 0) {

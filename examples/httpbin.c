@@ -27,6 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 /* A number from a path parameter, or -1 if it is not one. */
 static long param_num(tn_http_request *req, const char *name, long max) {
@@ -254,6 +257,28 @@ static void on_signal(tn_loop *loop, int signo, void *arg) {
     tn_loop_stop(loop);
 }
 
+/* Workers 1..n-1 are forked children; the parent is worker 0. A child
+ * gets SIGTERM when the parent exits (Linux), so stopping the parent stops
+ * them all, as with nginx's master. */
+static void spawn_workers(int n) {
+    pid_t parent = getpid();
+    int i;
+    for (i = 1; i < n; i++) {
+        pid_t p = fork();
+        if (p < 0) {
+            perror("fork");
+            return;
+        }
+        if (p == 0) {
+#ifdef __linux__
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+            if (getppid() != parent) _exit(0); /* it is already gone */
+            return;
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     tn_loop *loop;
     const char *host = "127.0.0.1";
@@ -275,7 +300,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     opts.reuseport = workers > 1;
-    for (i = 1; i < workers && fork() > 0; i++) {} /* the parent is worker 0 */
+    spawn_workers(workers);
     signal(SIGPIPE, SIG_IGN);
     if (tn_loop_new(&loop, NULL) || tn_http_server_new(loop, &opts, &server) ||
         tn_http_client_new(loop, NULL, &client))
