@@ -37,10 +37,15 @@ SRV_PID=
 log() { printf '[%s] %s\n' "$(date +%T.%N | cut -c1-12)" "$*" >>"$LOG"; }
 say() { printf '%s\n' "$*"; log "$*"; }
 
+children_of() { # every process whose parent is $1
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" '{ pid = $1; sub(/^.*\) /, ""); if ($2 == p) print pid }'
+}
+
 stop_server() {
-    local pid=$SRV_PID
+    local pid=$SRV_PID kids
     [ -n "$pid" ] || return 0
     SRV_PID=
+    kids=$(children_of "$pid")
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
@@ -48,6 +53,10 @@ stop_server() {
         kill -KILL "$pid" 2>/dev/null
     fi
     wait "$pid" 2>/dev/null
+    for k in $kids; do # --workers children and nginx's workers: gone with their parent, normally
+        for _ in $(seq 20); do kill -0 "$k" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$k" 2>/dev/null
+    done
     return 0
 }
 cleanup() { stop_server; rm -rf "$TMP"; }
@@ -136,12 +145,12 @@ start_peer() { # name port
     log "starting $name on port $port"
     chmod 755 "$d"
     case $name in
-    tornado.h) $SRV_CPU "$TMP/bin/hello" "$port" >>"$d/out" 2>&1 & SRV_PID=$! ;;
+    tornado.h) $SRV_CPU "$TMP/bin/hello" --port "$port" --workers "$WORKERS" >>"$d/out" 2>&1 & SRV_PID=$! ;;
     ceiling) $SRV_CPU "$TMP/bin/ceiling" "$port" >>"$d/out" 2>&1 & SRV_PID=$! ;;
     python) $SRV_CPU $PY "$BENCH/tornado_hello.py" "$port" >>"$d/out" 2>&1 & SRV_PID=$! ;;
     nginx)
         cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $WORKERS;
 daemon off;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
@@ -199,6 +208,11 @@ EOF
         [ -n "$w" ] || { say "error: no nginx worker found"; stop_server; return 1; }
         CPU_PIDS="$SRV_PID,$w"
         RSS_PID=$w
+    fi
+    if [ "$WORKERS" -gt 1 ]; then # workload 8: every worker process counts (children of the first)
+        sleep 0.3                  # the others open their listening sockets
+        CPU_PIDS=$SRV_PID
+        for w in $(children_of "$SRV_PID"); do CPU_PIDS="$CPU_PIDS,$w"; done
     fi
     return 0
 }
@@ -269,11 +283,15 @@ to_ms() { # wrk latency: 485.00us 3.49ms 1.02s 2.00m
         printf "%.3f", n }'
 }
 
-run_wrk() { # peer round kind(ka|pl) port cpu_pids
-    local peer=$1 r=$2 kind=$3 port=$4 out rps total p50 p99 non2xx serr extra=
+run_wrk() { # peer round kind(ka|pl) port cpu_pids [metric-prefix]
+    local peer=$1 r=$2 kind=$3 port=$4 out rps total p50 p99 non2xx serr extra= pre=${6:-}
     [ "$kind" = pl ] && extra="-s $BENCH/pipeline.lua"
     # shellcheck disable=SC2086
-    run_gen "$peer" "$r" "wrk $kind" "$5" timeout $((WRK_SECS + 30)) $GEN_CPU wrk -t1 -c50 -d"${WRK_SECS}s" --latency $extra "http://127.0.0.1:$port/"
+    if [ -n "$pre" ]; then # workload 8: nothing pinned, two wrk threads to feed two workers
+        run_gen "$peer" "$r" "wrk $pre$kind" "$5" timeout $((WRK_SECS + 30)) wrk -t2 -c50 -d"${WRK_SECS}s" $extra "http://127.0.0.1:$port/"
+    else
+        run_gen "$peer" "$r" "wrk $kind" "$5" timeout $((WRK_SECS + 30)) $GEN_CPU wrk -t1 -c50 -d"${WRK_SECS}s" --latency $extra "http://127.0.0.1:$port/"
+    fi
     out=$GEN_OUT
     rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ { print $2 }')
     total=$(printf '%s\n' "$out" | awk '/requests in/ { print $1 }')
@@ -282,8 +300,14 @@ run_wrk() { # peer round kind(ka|pl) port cpu_pids
     non2xx=$(printf '%s\n' "$out" | awk '/Non-2xx/ { print $NF }')
     serr=$(printf '%s\n' "$out" | awk '/Socket errors/ { sub(/^.*Socket errors: */, ""); print }')
     if [ -z "$rps" ] || [ -z "$total" ]; then
-        problem "$peer" "round $r wrk $kind: no result ($(printf '%s' "$out" | tail -n 2 | tr '\n' ' '))"
+        problem "$peer" "round $r wrk $pre$kind: no result ($(printf '%s' "$out" | tail -n 2 | tr '\n' ' '))"
         return
+    fi
+    if [ -n "$pre" ]; then
+        rec "$peer" "$pre${kind}_rps" "$rps"
+        [ -n "$non2xx" ] && problem "$peer" "round $r wrk $pre$kind: $non2xx non-2xx/3xx responses"
+        [ -n "$serr" ] && problem "$peer" "round $r wrk $pre$kind: socket errors: $serr"
+        return 0
     fi
     rec "$peer" "${kind}_rps" "$rps"
     # latency only for keep-alive: with pipelining wrk times batches, and its percentiles of
@@ -326,6 +350,8 @@ run_many() { # peer round port cpu_pids
     [ $rc -eq 0 ] || problem "$1" "round $2 many: $out"
 }
 
+WORKERS=1
+
 # ---- the rounds ----------------------------------------------------------------------------
 ACTIVE=
 for p in $PEERS; do peer_available "$p" && ACTIVE="$ACTIVE $p"; done
@@ -350,6 +376,35 @@ for r in $(seq "$ROUNDS"); do
         printf ' done (%ss)\n' $(($(date +%s) - T_START))
     done
 done
+
+# ---- workload 8: scaling from 1 to 2 workers -------------------------------------------------
+# examples/hello --workers N (N processes, one SO_REUSEPORT socket each) and nginx with
+# worker_processes N, N = 1 then 2, interleaved, nothing pinned: the workers and wrk -t2 share
+# the machine's CPUs. With 2 CPUs the load generator takes one of them whatever N is, so the
+# figure is indicative; nginx's own 1 -> 2 ratio, measured alongside, shows what this machine allows.
+SCALE_PEERS=
+for p in tornado.h nginx; do case " $ACTIVE " in *" $p "*) SCALE_PEERS="$SCALE_PEERS $p" ;; esac; done
+if [ $HAVE_WRK = 1 ] && [ "${TNB_SCALE:-1}" != 0 ] && [ -n "$SCALE_PEERS" ]; then
+    SAVE_CPU=$SRV_CPU
+    SRV_CPU=
+    for r in $(seq "$ROUNDS"); do
+        for WORKERS in 1 2; do
+            for p in $SCALE_PEERS; do
+                wait_quiet
+                free_port
+                start_peer "$p" "$PORT" || { problem "$p" "scaling round $r, $WORKERS workers: did not start"; continue; }
+                printf 'scaling round %s/%s %-10s %s worker(s) ...' "$r" "$ROUNDS" "$p" "$WORKERS"
+                run_wrk "$p" "$r" ka "$PORT" "$CPU_PIDS" "w$WORKERS"
+                run_wrk "$p" "$r" pl "$PORT" "$CPU_PIDS" "w$WORKERS"
+                kill -0 "$SRV_PID" 2>/dev/null || problem "$p" "scaling round $r: the server exited during the run"
+                stop_server
+                printf ' done (%ss)\n' $(($(date +%s) - T_START))
+            done
+        done
+    done
+    WORKERS=1
+    SRV_CPU=$SAVE_CPU
+fi
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # workload 6: binary size
@@ -433,6 +488,33 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     cat "$TABLE"
     awk -F'\t' '$2 == "noise" { n++; if ($3 + 0 > 10) { b++; if (!(($1) in seen)) { seen[$1] = 1; l = l " " $1 } } }
         END { if (b) printf "\n**Interference:** during %d of %d measurements (peers:%s) more than 10%% of the machine went to other work; they are left out of the medians where a quieter one exists (see NOISY in bench/run.log). Rerun on an idle machine for firm numbers.\n", b, n, l }' "$RES"
+    if grep -q 'w[12]ka_rps' "$RES"; then
+        echo
+        echo "Workload 8, scaling from 1 to 2 workers (\`hello --workers N\`: N processes on SO_REUSEPORT sockets;"
+        echo "nginx: \`worker_processes N\`). Nothing is pinned: the workers and \`wrk -t2 -c50 -d${WRK_SECS}s\` share both"
+        echo "CPUs, so a second worker competes with wrk for the second CPU: indicative only; nginx's ratio is"
+        echo "measured alongside for reference. Medians as above."
+        echo
+        awk -F'\t' '$1 != "problem" && $2 ~ /^w[12](ka|pl)_rps$/ {
+                k = $1 SUBSEP $2; all[k] = all[k] " " $3; if ($4 + 0 <= 10) clean[k] = clean[k] " " $3; seen[$1] = 1 }
+            function median(list,   n, i, j, t, a) {
+                n = split(list, a, " "); if (n == 0) return ""
+                for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+                return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            }
+            function cell(p, m,   k, v) { k = p SUBSEP m; v = median(clean[k]); st = ""
+                if (v == "" && all[k] != "") { v = median(all[k]); st = "*" } return v }
+            END {
+                print "| workload 8, metric | server | 1 worker | 2 workers | 2 workers / 1 |"
+                print "|---|---|---:|---:|---:|"
+                split("ka pl", K, " "); lab["ka"] = "keep-alive, req/s"; lab["pl"] = "pipelined x16, req/s"
+                split("tornado.h nginx", P, " ")
+                for (i = 1; i <= 2; i++) for (j = 1; j <= 2; j++) { p = P[j]; if (!(p in seen)) continue
+                    a = cell(p, "w1" K[i] "_rps"); sa = st; b = cell(p, "w2" K[i] "_rps"); sb = st
+                    printf "| %s | %s | %s%s | %s%s | %s |\n", lab[K[i]], p, a == "" ? "-" : sprintf("%d", a + 0.5), sa,
+                        b == "" ? "-" : sprintf("%d", b + 0.5), sb, (a != "" && b != "" && a > 0) ? sprintf("%.2fx", b / a) : "-" }
+            }' "$RES"
+    fi
     if grep -q '^problem' "$RES"; then
         echo
         echo "Failures seen during the run (unanswered or non-2xx requests, socket errors, a server that did not start or exited):"
