@@ -157,7 +157,10 @@
  * connection serves one request at a time), chunked in both directions,
  * HEAD, Expect: 100-continue, header/body/idle/write-stall timeouts, limits with the
  * right status (400, 408, 413, 414, 431, 501, 505), connection shedding
- * (503), and graceful shutdown. Routes: "/users/{id}", "/static/{path*}";
+ * (503), and graceful shutdown. After an error answer the connection closes
+ * as nginx's does, lingering: our FIN first, then the client's further
+ * bytes are read and dropped (up to linger_timeout_ms) so that a client
+ * still sending a body is not reset before it reads the answer. Routes: "/users/{id}", "/static/{path*}";
  * 404, 405 (with Allow), 501 for unknown methods. A plain handler must
  * respond before it returns; a coroutine handler (tn_http_route_co) gets a
  * frame that begins with a tn_http_co and may await anything. A handler
@@ -217,12 +220,14 @@
  *                             (pooled buffers and request objects), one
  *                             read and one write per batch of pipelined
  *                             requests, Date formatted once per second
- *   idle keep-alive connection  ~300 bytes of user-space memory (measured by
- *                             make bench): the connection (~220 bytes) and
- *                             its fd-table entry; no buffer (back in the
- *                             pool) and no timer of its own (the header and
- *                             idle timeouts are lists in deadline order,
- *                             one timer each)
+ *   idle keep-alive connection  ~220 bytes of user-space memory (measured by
+ *                             make bench): the connection (168 bytes on
+ *                             LP64, a 176-byte malloc chunk) and its
+ *                             fd-table entry (24 bytes, in an array that
+ *                             grows by doubling); no buffer (back in the
+ *                             pool) and no timer of its own (the header,
+ *                             body and idle timeouts are lists in deadline
+ *                             order, one timer each)
  */
 #ifndef TORNADO_H
 #define TORNADO_H
@@ -832,6 +837,8 @@ typedef struct tn_http_server_opts {
     unsigned body_timeout_ms;   /* to receive the whole body: 60000 */
     unsigned idle_timeout_ms;   /* an idle keep-alive connection is closed: 60000 */
     unsigned write_timeout_ms;  /* output pending with no progress: closed: 60000 */
+    unsigned linger_timeout_ms; /* after an error answer, the client's further bytes are
+                                   read and dropped this long before closing: 5000 */
     int backlog;                /* listen(2) backlog: 511 */
     int reuseport;              /* set SO_REUSEPORT (one listener per worker) */
 } tn_http_server_opts;
@@ -4273,8 +4280,10 @@ struct tn_http_request {
 #define TN__C_SERVED 32u     /* has served a request: idle timeout applies */
 #define TN__C_HELD 64u       /* the batch stopped for output backpressure */
 #define TN__C_GOT_BYTES 128u /* the current request has sent at least one byte */
-#define TN__C_LIST_SHIFT 8   /* bits 8-9: which deadline list + 1; 0: none */
-#define TN__C_LIST(c) (((c)->s.oflags >> TN__C_LIST_SHIFT) & 3u)
+#define TN__C_LIST_SHIFT 8   /* bits 8-10: which deadline list + 1; 0: none */
+#define TN__C_LIST(c) (((c)->s.oflags >> TN__C_LIST_SHIFT) & 7u)
+#define TN__C_CUT 2048u      /* an error answer cut a request short: linger before closing */
+#define TN__C_LINGER 4096u   /* lingering: our FIN is sent, the client's bytes are dropped */
 
 /* Every idle keep-alive connection costs this struct (168 bytes on LP64)
  * and its fd-table entry, so fields earn their place: flags live in the
@@ -4305,8 +4314,8 @@ struct tn_http_server {
     char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     size_t date_len;
     uint64_t date_at_ns;
-    /* The header, body and idle timeouts (TN__L_*): see "conn timers". */
-    tn__tlist lists[3];
+    /* The header, body, idle and linger timeouts (TN__L_*): see "conn timers". */
+    tn__tlist lists[4];
     int shutting_down, free_pending;
     tn_future *shutdown_f;
     tn_timer shutdown_timer;
@@ -4315,6 +4324,7 @@ struct tn_http_server {
 static void tn__req_settle_drain(tn_http_request *r, int err);
 static void tn__conn_process(tn__conn *c);
 static void tn__conn_close(tn__conn *c);
+static void tn__conn_linger(tn__conn *c);
 static void tn__conn_end_request(tn__conn *c);
 
 const char *tn_http_reason(int status) {
@@ -4387,6 +4397,7 @@ static int tn__conn_error(tn__conn *c, int status);
 #define TN__L_HEADER 0
 #define TN__L_BODY 1
 #define TN__L_IDLE 2
+#define TN__L_LINGER 3
 
 static void tn__list_del(tn__conn *c) {
     tn__tlist *L;
@@ -4397,7 +4408,7 @@ static void tn__list_del(tn__conn *c) {
     if (c->lnext) c->lnext->lprev = c->lprev;
     else L->tail = c->lprev;
     c->lprev = c->lnext = NULL;
-    c->s.oflags &= (uint16_t)~(3u << TN__C_LIST_SHIFT);
+    c->s.oflags &= (uint16_t)~(7u << TN__C_LIST_SHIFT);
 }
 
 static void tn__list_fire(tn_loop *l, void *arg);
@@ -4425,6 +4436,10 @@ static void tn__list_add(tn__conn *c, int k) {
 /* A read deadline passed. Idle (no byte of a request yet): just close.
  * Mid-request: 408. */
 static void tn__conn_expire(tn__conn *c) {
+    if (c->s.oflags & TN__C_LINGER) {
+        tn__conn_close(c);
+        return;
+    }
     if (!(c->s.oflags & TN__C_GOT_BYTES) || (c->req && c->req->state == TN__RQ_HANDLER)) {
         if (!c->req || c->req->state != TN__RQ_HANDLER) tn__conn_close(c);
         return;
@@ -4757,7 +4772,8 @@ static int tn__conn_error(tn__conn *c, int status) {
     tn_http_request *r = c->req;
     tn__http_date(c->srv);
     n = snprintf(body, sizeof body, "%d %s\n", status, tn_http_reason(status));
-    c->s.oflags |= TN__C_CLOSE_AFTER;
+    /* A 408 went to a client too slow to be worth lingering for. */
+    c->s.oflags |= TN__C_CLOSE_AFTER | (status == 408 ? 0u : TN__C_CUT);
     tn__list_del(c); /* closing: no read timeout may answer again */
     tn__stream_set_reading(&c->s, 0);
     if (r && r->headers_sent) { /* mid-response: all we can do is close */
@@ -4779,7 +4795,10 @@ static int tn__conn_error(tn__conn *c, int status) {
         tn__req_put(c->srv, r);
     }
     tn__conn_maybe_flush(c);
-    if (!(c->s.flags & TN__S_CLOSED) && !tn__stream_pending(&c->s)) tn__conn_close(c);
+    if (!(c->s.flags & TN__S_CLOSED) && !tn__stream_pending(&c->s)) {
+        if (status == 408) tn__conn_close(c);
+        else tn__conn_linger(c);
+    }
     return 0;
 }
 
@@ -4999,6 +5018,27 @@ static void tn__conn_close(tn__conn *c) {
     tn__conn_free(c);
 }
 
+/* The last answer is out and the connection is to close. When an error
+ * cut a request short, or the client pipelined more, it may still be
+ * sending: closing now makes the kernel answer those bytes with a reset,
+ * which can destroy the answer before the client has read it. So, as
+ * nginx's lingering close: send our FIN, read and drop what comes, and
+ * close at the client's EOF or after linger_timeout_ms. */
+static void tn__conn_linger(tn__conn *c) {
+    if (c->s.oflags & (TN__C_LINGER | TN__C_IN_BATCH)) return; /* in a batch: after it */
+    if ((c->s.flags & TN__S_EOF) ||
+        (!(c->s.oflags & TN__C_CUT) && c->s.in.len == c->s.in.off) ||
+        shutdown(c->s.fd, SHUT_WR) != 0) {
+        tn__conn_close(c);
+        return;
+    }
+    c->s.oflags |= TN__C_LINGER;
+    c->s.in.off = c->s.in.len = 0;
+    tn__buf_release(c->srv->loop, &c->s.in);
+    tn__list_add(c, TN__L_LINGER);
+    tn__stream_set_reading(&c->s, 1);
+}
+
 static int tn__conn_after_batch(tn__conn *c);
 
 /* Processes what is buffered, then flushes once: every path into the
@@ -5033,8 +5073,8 @@ static int tn__conn_after_batch(tn__conn *c) {
         c->s.oflags |= TN__C_CLOSE_AFTER;
     }
     if ((c->s.oflags & TN__C_CLOSE_AFTER) && !in_handler) {
-        if (!tn__stream_pending(&c->s)) tn__conn_close(c);
-        else tn__stream_set_reading(&c->s, 0);
+        if (!tn__stream_pending(&c->s)) tn__conn_linger(c);
+        else if (!(c->s.oflags & TN__C_LINGER)) tn__stream_set_reading(&c->s, 0);
         return 0;
     }
     /* Read on unless the request now belongs to its handler and the buffer
@@ -5053,7 +5093,15 @@ static int tn__conn_after_batch(tn__conn *c) {
     return (c->s.oflags & TN__C_HELD) && reading && !tn__stream_pending(&c->s);
 }
 
-static void tn__conn_on_read(tn_stream *s) { tn__conn_run((tn__conn *)s); }
+static void tn__conn_on_read(tn_stream *s) {
+    tn__conn *c = (tn__conn *)s;
+    if (c->s.oflags & TN__C_LINGER) { /* drop it; the client's EOF ends it */
+        s->in.off = s->in.len = 0;
+        if (s->flags & TN__S_EOF) tn__conn_close(c);
+        return;
+    }
+    tn__conn_run(c);
+}
 
 static void tn__conn_on_drain(tn_stream *s) {
     tn__conn *c = (tn__conn *)s;
@@ -5472,10 +5520,12 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
     if (!srv->opts.body_timeout_ms) srv->opts.body_timeout_ms = 60000;
     if (!srv->opts.idle_timeout_ms) srv->opts.idle_timeout_ms = 60000;
     if (!srv->opts.write_timeout_ms) srv->opts.write_timeout_ms = 60000;
+    if (!srv->opts.linger_timeout_ms) srv->opts.linger_timeout_ms = 5000;
     if (!srv->opts.backlog) srv->opts.backlog = 511;
     srv->lists[TN__L_HEADER].ms = srv->opts.header_timeout_ms;
     srv->lists[TN__L_BODY].ms = srv->opts.body_timeout_ms;
     srv->lists[TN__L_IDLE].ms = srv->opts.idle_timeout_ms;
+    srv->lists[TN__L_LINGER].ms = srv->opts.linger_timeout_ms;
     srv->limits.max_head = srv->opts.max_head_bytes;
     srv->limits.max_target = srv->opts.max_target_bytes;
     srv->limits.max_headers = TN_HTTP_MAX_HEADERS;
@@ -5608,7 +5658,7 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
 
 static void tn__server_destroy(tn_http_server *srv) {
     size_t i;
-    for (i = 0; i < 3; i++)
+    for (i = 0; i < 4; i++)
         if (srv->lists[i].armed) tn_cancel_timer(srv->loop, srv->lists[i].timer);
     while (srv->req_free) {
         tn_http_request *r = srv->req_free;

@@ -1950,6 +1950,71 @@ TEST(on_body_error_is_400_and_413_with_body_sent) {
     server_stop(s);
 }
 
+/* After an error answer the server half-closes and reads on (nginx's
+ * lingering close): a client still sending its body is not reset, so it
+ * cannot lose the answer, and it sees a clean EOF. Its own EOF then ends
+ * the connection. Without lingering the first send after the close draws
+ * a reset and the next one fails. */
+TEST(error_answer_lingers_until_the_client_closes) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    char tmp[16];
+    char *big = (char *)calloc(1, 65536);
+    int k;
+    REQUIRE(big != NULL);
+    o.max_body_bytes = 1000;
+    o.linger_timeout_ms = 20000; /* longer than the test: the client's EOF must end it */
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    CHECK(header_is(&r, "Connection", "close"));
+    resp_free(&r);
+    CHECK_EQ_INT((int)recv(c->fd, tmp, sizeof tmp, 0), 0); /* our FIN, not a reset */
+    for (k = 0; k < 4; k++) { /* the body the client was sending anyway */
+        CHECK_EQ_INT(cli_send(c, big, 65536), 0);
+        sleep_ms(30);
+    }
+    CHECK_EQ_INT((int)wait_connections(s, 1), 1); /* still there, reading */
+    shutdown(c->fd, SHUT_WR);
+    CHECK_EQ_INT((int)wait_connections(s, 0), 0);
+    cli_close(c);
+    free(big);
+    server_stop(s);
+}
+
+/* A client that neither sends nor closes after an error answer is
+ * dropped after linger_timeout_ms; a 408 is not lingered on at all. */
+TEST(linger_ends_after_linger_timeout) {
+    tn_http_server_opts o = {0};
+    server *s;
+    client *c;
+    response r;
+    o.max_body_bytes = 1000;
+    o.linger_timeout_ms = 200;
+    o.header_timeout_ms = 200;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    CHECK_EQ_INT((int)wait_connections(s, 0), 0);
+    cli_close(c);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "GET / HTTP/1.1\r\nHost: t\r\n") == 0); /* and no more */
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 408);
+    resp_free(&r);
+    CHECK(cli_closed(c));
+    CHECK_EQ_INT((int)wait_connections(s, 0), 0);
+    cli_close(c);
+    server_stop(s);
+}
+
 /* A connection that closes once its output is out, with more output than
  * the socket buffers hold: the close comes from the drain (a write event),
  * after which nothing of the connection may be touched (ASan checks). */
