@@ -1,7 +1,7 @@
 # tornado.h: everything is built next to its sources (the top level is fixed).
 #   make run      build and serve examples/hello on http://127.0.0.1:8888
 #   make test     the whole suite, once per backend (epoll, poll)
-#   make check    sanitizers, valgrind, the compile matrix, the symbol check
+#   make check    sanitizers, valgrind, the compile matrix, the symbol check, the fuzzer
 #   make bench    benchmarks (bench/README.md)
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -14,7 +14,7 @@ TEST_DEPS = $(TEST_SRCS) tests/tn_test.h $(HDR)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 
 .PHONY: all test check examples bench run clean test-epoll test-poll \
-        check-asan check-valgrind check-matrix check-symbols
+        check-asan check-valgrind check-matrix check-symbols check-fuzz
 
 all: tests/tn_tests-epoll tests/tn_tests-poll examples
 
@@ -47,7 +47,7 @@ tests/tn_tests-asan-poll: $(TEST_DEPS)
 tests/tn_tests-vg: $(TEST_DEPS)
 	$(CC) $(WARN) -O0 -g $(NOPOOL) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 
-check: check-symbols check-matrix check-asan check-valgrind
+check: check-symbols check-matrix check-asan check-valgrind check-fuzz
 
 check-asan: tests/tn_tests-asan tests/tn_tests-asan-poll
 	@ASAN_OPTIONS=detect_leaks=1 TN_TEST_SLOW=1 sh tests/run.sh tests/tn_tests-asan tests/tn_tests-asan-poll
@@ -61,9 +61,13 @@ check-matrix:
 check-symbols:
 	@sh tests/symbols.sh
 
+# The HTTP parsers under libFuzzer (clang), FUZZ_SECS seconds (60).
+check-fuzz:
+	@sh tests/fuzz.sh
+
 bench:
 	@$(MAKE) -C bench run
 
 clean:
-	rm -f tests/tn_tests-* $(EXAMPLES) tests/*.o
+	rm -f tests/tn_tests-* tests/fuzz_http $(EXAMPLES) tests/*.o
 	-$(MAKE) -C bench clean
