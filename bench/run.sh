@@ -460,7 +460,7 @@ END {
             v[i] = median(clean[k])
             if (v[i] == "" && all[k] != "") { v[i] = median(all[k]); star[i] = "*" }
             if (v[i] != "") any = 1
-            med[P[i], M[m]] = v[i]
+            med[P[i], M[m]] = v[i]; medstar[P[i], M[m]] = star[i]
             row = row " " fmt(v[i], K[m]) star[i] " |"
         }
         if (!any) continue
@@ -473,8 +473,8 @@ END {
     for (i = 1; i <= np; i++) row = row " " clean_runs[P[i]] + 0 "/" runs[P[i]] + 0 " |"
     for (i = 1; i <= np; i++) if (P[i] != "tornado.h") row = row " |"
     print row
-    # The issue'"'"'s targets, judged on the medians above (on the unrounded values); the Targets
-    # section of bench/README.md explains the misses.
+    # The targets of the issue, judged on the medians above (on the unrounded values); the
+    # Targets section of bench/README.md explains the misses.
     print ""
     print "Targets (from the medians above; why the missed ones are missed: the Targets section of bench/README.md):"
     print ""
@@ -491,14 +491,15 @@ END {
     target("keep-alive req/s >= 25x Python Tornado", "ka_rps", "python", 25, "ge")
     target("hello binary text <= 24 KiB (24576 bytes)", "size_text", "", 24576, "le")
 }
-# One row of the targets table: tornado.h / peer (or tornado.h'"'"'s own value when peer is "")
-# against limit.
+# One row of the targets table: tornado.h / peer (or the value of tornado.h itself when peer is
+# "") against limit; * when either median is one of noisy runs only, as in the table.
 function target(label, metric, peer, limit, dir,   t, p, x, shown, ok) {
     t = med["tornado.h", metric]
     p = (peer == "") ? 1 : med[peer, metric]
     if (t == "" || p == "" || p + 0 <= 0) { printf "| %s | - | not measured |\n", label; return }
     x = t / p
     shown = (peer == "") ? sprintf("%d", x + 0.5) : sprintf("%.2fx", x)
+    if ((medstar["tornado.h", metric] (peer == "" ? "" : medstar[peer, metric])) != "") shown = shown "*"
     ok = (dir == "ge") ? (x >= limit) : (x <= limit)
     printf "| %s | %s | %s |\n", label, shown, ok ? "met" : "**missed**"
 }' "$RES" >"$TABLE"
