@@ -245,6 +245,71 @@
 #ifndef TN_API
 #define TN_API extern
 #endif
+/* Every public function is declared TN__API: with -DTN_API=static the ones a
+ * program does not call must not warn. */
+#if defined(__GNUC__) || defined(__clang__)
+#define TN__UNUSED __attribute__((unused))
+#else
+#define TN__UNUSED
+#endif
+#define TN__API TN_API TN__UNUSED
+
+/* ==========================================================================
+ * CONFIGURATION: every TN_* switch and default, defined here and only here.
+ * Define any of them before including tornado.h (in the implementation file
+ * at least; the limits below also size public arrays, so define them the
+ * same way everywhere). The manual lists each with its meaning.
+ * ========================================================================== */
+#ifndef TN_MALLOC                /* every allocation goes through these three */
+#define TN_MALLOC(sz) malloc(sz)
+#define TN_REALLOC(p, sz) realloc((p), (sz))
+#define TN_FREE(p) free(p)
+#endif
+#ifndef TN_ASSERT                /* internal invariants */
+#define TN_ASSERT(c) assert(c)
+#endif
+#ifndef TN_EXECUTOR_THREADS      /* executor pool threads (tn_loop_opts overrides) */
+#define TN_EXECUTOR_THREADS 4
+#endif
+#ifndef TN_BUF_SIZE              /* a connection's pooled read/write buffer */
+#define TN_BUF_SIZE 16384
+#endif
+#ifndef TN_BUF_POOL              /* free buffers a loop keeps for reuse */
+#define TN_BUF_POOL 64
+#endif
+#ifndef TN_FREE_LIST_MAX         /* freed futures (and jobs) a loop keeps for reuse */
+#define TN_FREE_LIST_MAX 1024
+#endif
+#ifndef TN_STREAM_MAX_BUFFER     /* a user stream's queued output (TN_EFULL beyond) */
+#define TN_STREAM_MAX_BUFFER (100u * 1024 * 1024)
+#endif
+#ifndef TN_HTTP_MAX_HEAD         /* bytes of a head (or of a trailer section): 431 */
+#define TN_HTTP_MAX_HEAD 65536
+#endif
+#ifndef TN_HTTP_MAX_TARGET       /* bytes of a request-target: 414 */
+#define TN_HTTP_MAX_TARGET 8192
+#endif
+#ifndef TN_HTTP_MAX_HEADERS      /* field lines in a head (or trailer section): 431 */
+#define TN_HTTP_MAX_HEADERS 100
+#endif
+#ifndef TN_HTTP_MAX_CHUNK_EXT    /* bytes after a chunk size, before its CRLF: 400 */
+#define TN_HTTP_MAX_CHUNK_EXT 4096
+#endif
+#ifndef TN_HTTP_MAX_BODY         /* a buffered request body: 413 */
+#define TN_HTTP_MAX_BODY (1024 * 1024)
+#endif
+#ifndef TN_HTTP_WRITE_HIGH       /* stop reading pipelined requests above this */
+#define TN_HTTP_WRITE_HIGH (256 * 1024)
+#endif
+#ifndef TN_HTTP_WRITE_LOW        /* tn_http_drain resolves below this */
+#define TN_HTTP_WRITE_LOW (64 * 1024)
+#endif
+#ifndef TN_HTTP_MAX_PARAMS       /* path parameters per route */
+#define TN_HTTP_MAX_PARAMS 8
+#endif
+#ifndef TN_HTTP_REQ_POOL         /* request objects a server keeps for reuse */
+#define TN_HTTP_REQ_POOL 64
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -282,7 +347,7 @@ extern "C" {
 #define TN_EVERSION    (-1105) /* 505 HTTP Version Not Supported */
 
 /* Returns a static, human-readable string for any code above (or -errno). */
-TN_API const char *tn_strerror(int err);
+TN__API const char *tn_strerror(int err);
 
 /* ------------------------------------------------------------------------
  * Event loop (Tornado's IOLoop)
@@ -299,42 +364,42 @@ typedef void (*tn_callback_fn)(tn_loop *loop, void *arg);
 
 /* Creates a loop. *out receives it; the caller owns it and frees it with
  * tn_loop_free(). Returns 0, TN_ENOMEM or -errno (epoll/eventfd failed). */
-TN_API int tn_loop_new(tn_loop **out, const tn_loop_opts *opts);
+TN__API int tn_loop_new(tn_loop **out, const tn_loop_opts *opts);
 /* Frees the loop and what it owns: its callback queue, timers, pools and
  * executor (queued jobs are cancelled, running ones joined); restores signal
  * dispositions. fds registered with tn_add_handler are not closed (yours).
  * Futures and coroutine frames still alive are not freed: settle and
  * release them first (tn_loop_get_stats shows what is left). Must not be
  * called while the loop is running. */
-TN_API void tn_loop_free(tn_loop *loop);
+TN__API void tn_loop_free(tn_loop *loop);
 /* The backend's name: "epoll" or "poll". */
-TN_API const char *tn_loop_backend(const tn_loop *loop);
+TN__API const char *tn_loop_backend(const tn_loop *loop);
 
 /* Runs until tn_loop_stop(). Returns 0, or TN_ESTATE if already running. */
-TN_API int tn_loop_run(tn_loop *loop);
+TN__API int tn_loop_run(tn_loop *loop);
 /* Makes tn_loop_run() return after the current iteration. Loop thread only;
  * from another thread, tn_add_callback_threadsafe() a callback that calls it.
  * A stop requested while the loop is not running makes the next run return
  * at once (as Tornado's IOLoop.stop()). */
-TN_API void tn_loop_stop(tn_loop *loop);
+TN__API void tn_loop_stop(tn_loop *loop);
 /* One iteration for a loop driven by someone else's main loop: runs due
  * callbacks and timers, then waits at most max_wait_ms (0: do not block,
  * -1: as long as needed) for I/O and dispatches it. Returns 0 or -errno. */
-TN_API int tn_loop_step(tn_loop *loop, int max_wait_ms);
+TN__API int tn_loop_step(tn_loop *loop, int max_wait_ms);
 /* Milliseconds until the loop has work: 0 if callbacks are pending, the time
  * to the next timer, or -1 if only I/O or a signal can wake it. */
-TN_API int tn_loop_next_timeout(tn_loop *loop);
+TN__API int tn_loop_next_timeout(tn_loop *loop);
 /* An fd that becomes readable when the loop has I/O to dispatch (the epoll
  * fd), for embedding in another poller; -1 with the poll backend. */
-TN_API int tn_loop_fd(const tn_loop *loop);
+TN__API int tn_loop_fd(const tn_loop *loop);
 /* The loop's cached monotonic clock, in ms (Tornado's IOLoop.time()). */
-TN_API uint64_t tn_time_ms(const tn_loop *loop);
+TN__API uint64_t tn_time_ms(const tn_loop *loop);
 
 /* Counters of what the loop tracks: tests use them to prove nothing leaked. */
 typedef struct tn_loop_stats {
     size_t handlers, timers, callbacks, futures, coroutines, jobs;
 } tn_loop_stats;
-TN_API void tn_loop_get_stats(const tn_loop *loop, tn_loop_stats *out);
+TN__API void tn_loop_get_stats(const tn_loop *loop, tn_loop_stats *out);
 
 /* --- fd watching (add_handler / update_handler / remove_handler) --- */
 #define TN_READ  1u
@@ -351,16 +416,16 @@ typedef void (*tn_io_fn)(tn_loop *loop, int fd, unsigned events, void *arg);
  * TN_EINVAL or -errno. A callback may remove or close any fd, its own
  * included: an event already collected for a removed fd is never delivered,
  * even when the fd number is reused within the same batch. */
-TN_API int tn_add_handler(tn_loop *loop, int fd, unsigned events, tn_io_fn cb, void *arg);
-TN_API int tn_update_handler(tn_loop *loop, int fd, unsigned events);
-TN_API int tn_remove_handler(tn_loop *loop, int fd);
+TN__API int tn_add_handler(tn_loop *loop, int fd, unsigned events, tn_io_fn cb, void *arg);
+TN__API int tn_update_handler(tn_loop *loop, int fd, unsigned events);
+TN__API int tn_remove_handler(tn_loop *loop, int fd);
 
 /* --- callbacks --- */
 /* Runs fn(loop, arg) on the next iteration, in FIFO order. 0 or TN_ENOMEM. */
-TN_API int tn_add_callback(tn_loop *loop, tn_callback_fn fn, void *arg);
+TN__API int tn_add_callback(tn_loop *loop, tn_callback_fn fn, void *arg);
 /* The same from any thread: wakes the loop (eventfd, or a self-pipe).
  * Without threads (TN_NO_THREADS) it is tn_add_callback. */
-TN_API int tn_add_callback_threadsafe(tn_loop *loop, tn_callback_fn fn, void *arg);
+TN__API int tn_add_callback_threadsafe(tn_loop *loop, tn_callback_fn fn, void *arg);
 
 /* --- timers (call_later / call_at / remove_timeout / PeriodicCallback) --- */
 typedef uint64_t tn_timer; /* a handle; 0 is never a valid one */
@@ -370,15 +435,15 @@ typedef uint64_t tn_timer; /* a handle; 0 is never a valid one */
  * `when_ms`). *out (may be NULL) receives a handle for tn_cancel_timer.
  * Returns 0 or TN_ENOMEM. Timers due at the same time run in the order
  * they were scheduled. */
-TN_API int tn_call_later(tn_loop *loop, uint64_t delay_ms, tn_callback_fn fn, void *arg, tn_timer *out);
-TN_API int tn_call_at(tn_loop *loop, uint64_t when_ms, tn_callback_fn fn, void *arg, tn_timer *out);
+TN__API int tn_call_later(tn_loop *loop, uint64_t delay_ms, tn_callback_fn fn, void *arg, tn_timer *out);
+TN__API int tn_call_at(tn_loop *loop, uint64_t when_ms, tn_callback_fn fn, void *arg, tn_timer *out);
 /* Runs fn every interval_ms until cancelled. A run that is late skips the
  * missed ones (the next is the next multiple of the interval), as Tornado's
  * PeriodicCallback. */
-TN_API int tn_call_every(tn_loop *loop, uint64_t interval_ms, tn_callback_fn fn, void *arg, tn_timer *out);
+TN__API int tn_call_every(tn_loop *loop, uint64_t interval_ms, tn_callback_fn fn, void *arg, tn_timer *out);
 /* Cancels a pending timer. TN_ENOENT if it already ran or the handle is stale
  * (handles are never reused, so a stale one is harmless). */
-TN_API int tn_cancel_timer(tn_loop *loop, tn_timer timer);
+TN__API int tn_cancel_timer(tn_loop *loop, tn_timer timer);
 
 /* --- signals --- */
 typedef void (*tn_signal_fn)(tn_loop *loop, int signo, void *arg);
@@ -387,8 +452,8 @@ typedef void (*tn_signal_fn)(tn_loop *loop, int signo, void *arg);
  * your own (the signal is blocked and read from a signalfd on Linux with
  * epoll; elsewhere a handler writes it to the loop's self-pipe). Returns 0,
  * TN_EEXIST, TN_EINVAL, or -errno. */
-TN_API int tn_signal_add(tn_loop *loop, int signo, tn_signal_fn fn, void *arg);
-TN_API int tn_signal_remove(tn_loop *loop, int signo);
+TN__API int tn_signal_add(tn_loop *loop, int signo, tn_signal_fn fn, void *arg);
+TN__API int tn_signal_remove(tn_loop *loop, int signo);
 
 /* ------------------------------------------------------------------------
  * Futures (Tornado's Future)
@@ -402,24 +467,24 @@ typedef void (*tn_free_fn)(void *p);
 typedef void (*tn_future_fn)(tn_future *f, void *arg);
 
 /* A pending future. NULL on TN_ENOMEM. */
-TN_API tn_future *tn_future_new(tn_loop *loop);
+TN__API tn_future *tn_future_new(tn_loop *loop);
 /* Producer: resolves with value (ownership of value passes to the future; if
  * free_value is non-NULL and no consumer takes the value, the future frees it
  * with free_value). Ends the producer's part. Returns 0, or TN_ECANCELLED if
  * the future had been cancelled (the value was then freed at once). */
-TN_API int tn_future_resolve(tn_future *f, void *value);
-TN_API int tn_future_resolve_owned(tn_future *f, void *value, tn_free_fn free_value);
+TN__API int tn_future_resolve(tn_future *f, void *value);
+TN__API int tn_future_resolve_owned(tn_future *f, void *value, tn_free_fn free_value);
 /* Producer: fails with err (< 0). Ends the producer's part. */
-TN_API int tn_future_fail(tn_future *f, int err);
+TN__API int tn_future_fail(tn_future *f, int err);
 /* Producer: fn(f, arg) is called synchronously when the future is cancelled,
  * so the producer can stop its work (and then resolve or fail to end its
  * part). One hook per future. */
-TN_API void tn_future_on_cancel(tn_future *f, tn_future_fn fn, void *arg);
+TN__API void tn_future_on_cancel(tn_future *f, tn_future_fn fn, void *arg);
 
 /* Consumer: fn(f, arg) runs on a later loop iteration once f is done (never
  * inside resolve). One per future; TN_EEXIST for a second. The consumer's
  * part is still held: release (or take and release) inside fn. */
-TN_API int tn_future_on_done(tn_future *f, tn_future_fn fn, void *arg);
+TN__API int tn_future_on_done(tn_future *f, tn_future_fn fn, void *arg);
 /* Consumer: fails f with TN_ECANCELLED now and tells its producer.
  * TN_ESTATE if f is already done. Does not end the consumer's part.
  * The future of a coroutine (tn_spawn) is the exception, as asyncio's
@@ -427,17 +492,17 @@ TN_API int tn_future_on_done(tn_future *f, tn_future_fn fn, void *arg);
  * cancelled, so its await returns TN_ECANCELLED) and the future fails with
  * TN_ECANCELLED once the coroutine has ended (a value it returns anyway is
  * freed), never while it still runs. */
-TN_API int tn_future_cancel(tn_future *f);
+TN__API int tn_future_cancel(tn_future *f);
 /* Consumer: ends the consumer's part. An untaken owned value is freed. */
-TN_API void tn_future_release(tn_future *f);
+TN__API void tn_future_release(tn_future *f);
 
-TN_API int tn_future_done(const tn_future *f);
+TN__API int tn_future_done(const tn_future *f);
 /* 0 if resolved, the error if failed, TN_ESTATE if still pending. */
-TN_API int tn_future_error(const tn_future *f);
+TN__API int tn_future_error(const tn_future *f);
 /* The value (borrowed: the future still owns it). */
-TN_API void *tn_future_value(const tn_future *f);
+TN__API void *tn_future_value(const tn_future *f);
 /* The value, whose ownership passes to the caller. */
-TN_API void *tn_future_take(tn_future *f);
+TN__API void *tn_future_take(tn_future *f);
 
 /* --- combinators (gen.multi, with_timeout, sleep) ---
  * Each consumes its input futures (their consumer parts) and returns a new
@@ -445,19 +510,19 @@ TN_API void *tn_future_take(tn_future *f);
 /* Resolves when all resolve; values[i] (may be NULL) then receives the value
  * of fs[i] (yours). Fails with the first failure; the others are cancelled
  * and values[] is left untouched. n may be 0. */
-TN_API tn_future *tn_all(tn_loop *loop, tn_future **fs, size_t n, void **values);
+TN__API tn_future *tn_all(tn_loop *loop, tn_future **fs, size_t n, void **values);
 /* Completes like the first of fs to complete (its value or error); *index
  * (may be NULL) receives which; the others are cancelled. */
-TN_API tn_future *tn_any(tn_loop *loop, tn_future **fs, size_t n, size_t *index);
+TN__API tn_future *tn_any(tn_loop *loop, tn_future **fs, size_t n, size_t *index);
 /* Completes like f, or fails with TN_ETIMEOUT after timeout_ms, cancelling f
  * (its producer is told; nothing is leaked). */
-TN_API tn_future *tn_with_timeout(tn_loop *loop, tn_future *f, uint64_t timeout_ms);
+TN__API tn_future *tn_with_timeout(tn_loop *loop, tn_future *f, uint64_t timeout_ms);
 /* Resolves (value NULL) after ms; cancelling it cancels the timer. */
-TN_API tn_future *tn_sleep(tn_loop *loop, uint64_t ms);
+TN__API tn_future *tn_sleep(tn_loop *loop, uint64_t ms);
 /* Runs the loop until f is done or timeout_ms passes (0: no timeout) and
  * consumes f (Tornado's run_sync). Returns f's error, or TN_ETIMEOUT (f is
  * then cancelled). *value (may be NULL) receives the value (yours). */
-TN_API int tn_run_sync(tn_loop *loop, tn_future *f, uint64_t timeout_ms, void **value);
+TN__API int tn_run_sync(tn_loop *loop, tn_future *f, uint64_t timeout_ms, void **value);
 
 /* ------------------------------------------------------------------------
  * Coroutines (stackless, protothread-style; Tornado's coroutines)
@@ -485,19 +550,19 @@ struct tn_co {
  * its first suspension, and returns the future of its completion. The frame
  * must live until then; frames from tn_co_new are freed by the runtime when
  * the coroutine ends (and when tn_spawn fails). NULL on TN_ENOMEM. */
-TN_API tn_future *tn_spawn(tn_loop *loop, tn_co *co, tn_co_fn fn);
+TN__API tn_future *tn_spawn(tn_loop *loop, tn_co *co, tn_co_fn fn);
 /* A zeroed frame of `size` bytes that the runtime frees when its coroutine
  * ends. NULL on TN_ENOMEM. */
-TN_API void *tn_co_new(tn_loop *loop, size_t size);
+TN__API void *tn_co_new(tn_loop *loop, size_t size);
 #define TN_CO_NEW(loop, type) ((type *)tn_co_new((loop), sizeof(type)))
 /* True once the coroutine's completion future was cancelled. */
 #define TN_CANCELLED(co) (((co)->flags & 2u) != 0)
 
 /* Internal entry points the macros expand to. */
-TN_API int tn__co_await(tn_co *co, tn_future *f);
-TN_API void tn__co_yield(tn_co *co);
-TN_API int tn__co_wait(tn_co *co);
-TN_API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value);
+TN__API int tn__co_await(tn_co *co, tn_future *f);
+TN__API void tn__co_yield(tn_co *co);
+TN__API int tn__co_wait(tn_co *co);
+TN__API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value);
 
 /* Continuations: labels-as-values with TN_CO_LABELS (GCC/clang; a `switch`
  * may then enclose an await), else a portable switch on a number, where a
@@ -582,7 +647,7 @@ typedef int (*tn_work_fn)(void *arg, void **result);
  * removes it; a running one runs to its end. arg stays yours.
  * NULL on TN_ENOMEM. Under TN_NO_THREADS fn runs inline, before this
  * returns, and the future comes back already done. */
-TN_API tn_future *tn_run_in_executor(tn_loop *loop, tn_work_fn fn, void *arg, tn_free_fn free_result);
+TN__API tn_future *tn_run_in_executor(tn_loop *loop, tn_work_fn fn, void *arg, tn_free_fn free_result);
 
 /* ------------------------------------------------------------------------
  * Event and Queue (tornado.locks.Event, tornado.queues.Queue)
@@ -590,32 +655,32 @@ TN_API tn_future *tn_run_in_executor(tn_loop *loop, tn_work_fn fn, void *arg, tn
 typedef struct tn_event tn_event;
 /* A cleared event; NULL on TN_ENOMEM. tn_event_free fails its waiters with
  * TN_ECANCELLED. */
-TN_API tn_event *tn_event_new(tn_loop *loop);
-TN_API void tn_event_free(tn_event *ev);
-TN_API void tn_event_set(tn_event *ev);   /* resolves every waiter */
-TN_API void tn_event_clear(tn_event *ev);
-TN_API int tn_event_is_set(const tn_event *ev);
+TN__API tn_event *tn_event_new(tn_loop *loop);
+TN__API void tn_event_free(tn_event *ev);
+TN__API void tn_event_set(tn_event *ev);   /* resolves every waiter */
+TN__API void tn_event_clear(tn_event *ev);
+TN__API int tn_event_is_set(const tn_event *ev);
 /* A future that resolves when the event is set (at once if it is). */
-TN_API tn_future *tn_event_wait(tn_event *ev);
+TN__API tn_future *tn_event_wait(tn_event *ev);
 
 typedef struct tn_queue tn_queue;
 /* maxsize 0: unbounded. Items are opaque pointers; the queue never frees
  * them. tn_queue_free fails pending getters/putters with TN_ECANCELLED; items
  * still queued are returned to nobody (drain first if they own memory). */
-TN_API tn_queue *tn_queue_new(tn_loop *loop, size_t maxsize);
-TN_API void tn_queue_free(tn_queue *q);
+TN__API tn_queue *tn_queue_new(tn_loop *loop, size_t maxsize);
+TN__API void tn_queue_free(tn_queue *q);
 /* Resolves once item is in the queue (at once unless full: backpressure).
  * Cancel a put and the item is not queued (it stays yours). */
-TN_API tn_future *tn_queue_put(tn_queue *q, void *item);
+TN__API tn_future *tn_queue_put(tn_queue *q, void *item);
 /* Resolves with the oldest item. Cancel a get and no item is lost. */
-TN_API tn_future *tn_queue_get(tn_queue *q);
-TN_API int tn_queue_try_put(tn_queue *q, void *item); /* 0, TN_EFULL, TN_ENOMEM */
-TN_API int tn_queue_try_get(tn_queue *q, void **item); /* 0, TN_EEMPTY */
-TN_API size_t tn_queue_size(const tn_queue *q);
+TN__API tn_future *tn_queue_get(tn_queue *q);
+TN__API int tn_queue_try_put(tn_queue *q, void *item); /* 0, TN_EFULL, TN_ENOMEM */
+TN__API int tn_queue_try_get(tn_queue *q, void **item); /* 0, TN_EEMPTY */
+TN__API size_t tn_queue_size(const tn_queue *q);
 /* Marks one got item as processed (Queue.task_done); TN_ESTATE if none. */
-TN_API int tn_queue_task_done(tn_queue *q);
+TN__API int tn_queue_task_done(tn_queue *q);
 /* Resolves when every item put has been marked done (Queue.join). */
-TN_API tn_future *tn_queue_join(tn_queue *q);
+TN__API tn_future *tn_queue_join(tn_queue *q);
 
 /* tornado.h HTTP/1.1 message parser: declarations.
  *
@@ -648,26 +713,6 @@ TN_API tn_future *tn_queue_join(tn_queue *q);
  *     in HTTP/1.1 requests (section 3.2); its value must look like
  *     uri-host [":" port].
  */
-#ifndef TN_HTTP_PARSER_DECL_H
-#define TN_HTTP_PARSER_DECL_H
-
-#ifdef __cplusplus
-extern "C" {
-#endif
-
-#ifndef TN_HTTP_MAX_HEAD
-#define TN_HTTP_MAX_HEAD 65536 /* bytes of a head (or of a trailer section) */
-#endif
-#ifndef TN_HTTP_MAX_TARGET
-#define TN_HTTP_MAX_TARGET 8192 /* bytes of a request-target */
-#endif
-#ifndef TN_HTTP_MAX_HEADERS
-#define TN_HTTP_MAX_HEADERS 100 /* field lines in a head (or trailer section) */
-#endif
-#ifndef TN_HTTP_MAX_CHUNK_EXT
-#define TN_HTTP_MAX_CHUNK_EXT 4096 /* bytes after the chunk size, before CRLF */
-#endif
-
 /* One field line. name and value point into the parsed buffer; the value has
  * its leading and trailing whitespace (OWS) removed. */
 typedef struct tn_http_header {
@@ -735,7 +780,7 @@ typedef struct tn_http_message {
  * byte that cannot start a method) are reported before the head is
  * complete, so the result never depends on how the input was split.
  * Never reads buf[len] or beyond. */
-TN_API int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
+TN__API int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
                                  tn_http_message *msg, tn_http_header *headers,
                                  size_t max_headers,
                                  const tn_http_limits *limits);
@@ -746,7 +791,7 @@ TN_API int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
  * Transfer codings other than chunked are left to the caller: chunked is set
  * when the last coding is chunked; when it is not, the body is
  * close-delimited (RFC 9112 section 6.3). */
-TN_API int tn_http_parse_response(const char *buf, size_t len, size_t prev_len,
+TN__API int tn_http_parse_response(const char *buf, size_t len, size_t prev_len,
                                   tn_http_message *msg,
                                   tn_http_header *headers, size_t max_headers,
                                   const tn_http_limits *limits,
@@ -795,31 +840,68 @@ typedef struct tn_http_chunked {
  * the buf of the call that set done. Any split of the input, down to one
  * byte per call, gives the same body, trailers and result. At most INT_MAX
  * bytes are consumed per call. */
-TN_API int tn_http_chunked_decode(tn_http_chunked *dec, char *buf, size_t len,
+TN__API int tn_http_chunked_decode(tn_http_chunked *dec, char *buf, size_t len,
                                   size_t *out_len, uint64_t max_body,
                                   const tn_http_limits *limits);
 
 /* 1 when the field name equals name, ignoring ASCII case. */
-TN_API int tn_http_header_eq(const tn_http_header *h, const char *name);
+TN__API int tn_http_header_eq(const tn_http_header *h, const char *name);
 /* The first field named name (ASCII case-insensitive), or NULL. */
-TN_API const tn_http_header *tn_http_find_header(const tn_http_message *m,
+TN__API const tn_http_header *tn_http_find_header(const tn_http_message *m,
                                                  const char *name);
 /* The status a server answers a parse error with: TN_EMALFORMED 400,
  * TN_ETOOLARGE 413, TN_EURILONG 414, TN_EHEADERS 431, TN_ENOTIMPL 501,
  * TN_EVERSION 505, anything else 500. */
-TN_API int tn_http_error_status(int err);
+TN__API int tn_http_error_status(int err);
 
-#ifdef __cplusplus
-}
-#endif
-
-#endif /* TN_HTTP_PARSER_DECL_H */
 
 /* ------------------------------------------------------------------------
- * TCP streams (Tornado's IOStream): the buffered, non-blocking socket layer
- * that the HTTP server and client share.
+ * TCP streams (Tornado's IOStream, TCPClient, TCPServer): the buffered,
+ * non-blocking socket layer; the HTTP server and client use the same
+ * stream core underneath.
  * ---------------------------------------------------------------------- */
 typedef struct tn_stream tn_stream;
+
+/* Bytes a stream read produced: free with tn_bytes_free (TN_FREE). data is
+ * NUL-terminated for convenience (the NUL is not counted in len). */
+typedef struct tn_bytes {
+    size_t len;
+    char data[1];
+} tn_bytes;
+TN__API void tn_bytes_free(void *bytes);
+
+/* Connects to host:port (a numeric address, or a name resolved on the
+ * executor; with TN_NO_THREADS resolution blocks the loop). Resolves with a
+ * tn_stream* that is yours (tn_stream_close). Fails with TN_ERESOLVE,
+ * TN_EREFUSED, TN_ECONNECTTIMEOUT (timeout_ms; 0: none) or -errno. */
+TN__API tn_future *tn_tcp_connect(tn_loop *loop, const char *host, int port, unsigned timeout_ms);
+typedef void (*tn_accept_fn)(tn_stream *stream, void *arg);
+/* Listens on host:port (NULL: 127.0.0.1; 0: any free port, *port_out gets
+ * it); fn receives each accepted stream (yours). *listener_fd gets the fd
+ * to pass to tn_tcp_unlisten. */
+TN__API int tn_tcp_listen(tn_loop *loop, const char *host, int port, tn_accept_fn fn, void *arg,
+                         int *listener_fd, int *port_out);
+TN__API void tn_tcp_unlisten(tn_loop *loop, int listener_fd);
+
+/* One read at a time per stream (TN_ESTATE otherwise). Each resolves with
+ * a tn_bytes* (yours). */
+/* Up to and including delim (1..16 bytes); TN_ETOOLARGE if max bytes pass
+ * without it, TN_ECLOSED if the peer closes first. */
+TN__API tn_future *tn_stream_read_until(tn_stream *s, const char *delim, size_t max);
+/* Exactly n bytes; TN_ECLOSED if the peer closes first. */
+TN__API tn_future *tn_stream_read_bytes(tn_stream *s, size_t n);
+/* Everything until the peer closes; TN_ETOOLARGE beyond max bytes. */
+TN__API tn_future *tn_stream_read_until_close(tn_stream *s, size_t max);
+/* Queues a copy of data; resolves when it has been written to the socket.
+ * Queued output is bounded by TN_STREAM_MAX_BUFFER (TN_EFULL beyond). */
+TN__API tn_future *tn_stream_write(tn_stream *s, const void *data, size_t len);
+/* fn(stream, arg) runs (from the loop) when the peer closes or the stream
+ * fails; the stream is still yours to tn_stream_close. */
+TN__API void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg), void *arg);
+/* Closes the fd, fails the pending read and writes with TN_ECLOSED, and
+ * frees the stream. */
+TN__API void tn_stream_close(tn_stream *s);
+TN__API int tn_stream_fd(const tn_stream *s);
 
 /* ------------------------------------------------------------------------
  * HTTP server (Tornado's HTTPServer, Application and RequestHandler)
@@ -865,51 +947,51 @@ typedef struct tn_http_route_opts {
 } tn_http_route_opts;
 
 /* Creates a server on loop; *out is yours (tn_http_server_free). */
-TN_API int tn_http_server_new(tn_loop *loop, const tn_http_server_opts *opts, tn_http_server **out);
+TN__API int tn_http_server_new(tn_loop *loop, const tn_http_server_opts *opts, tn_http_server **out);
 /* Closes every connection at once and frees the server. Coroutine handlers
  * still running are cancelled; the server is freed when the last of them
  * has ended (on a later loop iteration). */
-TN_API void tn_http_server_free(tn_http_server *srv);
+TN__API void tn_http_server_free(tn_http_server *srv);
 /* Binds and listens (host NULL: 127.0.0.1; port 0: any free port, see
  * tn_http_server_port). May be called more than once. 0 or -errno. */
-TN_API int tn_http_listen(tn_http_server *srv, const char *host, int port);
-TN_API int tn_http_server_port(const tn_http_server *srv);
+TN__API int tn_http_listen(tn_http_server *srv, const char *host, int port);
+TN__API int tn_http_server_port(const tn_http_server *srv);
 /* Routes method (NULL: any method) and pattern to a plain handler. Patterns
  * are literal segments, {name} for one segment, and a trailing {name*} for
  * the rest of the path: "/users/{id}", "/static/{path*}". Earlier routes win.
  * HEAD is served by the GET route when no HEAD route exists. */
-TN_API int tn_http_route(tn_http_server *srv, const char *method, const char *pattern,
+TN__API int tn_http_route(tn_http_server *srv, const char *method, const char *pattern,
                          tn_http_handler_fn fn, void *arg, const tn_http_route_opts *opts);
 /* The same with a coroutine handler: opts->frame_size gives the frame. */
-TN_API int tn_http_route_co(tn_http_server *srv, const char *method, const char *pattern,
+TN__API int tn_http_route_co(tn_http_server *srv, const char *method, const char *pattern,
                             tn_co_fn fn, void *arg, const tn_http_route_opts *opts);
 /* Graceful shutdown: stops accepting, closes idle connections, lets requests
  * in flight finish (their connections then close), and after deadline_ms
  * closes what is left. The future resolves once no connection remains. */
-TN_API tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms);
+TN__API tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms);
 /* Connections open right now (for tests and metrics). */
-TN_API size_t tn_http_server_connections(const tn_http_server *srv);
+TN__API size_t tn_http_server_connections(const tn_http_server *srv);
 
 /* --- the request (valid until the response is finished) ---
  * Strings are NUL-terminated and point into the connection's buffer. */
-TN_API const char *tn_http_method(const tn_http_request *req);
-TN_API const char *tn_http_target(const tn_http_request *req); /* as sent */
-TN_API const char *tn_http_path(const tn_http_request *req);   /* percent-decoded, no query */
-TN_API int tn_http_version_minor(const tn_http_request *req);
+TN__API const char *tn_http_method(const tn_http_request *req);
+TN__API const char *tn_http_target(const tn_http_request *req); /* as sent */
+TN__API const char *tn_http_path(const tn_http_request *req);   /* percent-decoded, no query */
+TN__API int tn_http_version_minor(const tn_http_request *req);
 /* A path parameter ({name} in the route), percent-decoded; NULL if absent. */
-TN_API const char *tn_http_param(tn_http_request *req, const char *name);
+TN__API const char *tn_http_param(tn_http_request *req, const char *name);
 /* A query parameter, percent-decoded ('+' is a space); NULL if absent. */
-TN_API const char *tn_http_query(tn_http_request *req, const char *name);
+TN__API const char *tn_http_query(tn_http_request *req, const char *name);
 /* A header field value (case-insensitive name; the first if repeated). */
-TN_API const char *tn_http_get_header(const tn_http_request *req, const char *name);
-TN_API size_t tn_http_header_count(const tn_http_request *req);
-TN_API int tn_http_header_at(const tn_http_request *req, size_t i, const char **name, const char **value);
+TN__API const char *tn_http_get_header(const tn_http_request *req, const char *name);
+TN__API size_t tn_http_header_count(const tn_http_request *req);
+TN__API int tn_http_header_at(const tn_http_request *req, size_t i, const char **name, const char **value);
 /* The buffered body (empty for streamed-body routes). */
-TN_API const char *tn_http_body(const tn_http_request *req, size_t *len);
+TN__API const char *tn_http_body(const tn_http_request *req, size_t *len);
 /* The route's per-request frame (coroutine routes). */
-TN_API void *tn_http_frame(tn_http_request *req);
+TN__API void *tn_http_frame(tn_http_request *req);
 /* True once the client has gone away: writes are then dropped. */
-TN_API int tn_http_closed(const tn_http_request *req);
+TN__API int tn_http_closed(const tn_http_request *req);
 
 /* --- the response --- */
 /* Adds a response header. TN_EINVAL (and nothing sent) if name is not a
@@ -917,65 +999,20 @@ TN_API int tn_http_closed(const tn_http_request *req);
  * Transfer-Encoding (the server frames the body: give the length to
  * tn_http_respond or tn_http_begin); "Connection: close" closes the
  * connection after this response. TN_ESTATE after headers went out. */
-TN_API int tn_http_set_header(tn_http_request *req, const char *name, const char *value);
+TN__API int tn_http_set_header(tn_http_request *req, const char *name, const char *value);
 /* Responds with a whole body (copied); Content-Length is set. */
-TN_API int tn_http_respond(tn_http_request *req, int status, const char *content_type,
+TN__API int tn_http_respond(tn_http_request *req, int status, const char *content_type,
                            const char *body, size_t len);
 /* Streaming: start the response (length -1: unknown, so chunked for
  * HTTP/1.1 and close-delimited for HTTP/1.0), write pieces, then finish. */
-TN_API int tn_http_begin(tn_http_request *req, int status, const char *content_type, int64_t length);
-TN_API int tn_http_write(tn_http_request *req, const char *data, size_t len);
+TN__API int tn_http_begin(tn_http_request *req, int status, const char *content_type, int64_t length);
+TN__API int tn_http_write(tn_http_request *req, const char *data, size_t len);
 /* Resolves once the output buffer has drained below TN_HTTP_WRITE_LOW
  * (backpressure for large bodies); fails with TN_ECLOSED if the client left. */
-TN_API tn_future *tn_http_drain(tn_http_request *req);
-TN_API int tn_http_finish(tn_http_request *req);
+TN__API tn_future *tn_http_drain(tn_http_request *req);
+TN__API int tn_http_finish(tn_http_request *req);
 /* The reason phrase of a status code ("Not Found"); "Unknown" otherwise. */
-TN_API const char *tn_http_reason(int status);
-
-/* ------------------------------------------------------------------------
- * TCP streams as futures (Tornado's IOStream, TCPClient, TCPServer).
- * The server and the HTTP client use the same stream layer underneath.
- * ---------------------------------------------------------------------- */
-/* Bytes a stream read produced: free with tn_bytes_free (TN_FREE). data is
- * NUL-terminated for convenience (the NUL is not counted in len). */
-typedef struct tn_bytes {
-    size_t len;
-    char data[1];
-} tn_bytes;
-TN_API void tn_bytes_free(void *bytes);
-
-/* Connects to host:port (a numeric address, or a name resolved on the
- * executor; with TN_NO_THREADS resolution blocks the loop). Resolves with a
- * tn_stream* that is yours (tn_stream_close). Fails with TN_ERESOLVE,
- * TN_EREFUSED, TN_ECONNECTTIMEOUT (timeout_ms; 0: none) or -errno. */
-TN_API tn_future *tn_tcp_connect(tn_loop *loop, const char *host, int port, unsigned timeout_ms);
-typedef void (*tn_accept_fn)(tn_stream *stream, void *arg);
-/* Listens on host:port (NULL: 127.0.0.1; 0: any free port, *port_out gets
- * it); fn receives each accepted stream (yours). *listener_fd gets the fd
- * to pass to tn_tcp_unlisten. */
-TN_API int tn_tcp_listen(tn_loop *loop, const char *host, int port, tn_accept_fn fn, void *arg,
-                         int *listener_fd, int *port_out);
-TN_API void tn_tcp_unlisten(tn_loop *loop, int listener_fd);
-
-/* One read at a time per stream (TN_ESTATE otherwise). Each resolves with
- * a tn_bytes* (yours). */
-/* Up to and including delim (1..16 bytes); TN_ETOOLARGE if max bytes pass
- * without it, TN_ECLOSED if the peer closes first. */
-TN_API tn_future *tn_stream_read_until(tn_stream *s, const char *delim, size_t max);
-/* Exactly n bytes; TN_ECLOSED if the peer closes first. */
-TN_API tn_future *tn_stream_read_bytes(tn_stream *s, size_t n);
-/* Everything until the peer closes; TN_ETOOLARGE beyond max bytes. */
-TN_API tn_future *tn_stream_read_until_close(tn_stream *s, size_t max);
-/* Queues a copy of data; resolves when it has been written to the socket.
- * Queued output is bounded by TN_STREAM_MAX_BUFFER (TN_EFULL beyond). */
-TN_API tn_future *tn_stream_write(tn_stream *s, const void *data, size_t len);
-/* fn(stream, arg) runs (from the loop) when the peer closes or the stream
- * fails; the stream is still yours to tn_stream_close. */
-TN_API void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg), void *arg);
-/* Closes the fd, fails the pending read and writes with TN_ECLOSED, and
- * frees the stream. */
-TN_API void tn_stream_close(tn_stream *s);
-TN_API int tn_stream_fd(const tn_stream *s);
+TN__API const char *tn_http_reason(int status);
 
 /* ------------------------------------------------------------------------
  * HTTP client (Tornado's AsyncHTTPClient and HTTPClient)
@@ -1019,9 +1056,9 @@ typedef struct tn_http_response {
     uint64_t queue_ms, total_ms; /* time waiting for a connection; whole fetch */
 } tn_http_response;
 
-TN_API int tn_http_client_new(tn_loop *loop, const tn_http_client_opts *opts, tn_http_client **out);
+TN__API int tn_http_client_new(tn_loop *loop, const tn_http_client_opts *opts, tn_http_client **out);
 /* Closes every connection; fetches still pending fail with TN_ECANCELLED. */
-TN_API void tn_http_client_free(tn_http_client *c);
+TN__API void tn_http_client_free(tn_http_client *c);
 /* Fetches url ("http://host[:port]/path"; https:// fails with TN_ENOTLS).
  * Resolves with a tn_http_response* (yours: tn_http_response_free), for
  * any status; fails with TN_EQUEUETIMEOUT, TN_ECONNECTTIMEOUT, TN_ETIMEOUT
@@ -1029,12 +1066,12 @@ TN_API void tn_http_client_free(tn_http_client *c);
  * TN_EMALFORMED, TN_EHEADERS, TN_ETOOLARGE, TN_ERESOLVE, TN_EREFUSED.
  * opts may be NULL; everything in it is copied. A stale pooled connection
  * is retried once for idempotent methods, never for POST or PATCH. */
-TN_API tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts);
-TN_API void tn_http_response_free(void *resp);
-TN_API const char *tn_http_response_header(const tn_http_response *r, const char *name);
+TN__API tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts);
+TN__API void tn_http_response_free(void *resp);
+TN__API const char *tn_http_response_header(const tn_http_response *r, const char *name);
 /* The synchronous client (Tornado's HTTPClient): a private loop for one
  * fetch. *out is yours. */
-TN_API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_response **out);
+TN__API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_response **out);
 
 #ifdef __cplusplus
 }
@@ -1065,28 +1102,8 @@ TN_API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, t
 #include <netdb.h>
 #include <strings.h>
 #include <sys/ioctl.h>
-
-#ifndef TN_MALLOC
-#define TN_MALLOC(sz) malloc(sz)
-#define TN_REALLOC(p, sz) realloc((p), (sz))
-#define TN_FREE(p) free(p)
-#endif
-#ifndef TN_ASSERT
 #include <assert.h>
-#define TN_ASSERT(c) assert(c)
-#endif
-#ifndef TN_BUF_SIZE
-#define TN_BUF_SIZE 16384 /* a connection's read/write buffer, pooled */
-#endif
-#ifndef TN_BUF_POOL
-#define TN_BUF_POOL 64 /* free buffers a loop keeps for reuse */
-#endif
-#ifndef TN_FREE_LIST_MAX
-#define TN_FREE_LIST_MAX 1024 /* freed futures (and jobs) a loop keeps for reuse */
-#endif
-#ifndef TN_EXECUTOR_THREADS
-#define TN_EXECUTOR_THREADS 4
-#endif
+
 
 #if defined(__linux__) && !defined(TN_BACKEND_POLL)
 #define TN__EPOLL 1
@@ -1162,15 +1179,6 @@ static uint64_t tn__clock_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-#if !TN__EPOLL
-static int tn__set_nonblock_cloexec(int fd) {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
-    fl = fcntl(fd, F_GETFD);
-    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;
-    return 0;
-}
-#endif
 
 /* -------------------------------------------------------- loop structure */
 typedef struct tn__handler {
@@ -1211,21 +1219,24 @@ typedef struct tn__heap_entry {
 
 #define TN__MAXSIG 65
 
+/* The loop is woken from elsewhere by other threads (tn_add_callback_
+ * threadsafe, executor results) and, on the poll backend, by signals. */
+#if !defined(TN_NO_THREADS) || (!TN__EPOLL && !defined(TN_NO_SIGNALS))
+#define TN__WAKE 1
+#else
+#define TN__WAKE 0
+#endif
+
+typedef struct tn__be tn__be; /* the backend's state: see "backends" */
 typedef struct tn__executor tn__executor;
 typedef struct tn__job tn__job;
+typedef struct tn__sig {
+    tn_signal_fn fn;
+    void *arg;
+} tn__sig;
 
 struct tn_loop {
-    /* backend */
-#if TN__EPOLL
-    int epfd;
-    struct epoll_event *ep_events;
-    size_t ep_cap;
-#else
-    struct pollfd *pfds;
-    size_t npfds, pfds_cap;
-    int *fd_slot; /* fd -> index in pfds, -1 if none */
-    size_t fd_slot_cap;
-#endif
+    tn__be *be;
     tn__handler *handlers; /* indexed by fd */
     size_t handlers_cap, nhandlers;
     uint32_t next_gen;
@@ -1245,8 +1256,6 @@ struct tn_loop {
     uint64_t timer_seq;
     uint64_t now_ns, start_ns;
 
-    /* wake-up: eventfd (rfd == wfd) or self-pipe */
-    int wake_rfd, wake_wfd;
 #ifndef TN_NO_THREADS
     pthread_mutex_t ts_lock;
     tn__cb *ts_cbs;
@@ -1256,17 +1265,9 @@ struct tn_loop {
     tn__executor *executor;
     int executor_threads;
 #endif
-
-    /* signals */
-    struct {
-        tn_signal_fn fn;
-        void *arg;
-        struct sigaction old;
-    } sig[TN__MAXSIG];
+#ifndef TN_NO_SIGNALS
+    tn__sig *sigs; /* TN__MAXSIG entries, allocated by the first tn_signal_add */
     int nsignals;
-#if TN__EPOLL
-    int sigfd;
-    sigset_t sigmask, sigmask_old;
 #endif
 
     /* coroutines waiting in TN_WAIT_UNTIL */
@@ -1282,106 +1283,364 @@ struct tn_loop {
     int running, stop_requested;
 };
 
+/* What the backends call back into (defined with the loop below). */
+static int tn__handler_add_internal(tn_loop *l, int fd, tn_io_fn cb);
+static void tn__handler_remove_internal(tn_loop *l, int fd);
+#if TN__WAKE
+static void tn__drain_threadsafe(tn_loop *l);
+#endif
+#ifndef TN_NO_SIGNALS
+static void tn__signal_deliver(tn_loop *l, int signo);
+#endif
+
 /* -------------------------------------------------------------- backends
- * A backend is five same-shaped functions over the loop: init, free,
- * set (add/modify the interest for an fd), del, and poll (wait, then append
- * (fd, generation, events) to loop->ready). Adding kqueue is one more block.
+ * The loop knows nothing of epoll or poll. A backend is one block below:
+ * its state (struct tn__be, behind l->be) and the same functions, in the
+ * manner of valkey's ae:
+ *   tn__be_init, tn__be_free  the poller and the wake-up channel
+ *   tn__be_add, tn__be_mod, tn__be_del  an fd's interest (never empty: an
+ *                             fd that wants nothing is deleted, see
+ *                             tn_add_handler)
+ *   tn__be_wait               wait up to timeout_ms, then append
+ *                             (fd, generation, events) to l->ready
+ *   tn__be_wake               from any thread: make tn__be_wait return
+ *   tn__be_signal_add, tn__be_signal_del  route a signal to the loop
+ *                             (delivered with tn__signal_deliver)
+ *   tn__be_name, tn__be_fd
+ * A third backend (kqueue, WSAPoll) is one more block.
  * ---------------------------------------------------------------------- */
 #if TN__EPOLL
+struct tn__be {
+    int epfd;
+    int wakefd; /* eventfd, or -1 */
+    int sigfd;  /* signalfd once a signal is routed, else -1 */
+    sigset_t sigmask;
+    struct epoll_event *events;
+    size_t cap;
+};
+
+#if TN__WAKE
+static void tn__be_on_wake(tn_loop *l, int fd, unsigned events, void *arg) {
+    uint64_t v;
+    (void)events;
+    (void)arg;
+    while (read(fd, &v, sizeof v) > 0) {}
+    tn__drain_threadsafe(l);
+}
+#endif
+
 static int tn__be_init(tn_loop *l) {
-    l->epfd = epoll_create1(EPOLL_CLOEXEC);
-    return l->epfd < 0 ? -errno : 0;
+    tn__be *b = (tn__be *)TN_MALLOC(sizeof *b);
+    if (!b) return TN_ENOMEM;
+    memset(b, 0, sizeof *b);
+    b->epfd = b->wakefd = b->sigfd = -1;
+    sigemptyset(&b->sigmask);
+    l->be = b;
+    if ((b->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) return -errno;
+#if TN__WAKE
+    if ((b->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return -errno;
+    return tn__handler_add_internal(l, b->wakefd, tn__be_on_wake);
+#else
+    return 0;
+#endif
 }
+
 static void tn__be_free(tn_loop *l) {
-    if (l->epfd >= 0) close(l->epfd);
-    TN_FREE(l->ep_events);
+    tn__be *b = l->be;
+    if (!b) return;
+    if (b->epfd >= 0) close(b->epfd);
+    if (b->wakefd >= 0) close(b->wakefd);
+    TN_FREE(b->events);
+    TN_FREE(b);
+    l->be = NULL;
 }
-static int tn__be_set(tn_loop *l, int fd, unsigned old, unsigned events, uint32_t gen) {
+
+static int tn__be_ctl(tn_loop *l, int op, int fd, unsigned events, uint32_t gen) {
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
     ev.events = ((events & TN_READ) ? EPOLLIN : 0u) | ((events & TN_WRITE) ? EPOLLOUT : 0u);
     ev.data.u64 = ((uint64_t)gen << 32) | (uint32_t)fd;
-    if (epoll_ctl(l->epfd, old ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) return -errno;
-    return 0;
+    return epoll_ctl(l->be->epfd, op, fd, &ev) < 0 ? -errno : 0;
+}
+static int tn__be_add(tn_loop *l, int fd, unsigned events, uint32_t gen) {
+    return tn__be_ctl(l, EPOLL_CTL_ADD, fd, events, gen);
+}
+static int tn__be_mod(tn_loop *l, int fd, unsigned events, uint32_t gen) {
+    return tn__be_ctl(l, EPOLL_CTL_MOD, fd, events, gen);
 }
 static void tn__be_del(tn_loop *l, int fd) {
     struct epoll_event ev; /* non-NULL for kernels before 2.6.9 */
     /* EBADF/ENOENT are fine: the fd may already be closed. */
-    (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, &ev);
+    (void)epoll_ctl(l->be->epfd, EPOLL_CTL_DEL, fd, &ev);
 }
-static int tn__be_poll(tn_loop *l, int timeout_ms) {
+
+static int tn__be_wait(tn_loop *l, int timeout_ms) {
+    tn__be *b = l->be;
     int n, i;
-    size_t want = l->nhandlers + 1;
+    size_t want = l->nhandlers + 2;
     if (want > 1024) want = 1024; /* a batch; the rest come next iteration */
-    if (tn__grow((void **)&l->ep_events, &l->ep_cap, want, sizeof *l->ep_events)) return TN_ENOMEM;
+    if (tn__grow((void **)&b->events, &b->cap, want, sizeof *b->events)) return TN_ENOMEM;
     if (tn__grow((void **)&l->ready, &l->ready_cap, want, sizeof *l->ready)) return TN_ENOMEM;
-    n = epoll_wait(l->epfd, l->ep_events, (int)want, timeout_ms);
+    n = epoll_wait(b->epfd, b->events, (int)want, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
     for (i = 0; i < n; i++) {
-        uint32_t e = l->ep_events[i].events;
+        uint32_t e = b->events[i].events;
         tn__ready *r = &l->ready[l->nready++];
-        r->fd = (int)(uint32_t)l->ep_events[i].data.u64;
-        r->gen = (uint32_t)(l->ep_events[i].data.u64 >> 32);
+        r->fd = (int)(uint32_t)b->events[i].data.u64;
+        r->gen = (uint32_t)(b->events[i].data.u64 >> 32);
         r->events = ((e & EPOLLIN) ? TN_READ : 0u) | ((e & EPOLLOUT) ? TN_WRITE : 0u) |
                     ((e & (EPOLLERR | EPOLLHUP)) ? TN_ERROR : 0u);
     }
     return 0;
 }
-static const char *tn__be_name(void) { return "epoll"; }
-static int tn__be_fd(const tn_loop *l) { return l->epfd; }
-#else
-static int tn__be_init(tn_loop *l) { (void)l; return 0; }
-static void tn__be_free(tn_loop *l) {
-    TN_FREE(l->pfds);
-    TN_FREE(l->fd_slot);
+
+#ifndef TN_NO_THREADS
+static void tn__be_wake(tn_loop *l) {
+    uint64_t one = 1;
+    ssize_t r = write(l->be->wakefd, &one, sizeof one);
+    (void)r; /* EAGAIN: a wake-up is already pending, which is all we need */
 }
-static int tn__be_set(tn_loop *l, int fd, unsigned old, unsigned events, uint32_t gen) {
-    struct pollfd *p;
-    (void)gen; /* the generation is read from the handler table at poll time */
-    if (!old) {
-        size_t need = (size_t)fd + 1, i, oldcap = l->fd_slot_cap;
-        if (tn__grow((void **)&l->fd_slot, &l->fd_slot_cap, need, sizeof(int))) return TN_ENOMEM;
-        for (i = oldcap; i < l->fd_slot_cap; i++) l->fd_slot[i] = -1;
-        if (tn__grow((void **)&l->pfds, &l->pfds_cap, l->npfds + 1, sizeof *l->pfds)) return TN_ENOMEM;
-        l->fd_slot[fd] = (int)l->npfds;
-        p = &l->pfds[l->npfds++];
-        p->fd = fd;
-    } else {
-        p = &l->pfds[l->fd_slot[fd]];
+#endif
+
+#ifndef TN_NO_SIGNALS
+/* Signals are blocked and read from a signalfd, so they arrive as I/O. */
+static void tn__be_on_signalfd(tn_loop *l, int fd, unsigned events, void *arg) {
+    struct signalfd_siginfo si;
+    (void)events;
+    (void)arg;
+    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) tn__signal_deliver(l, (int)si.ssi_signo);
+}
+
+static int tn__be_sigmask(int how, int signo) {
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, signo);
+#ifndef TN_NO_THREADS
+    return -pthread_sigmask(how, &one, NULL);
+#else
+    return sigprocmask(how, &one, NULL) ? -errno : 0;
+#endif
+}
+
+static int tn__be_signal_add(tn_loop *l, int signo) {
+    tn__be *b = l->be;
+    int rc, fd;
+    if ((rc = tn__be_sigmask(SIG_BLOCK, signo)) != 0) return rc;
+    sigaddset(&b->sigmask, signo);
+    fd = signalfd(b->sigfd, &b->sigmask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0) rc = -errno;
+    else if (b->sigfd < 0 && (rc = tn__handler_add_internal(l, fd, tn__be_on_signalfd)) != 0) close(fd);
+    else b->sigfd = fd;
+    if (rc) {
+        sigdelset(&b->sigmask, signo);
+        tn__be_sigmask(SIG_UNBLOCK, signo);
     }
-    p->events = (short)(((events & TN_READ) ? POLLIN : 0) | ((events & TN_WRITE) ? POLLOUT : 0));
+    return rc;
+}
+
+static void tn__be_signal_del(tn_loop *l, int signo, int last) {
+    tn__be *b = l->be;
+    sigdelset(&b->sigmask, signo);
+    (void)signalfd(b->sigfd, &b->sigmask, SFD_NONBLOCK | SFD_CLOEXEC);
+    tn__be_sigmask(SIG_UNBLOCK, signo);
+    if (last) {
+        tn__handler_remove_internal(l, b->sigfd);
+        close(b->sigfd);
+        b->sigfd = -1;
+    }
+}
+#endif
+
+static const char *tn__be_name(void) { return "epoll"; }
+static int tn__be_fd(const tn_loop *l) { return l->be->epfd; }
+#else /* the poll backend */
+struct tn__be {
+    struct pollfd *pfds;
+    size_t n, cap;
+    int *slot; /* fd -> index in pfds, -1 if none */
+    size_t slot_cap;
+    int wake_r, wake_w; /* the self-pipe, or -1 */
+#ifndef TN_NO_SIGNALS
+    struct sigaction *old; /* TN__MAXSIG saved dispositions, from the first signal */
+#endif
+};
+
+TN__UNUSED static int tn__set_nonblock_cloexec(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+    fl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;
+    return 0;
+}
+
+#if TN__WAKE
+/* Reads the self-pipe dry. A non-zero byte is a signal number written by
+ * tn__be_signal_handler; zeros are wake-ups. */
+static void tn__be_on_wake(tn_loop *l, int fd, unsigned events, void *arg) {
+    unsigned char buf[64];
+    ssize_t n, i;
+    (void)events;
+    (void)arg;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+#ifndef TN_NO_SIGNALS
+        for (i = 0; i < n; i++)
+            if (buf[i]) tn__signal_deliver(l, buf[i]);
+#else
+        (void)i;
+#endif
+    }
+    tn__drain_threadsafe(l);
+}
+#endif
+
+static int tn__be_init(tn_loop *l) {
+    tn__be *b = (tn__be *)TN_MALLOC(sizeof *b);
+    if (!b) return TN_ENOMEM;
+    memset(b, 0, sizeof *b);
+    b->wake_r = b->wake_w = -1;
+    l->be = b;
+#if TN__WAKE
+    {
+        int p[2], rc;
+        if (pipe(p) < 0) return -errno;
+        b->wake_r = p[0];
+        b->wake_w = p[1];
+        if ((rc = tn__set_nonblock_cloexec(p[0])) || (rc = tn__set_nonblock_cloexec(p[1]))) return rc;
+        return tn__handler_add_internal(l, b->wake_r, tn__be_on_wake);
+    }
+#else
+    return 0;
+#endif
+}
+
+static void tn__be_free(tn_loop *l) {
+    tn__be *b = l->be;
+    if (!b) return;
+    if (b->wake_r >= 0) close(b->wake_r);
+    if (b->wake_w >= 0) close(b->wake_w);
+    TN_FREE(b->pfds);
+    TN_FREE(b->slot);
+#ifndef TN_NO_SIGNALS
+    TN_FREE(b->old);
+#endif
+    TN_FREE(b);
+    l->be = NULL;
+}
+
+static short tn__be_pollev(unsigned events) {
+    return (short)(((events & TN_READ) ? POLLIN : 0) | ((events & TN_WRITE) ? POLLOUT : 0));
+}
+static int tn__be_add(tn_loop *l, int fd, unsigned events, uint32_t gen) {
+    tn__be *b = l->be;
+    size_t i, oldcap = b->slot_cap;
+    (void)gen; /* read from the handler table at wait time */
+    if (tn__grow((void **)&b->slot, &b->slot_cap, (size_t)fd + 1, sizeof(int))) return TN_ENOMEM;
+    for (i = oldcap; i < b->slot_cap; i++) b->slot[i] = -1;
+    if (tn__grow((void **)&b->pfds, &b->cap, b->n + 1, sizeof *b->pfds)) return TN_ENOMEM;
+    b->slot[fd] = (int)b->n;
+    b->pfds[b->n].fd = fd;
+    b->pfds[b->n].events = tn__be_pollev(events);
+    b->pfds[b->n].revents = 0;
+    b->n++;
+    return 0;
+}
+static int tn__be_mod(tn_loop *l, int fd, unsigned events, uint32_t gen) {
+    struct pollfd *p = &l->be->pfds[l->be->slot[fd]];
+    (void)gen;
+    p->events = tn__be_pollev(events);
     p->revents = 0;
     return 0;
 }
 static void tn__be_del(tn_loop *l, int fd) {
-    int slot = l->fd_slot[fd];
-    struct pollfd *last = &l->pfds[--l->npfds];
-    l->pfds[slot] = *last;
-    l->fd_slot[last->fd] = slot;
-    l->fd_slot[fd] = -1;
+    tn__be *b = l->be;
+    int slot = b->slot[fd];
+    struct pollfd *last = &b->pfds[--b->n];
+    TN_ASSERT(slot >= 0);
+    b->pfds[slot] = *last;
+    b->slot[last->fd] = slot;
+    b->slot[fd] = -1;
 }
-static int tn__be_poll(tn_loop *l, int timeout_ms) {
+
+static int tn__be_wait(tn_loop *l, int timeout_ms) {
+    tn__be *b = l->be;
     int n;
     size_t i;
-    if (tn__grow((void **)&l->ready, &l->ready_cap, l->npfds + 1, sizeof *l->ready)) return TN_ENOMEM;
-    n = poll(l->pfds, (nfds_t)l->npfds, timeout_ms);
+    if (tn__grow((void **)&l->ready, &l->ready_cap, b->n + 1, sizeof *l->ready)) return TN_ENOMEM;
+    n = poll(b->pfds, (nfds_t)b->n, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
-    for (i = 0; i < l->npfds && n > 0; i++) {
-        short e = l->pfds[i].revents;
+    for (i = 0; i < b->n && n > 0; i++) {
+        short e = b->pfds[i].revents;
         tn__ready *r;
         if (!e) continue;
         n--;
         r = &l->ready[l->nready++];
-        r->fd = l->pfds[i].fd;
+        r->fd = b->pfds[i].fd;
         r->gen = l->handlers[r->fd].gen;
         r->events = ((e & POLLIN) ? TN_READ : 0u) | ((e & POLLOUT) ? TN_WRITE : 0u) |
                     ((e & (POLLERR | POLLHUP | POLLNVAL)) ? TN_ERROR : 0u);
     }
     return 0;
 }
-static const char *tn__be_name(void) { return "poll"; }
-static int tn__be_fd(const tn_loop *l) { (void)l; return -1; }
+
+#ifndef TN_NO_THREADS
+static void tn__be_wake(tn_loop *l) {
+    char c = 0;
+    ssize_t r = write(l->be->wake_w, &c, 1);
+    (void)r; /* EAGAIN: a wake-up is already pending, which is all we need */
+}
 #endif
+
+#ifndef TN_NO_SIGNALS
+/* A signal handler cannot find a loop without a global, so this is the
+ * library's one piece of process-wide state (signal dispositions are
+ * process-wide anyway): the self-pipe of the one loop that owns signals. */
+static volatile sig_atomic_t tn__signal_wfd = -1;
+static tn_loop *tn__signal_owner;
+
+static void tn__be_signal_handler(int signo) {
+    int saved = errno;
+    unsigned char c = (unsigned char)signo;
+    if (tn__signal_wfd >= 0) {
+        ssize_t r = write((int)tn__signal_wfd, &c, 1);
+        (void)r;
+    }
+    errno = saved;
+}
+
+static int tn__be_signal_add(tn_loop *l, int signo) {
+    tn__be *b = l->be;
+    struct sigaction sa;
+    if (tn__signal_owner && tn__signal_owner != l) return TN_EEXIST;
+    if (!b->old && !(b->old = (struct sigaction *)TN_MALLOC(TN__MAXSIG * sizeof *b->old))) return TN_ENOMEM;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = tn__be_signal_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    tn__signal_wfd = b->wake_w; /* before the handler can run */
+    if (sigaction(signo, &sa, &b->old[signo]) < 0) {
+        int rc = -errno;
+        if (!tn__signal_owner) tn__signal_wfd = -1;
+        return rc;
+    }
+    tn__signal_owner = l; /* only once it owns one */
+    return 0;
+}
+
+static void tn__be_signal_del(tn_loop *l, int signo, int last) {
+    sigaction(signo, &l->be->old[signo], NULL);
+    if (last) {
+        tn__signal_wfd = -1;
+        tn__signal_owner = NULL;
+    }
+}
+#endif
+
+static const char *tn__be_name(void) { return "poll"; }
+static int tn__be_fd(const tn_loop *l) {
+    (void)l;
+    return -1;
+}
+#endif /* backends */
 
 /* ------------------------------------------------------------ fd handlers */
 int tn_add_handler(tn_loop *l, int fd, unsigned events, tn_io_fn cb, void *arg) {
@@ -1400,7 +1659,7 @@ int tn_add_handler(tn_loop *l, int fd, unsigned events, tn_io_fn cb, void *arg) 
     /* The backend holds the fd only while some event is wanted: epoll and
      * poll report a hang-up even for an empty interest set, so a paused fd
      * on a closed connection would wake the loop on every iteration. */
-    if (events && (rc = tn__be_set(l, fd, 0, events, l->next_gen)) != 0) return rc;
+    if (events && (rc = tn__be_add(l, fd, events, l->next_gen)) != 0) return rc;
     h->cb = cb;
     h->arg = arg;
     h->events = events;
@@ -1418,7 +1677,7 @@ int tn_update_handler(tn_loop *l, int fd, unsigned events) {
     if (h->events == events) return 0; /* no syscall when nothing changes */
     if (!events) {
         tn__be_del(l, fd); /* paused: see tn_add_handler */
-    } else if ((rc = tn__be_set(l, fd, h->events != 0, events, h->gen)) != 0) {
+    } else if ((rc = (h->events ? tn__be_mod : tn__be_add)(l, fd, events, h->gen)) != 0) {
         return rc;
     }
     h->events = events;
@@ -1432,6 +1691,18 @@ int tn_remove_handler(tn_loop *l, int fd) {
     l->handlers[fd].cb = NULL;
     l->nhandlers--;
     return 0;
+}
+
+/* The loop's own fds (wake-up, signalfd) are not the user's: stats.handlers
+ * counts the user's only. */
+TN__UNUSED static int tn__handler_add_internal(tn_loop *l, int fd, tn_io_fn cb) {
+    int rc = tn_add_handler(l, fd, TN_READ, cb, NULL);
+    if (rc == 0) l->nhandlers--;
+    return rc;
+}
+TN__UNUSED static void tn__handler_remove_internal(tn_loop *l, int fd) { /* not every backend */
+    l->nhandlers++;
+    tn_remove_handler(l, fd);
 }
 
 /* -------------------------------------------------------------- callbacks */
@@ -1456,17 +1727,6 @@ int tn_add_callback(tn_loop *l, tn_callback_fn fn, void *arg) {
 }
 
 #ifndef TN_NO_THREADS
-static void tn__wake(tn_loop *l) {
-#if TN__EPOLL
-    uint64_t one = 1;
-    ssize_t r = write(l->wake_wfd, &one, sizeof one);
-#else
-    char c = 0;
-    ssize_t r = write(l->wake_wfd, &c, 1);
-#endif
-    (void)r; /* EAGAIN: a wake-up is already pending, which is all we need */
-}
-
 
 int tn_add_callback_threadsafe(tn_loop *l, tn_callback_fn fn, void *arg) {
     int wake;
@@ -1481,7 +1741,7 @@ int tn_add_callback_threadsafe(tn_loop *l, tn_callback_fn fn, void *arg) {
     wake = !l->wake_pending;
     l->wake_pending = 1;
     pthread_mutex_unlock(&l->ts_lock);
-    if (wake) tn__wake(l);
+    if (wake) tn__be_wake(l);
     return 0;
 }
 #else
@@ -1670,150 +1930,35 @@ static void tn__run_timers(tn_loop *l) {
     }
 }
 
-/* ------------------------------------------------- wake-up and signals */
-static void tn__drain_threadsafe(tn_loop *l);
-
-/* Reads the wake fd dry. With the self-pipe, a non-zero byte is a signal
- * number written by tn__pipe_signal_handler. */
-static void tn__on_wake(tn_loop *l, int fd, unsigned events, void *arg) {
-    (void)events;
-    (void)arg;
-#if TN__EPOLL
-    {
-        uint64_t v;
-        while (read(fd, &v, sizeof v) > 0) {}
-    }
-#else
-    {
-        unsigned char buf[64];
-        ssize_t n, i;
-        while ((n = read(fd, buf, sizeof buf)) > 0) {
-            for (i = 0; i < n; i++) {
-                int signo = buf[i];
-                if (signo > 0 && signo < TN__MAXSIG && l->sig[signo].fn)
-                    l->sig[signo].fn(l, signo, l->sig[signo].arg);
-            }
-        }
-    }
-#endif
-    tn__drain_threadsafe(l);
-}
-
-#if TN__EPOLL
-static void tn__on_signalfd(tn_loop *l, int fd, unsigned events, void *arg) {
-    struct signalfd_siginfo si;
-    (void)events;
-    (void)arg;
-    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
-        int signo = (int)si.ssi_signo;
-        if (signo > 0 && signo < TN__MAXSIG && l->sig[signo].fn) l->sig[signo].fn(l, signo, l->sig[signo].arg);
-    }
-}
-
-static int tn__sigmask_apply(int how, int signo) {
-    sigset_t one;
-    sigemptyset(&one);
-    sigaddset(&one, signo);
-#ifndef TN_NO_THREADS
-    return -pthread_sigmask(how, &one, NULL);
-#else
-    return sigprocmask(how, &one, NULL) ? -errno : 0;
-#endif
+/* ---------------------------------------------------------------- signals
+ * The table of handlers is the loop's; how a signal reaches the loop is the
+ * backend's (a signalfd, or a handler writing to the self-pipe). */
+#ifndef TN_NO_SIGNALS
+static void tn__signal_deliver(tn_loop *l, int signo) {
+    if (l->sigs && signo > 0 && signo < TN__MAXSIG && l->sigs[signo].fn)
+        l->sigs[signo].fn(l, signo, l->sigs[signo].arg);
 }
 
 int tn_signal_add(tn_loop *l, int signo, tn_signal_fn fn, void *arg) {
-    int rc, fd;
+    int rc;
     if (signo <= 0 || signo >= TN__MAXSIG || !fn || signo == SIGKILL || signo == SIGSTOP) return TN_EINVAL;
-    if (l->sig[signo].fn) return TN_EEXIST;
-    rc = tn__sigmask_apply(SIG_BLOCK, signo);
-    if (rc) return rc;
-    sigaddset(&l->sigmask, signo);
-    fd = signalfd(l->sigfd, &l->sigmask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (fd < 0) {
-        rc = -errno;
-        sigdelset(&l->sigmask, signo);
-        tn__sigmask_apply(SIG_UNBLOCK, signo);
-        return rc;
+    if (!l->sigs) {
+        if (!(l->sigs = (tn__sig *)TN_MALLOC(TN__MAXSIG * sizeof *l->sigs))) return TN_ENOMEM;
+        memset(l->sigs, 0, TN__MAXSIG * sizeof *l->sigs);
     }
-    if (l->sigfd < 0) {
-        l->sigfd = fd;
-        rc = tn_add_handler(l, fd, TN_READ, tn__on_signalfd, NULL);
-        if (rc) {
-            close(fd);
-            l->sigfd = -1;
-            sigdelset(&l->sigmask, signo);
-            tn__sigmask_apply(SIG_UNBLOCK, signo);
-            return rc;
-        }
-        /* Internal, like the wake-up fd: stats.handlers counts the user's
-         * fds only (tn_signal_remove adds it back before removing it). */
-        l->nhandlers--;
-    }
-    l->sig[signo].fn = fn;
-    l->sig[signo].arg = arg;
+    if (l->sigs[signo].fn) return TN_EEXIST;
+    if ((rc = tn__be_signal_add(l, signo)) != 0) return rc;
+    l->sigs[signo].fn = fn;
+    l->sigs[signo].arg = arg;
     l->nsignals++;
     return 0;
 }
 
 int tn_signal_remove(tn_loop *l, int signo) {
-    if (signo <= 0 || signo >= TN__MAXSIG || !l->sig[signo].fn) return TN_ENOENT;
-    l->sig[signo].fn = NULL;
+    if (!l->sigs || signo <= 0 || signo >= TN__MAXSIG || !l->sigs[signo].fn) return TN_ENOENT;
+    l->sigs[signo].fn = NULL;
     l->nsignals--;
-    sigdelset(&l->sigmask, signo);
-    (void)signalfd(l->sigfd, &l->sigmask, SFD_NONBLOCK | SFD_CLOEXEC);
-    tn__sigmask_apply(SIG_UNBLOCK, signo);
-    if (l->nsignals == 0) {
-        l->nhandlers++; /* not counted while registered (see tn_signal_add) */
-        tn_remove_handler(l, l->sigfd);
-        close(l->sigfd);
-        l->sigfd = -1;
-    }
-    return 0;
-}
-#else
-/* The portable path: a signal handler cannot find a loop without a global,
- * so this is the library's one piece of process-wide state (signal
- * dispositions are process-wide anyway): the write end of the self-pipe of
- * the one loop that handles signals. */
-static volatile sig_atomic_t tn__signal_wfd = -1;
-static tn_loop *tn__signal_owner;
-
-static void tn__pipe_signal_handler(int signo) {
-    int saved = errno;
-    unsigned char c = (unsigned char)signo;
-    if (tn__signal_wfd >= 0) {
-        ssize_t r = write((int)tn__signal_wfd, &c, 1);
-        (void)r;
-    }
-    errno = saved;
-}
-
-int tn_signal_add(tn_loop *l, int signo, tn_signal_fn fn, void *arg) {
-    struct sigaction sa;
-    if (signo <= 0 || signo >= TN__MAXSIG || !fn || signo == SIGKILL || signo == SIGSTOP) return TN_EINVAL;
-    if (l->sig[signo].fn) return TN_EEXIST;
-    if (tn__signal_owner && tn__signal_owner != l) return TN_EEXIST;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = tn__pipe_signal_handler;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    tn__signal_owner = l;
-    tn__signal_wfd = l->wake_wfd;
-    if (sigaction(signo, &sa, &l->sig[signo].old) < 0) return -errno;
-    l->sig[signo].fn = fn;
-    l->sig[signo].arg = arg;
-    l->nsignals++;
-    return 0;
-}
-
-int tn_signal_remove(tn_loop *l, int signo) {
-    if (signo <= 0 || signo >= TN__MAXSIG || !l->sig[signo].fn) return TN_ENOENT;
-    sigaction(signo, &l->sig[signo].old, NULL);
-    l->sig[signo].fn = NULL;
-    if (--l->nsignals == 0) {
-        tn__signal_wfd = -1;
-        tn__signal_owner = NULL;
-    }
+    tn__be_signal_del(l, signo, l->nsignals == 0);
     return 0;
 }
 #endif
@@ -1839,11 +1984,6 @@ int tn_loop_new(tn_loop **out, const tn_loop_opts *opts) {
     l = (tn_loop *)TN_MALLOC(sizeof *l);
     if (!l) return TN_ENOMEM;
     memset(l, 0, sizeof *l);
-    l->wake_rfd = l->wake_wfd = -1;
-#if TN__EPOLL
-    l->sigfd = -1;
-    sigemptyset(&l->sigmask);
-#endif
     l->start_ns = l->now_ns = tn__clock_ns();
 #ifndef TN_NO_THREADS
     l->executor_threads = (opts && opts->executor_threads > 0) ? opts->executor_threads : TN_EXECUTOR_THREADS;
@@ -1854,45 +1994,26 @@ int tn_loop_new(tn_loop **out, const tn_loop_opts *opts) {
 #else
     (void)opts;
 #endif
-    rc = tn__be_init(l);
-    if (rc) goto fail;
-#if TN__EPOLL
-    l->wake_rfd = l->wake_wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (l->wake_rfd < 0) {
-        rc = -errno;
-        goto fail;
+    if ((rc = tn__be_init(l)) != 0) {
+        tn_loop_free(l);
+        return rc;
     }
-#else
-    {
-        int p[2];
-        if (pipe(p) < 0) {
-            rc = -errno;
-            goto fail;
-        }
-        l->wake_rfd = p[0];
-        l->wake_wfd = p[1];
-        if ((rc = tn__set_nonblock_cloexec(p[0])) || (rc = tn__set_nonblock_cloexec(p[1]))) goto fail;
-    }
-#endif
-    rc = tn_add_handler(l, l->wake_rfd, TN_READ, tn__on_wake, NULL);
-    if (rc) goto fail;
-    l->nhandlers--; /* internal fds are not the user's to count */
     *out = l;
     return 0;
-fail:
-    tn_loop_free(l);
-    return rc;
 }
 
 void tn_loop_free(tn_loop *l) {
-    int s;
     if (!l) return;
-    for (s = 1; s < TN__MAXSIG; s++)
-        if (l->sig[s].fn) tn_signal_remove(l, s);
+#ifndef TN_NO_SIGNALS
+    {
+        int s;
+        for (s = 1; s < TN__MAXSIG && l->nsignals; s++)
+            if (l->sigs[s].fn) tn_signal_remove(l, s);
+        TN_FREE(l->sigs);
+    }
+#endif
     tn__executor_free(l);
     tn__drop_callbacks(l);
-    if (l->wake_rfd >= 0) close(l->wake_rfd);
-    if (l->wake_wfd >= 0 && l->wake_wfd != l->wake_rfd) close(l->wake_wfd);
     tn__be_free(l);
 #ifndef TN_NO_THREADS
     TN_FREE(l->ts_cbs);
@@ -1963,7 +2084,7 @@ int tn_loop_step(tn_loop *l, int max_wait_ms) {
     timeout = tn_loop_next_timeout(l);
     if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
     l->nready = 0;
-    rc = tn__be_poll(l, timeout);
+    rc = tn__be_wait(l, timeout);
     l->now_ns = tn__clock_ns();
     for (i = 0; i < l->nready; i++) {
         tn__ready r = l->ready[i];
@@ -2630,7 +2751,7 @@ static void *tn__worker(void *arg) {
         wake = !l->wake_pending;
         l->wake_pending = 1;
         pthread_mutex_unlock(&l->ts_lock);
-        if (wake) tn__wake(l);
+        if (wake) tn__be_wake(l);
     }
 }
 
@@ -2812,7 +2933,9 @@ tn_future *tn_run_in_executor(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn f
     return f;
 }
 static void tn__executor_free(tn_loop *l) { (void)l; }
+#if TN__WAKE
 static void tn__drain_threadsafe(tn_loop *l) { (void)l; }
+#endif
 #endif
 /* ---------------------------------------------------------- Event, Queue */
 /* A FIFO of waiting futures (each with an item, for queue putters). The
@@ -3053,6 +3176,850 @@ tn_future *tn_queue_join(tn_queue *q) {
     return tn__waitlist_wait(q->loop, &q->joiners, NULL, tn__queue_join_cancelled, q);
 }
 
+/* ---------------------------------------------------------- buffer pool
+ * Connections borrow read and write buffers only while they read or write;
+ * an idle keep-alive connection holds none. Freed buffers of the standard
+ * size wait on a per-loop free list (up to TN_BUF_POOL of them). */
+typedef struct tn__buf {
+    char *data;
+    size_t off, len, cap; /* live bytes: data[off .. len) */
+} tn__buf;
+
+static int tn__buf_reserve(tn_loop *l, tn__buf *b, size_t extra) {
+    size_t need;
+    if (!b->data) {
+        if (l->buf_free) {
+            b->data = (char *)l->buf_free;
+            l->buf_free = *(void **)l->buf_free;
+            l->nbuf_free--;
+        } else if (!(b->data = (char *)TN_MALLOC(TN_BUF_SIZE))) {
+            return TN_ENOMEM;
+        }
+        b->cap = TN_BUF_SIZE;
+        b->off = b->len = 0;
+    }
+    if (b->cap - b->len >= extra) return 0;
+    if (b->off) { /* slide live bytes down before growing */
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->cap - b->len >= extra) return 0;
+    }
+    need = b->len + extra;
+    if (need < b->len) return TN_ENOMEM;
+    {
+        size_t ncap = b->cap;
+        char *nd;
+        while (ncap < need) ncap *= 2;
+        nd = (char *)TN_REALLOC(b->data, ncap);
+        if (!nd) return TN_ENOMEM;
+        b->data = nd;
+        b->cap = ncap;
+    }
+    return 0;
+}
+
+static void tn__buf_release(tn_loop *l, tn__buf *b) {
+    if (!b->data) return;
+    if (b->cap == TN_BUF_SIZE && l->nbuf_free + 1 <= TN_BUF_POOL) { /* not "<": -Wtype-limits at 0 */
+        *(void **)b->data = l->buf_free;
+        l->buf_free = b->data;
+        l->nbuf_free++;
+    } else {
+        TN_FREE(b->data);
+    }
+    b->data = NULL;
+    b->off = b->len = b->cap = 0;
+}
+
+static int tn__buf_append(tn_loop *l, tn__buf *b, const char *p, size_t n) {
+    /* Room already (the usual case for the pieces of a response head):
+     * no call. */
+    if ((!b->data || b->cap - b->len < n) && tn__buf_reserve(l, b, n)) return TN_ENOMEM;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static void tn__bufpool_free(tn_loop *l) {
+    while (l->buf_free) {
+        void *next = *(void **)l->buf_free;
+        TN_FREE(l->buf_free);
+        l->buf_free = next;
+    }
+    l->nbuf_free = 0;
+}
+
+/* ---------------------------------------------------------------- streams
+ * A stream owns an fd and two buffers. Its owner (the HTTP connection, the
+ * client) gets three calls: bytes arrived, output drained, closed. Output
+ * is only queued by tn__stream_queue; tn__stream_flush writes it, so a
+ * batch of pipelined responses goes out in one write(2). */
+typedef struct tn__stream_ops {
+    void (*on_read)(tn_stream *s);   /* new bytes in s->in, or s->eof set */
+    void (*on_drain)(tn_stream *s);  /* pending output fell to low or below */
+    void (*on_error)(tn_stream *s, int err); /* read/write failed; s is closed */
+    size_t low; /* on_drain once pending output is at most this (per owner kind, so not per stream) */
+} tn__stream_ops;
+
+#define TN__S_EOF 1u     /* the peer closed its side */
+#define TN__S_CLOSED 2u  /* our fd is closed */
+#define TN__S_READING 4u /* we want TN_READ */
+
+struct tn_stream {
+    tn_loop *loop;
+    const tn__stream_ops *ops;
+    tn__buf in, out;
+    uint64_t written; /* bytes ever written: owners measure progress */
+    int fd;
+    uint16_t flags;  /* TN__S_* */
+    uint16_t oflags; /* the owner's own bits: here they cost no padding */
+};
+
+static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg);
+
+static int tn__stream_init(tn_stream *s, tn_loop *l, int fd, const tn__stream_ops *ops) {
+    memset(s, 0, sizeof *s);
+    s->loop = l;
+    s->fd = fd;
+    s->ops = ops;
+    s->flags = TN__S_READING;
+    return tn_add_handler(l, fd, TN_READ, tn__stream_io, s);
+}
+
+static void tn__stream_interest(tn_stream *s) {
+    unsigned ev = 0;
+    if (s->flags & TN__S_CLOSED) return;
+    if ((s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) ev |= TN_READ;
+    if (s->out.len > s->out.off) ev |= TN_WRITE;
+    /* Neither: still hear a reset, so a paused connection that dies is
+     * noticed (its handler cancelled) instead of lingering. */
+    tn_update_handler(s->loop, s->fd, ev ? ev : TN_ERROR); /* a no-op when unchanged */
+}
+
+static void tn__stream_set_reading(tn_stream *s, int on) {
+    if (on) s->flags |= TN__S_READING;
+    else s->flags &= ~TN__S_READING;
+    tn__stream_interest(s);
+}
+
+/* Closes the fd and gives the buffers back. The owner frees the stream. */
+static void tn__stream_close(tn_stream *s) {
+    if (s->flags & TN__S_CLOSED) return;
+    s->flags |= TN__S_CLOSED;
+    tn_remove_handler(s->loop, s->fd);
+    close(s->fd);
+    s->fd = -1;
+    tn__buf_release(s->loop, &s->out);
+}
+
+static size_t tn__stream_pending(const tn_stream *s) { return s->out.len - s->out.off; }
+
+/* Bytes the peer has taken: what we wrote, less what still sits in the
+ * kernel's send queue (TIOCOUTQ where there is one). Our own writes alone
+ * cannot tell a slow reader from a dead one when the kernel buffers
+ * megabytes. */
+static uint64_t tn__stream_delivered(const tn_stream *s) {
+#ifdef TIOCOUTQ
+    int queued = 0;
+    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0 && queued >= 0 && (uint64_t)queued <= s->written)
+        return s->written - (uint64_t)queued;
+#endif
+    return s->written;
+}
+
+/* Whether the kernel still holds bytes the peer has not taken (1 where
+ * that cannot be asked). */
+static int tn__stream_kernel_queued(const tn_stream *s) {
+#ifdef TIOCOUTQ
+    int queued = 0;
+    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0) return queued > 0;
+#else
+    (void)s;
+#endif
+    return 1;
+}
+
+static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
+    if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
+    return tn__buf_append(s->loop, &s->out, p, n);
+}
+
+/* Writes what it can. Returns 0 (maybe with bytes left, then TN_WRITE is
+ * watched) or an error (the stream is then closed and on_error called). */
+static int tn__stream_flush(tn_stream *s) {
+    while (s->out.len > s->out.off) {
+        ssize_t n = write(s->fd, s->out.data + s->out.off, s->out.len - s->out.off);
+        if (n < 0) {
+            int err = errno;
+            if (err == EINTR) continue;
+            if (err == EAGAIN || err == EWOULDBLOCK) break;
+            tn__stream_close(s);
+            s->ops->on_error(s, -err);
+            return -err;
+        }
+        s->out.off += (size_t)n;
+        s->written += (uint64_t)n;
+    }
+    if (s->out.off == s->out.len) tn__buf_release(s->loop, &s->out);
+    tn__stream_interest(s);
+    return 0;
+}
+
+/* One read per readiness event: level-triggered polling brings us back if
+ * more is waiting, and other connections get their turn meanwhile. */
+static int tn__stream_read(tn_stream *s) {
+    ssize_t n;
+    if (s->in.len == s->in.cap || !s->in.data) {
+        if (tn__buf_reserve(s->loop, &s->in, s->in.data ? s->in.cap : TN_BUF_SIZE)) return TN_ENOMEM;
+    }
+    do
+        n = read(s->fd, s->in.data + s->in.len, s->in.cap - s->in.len);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        s->in.len += (size_t)n;
+        return 1;
+    }
+    if (n == 0) {
+        s->flags |= TN__S_EOF;
+        tn__stream_interest(s);
+        return 1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    return -errno;
+}
+
+static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
+    tn_stream *s = (tn_stream *)arg;
+    (void)l;
+    (void)fd;
+    if (events == TN_ERROR && !(s->flags & TN__S_CLOSED)) {
+        /* Watched for hang-ups only (paused) and the peer is gone. */
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        tn__stream_close(s);
+        s->ops->on_error(s, soerr ? -soerr : -ECONNRESET);
+        return;
+    }
+    if ((events & TN_WRITE) && tn__stream_pending(s)) {
+        if (tn__stream_flush(s)) return;
+        if (tn__stream_pending(s) <= s->ops->low) {
+            /* s is not touched after on_drain: its owner may be gone (an
+             * HTTP connection that closes once its output is out frees
+             * itself there; reading s->flags after it was a use after
+             * free). A read that was ready too is reported again: the
+             * poll is level-triggered. */
+            s->ops->on_drain(s);
+            return;
+        }
+    }
+    if ((events & (TN_READ | TN_ERROR)) && (s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) {
+        int rc = tn__stream_read(s);
+        if (rc < 0) {
+            tn__stream_close(s);
+            s->ops->on_error(s, rc);
+            return;
+        }
+        if (rc > 0) s->ops->on_read(s);
+    } else if ((events & TN_ERROR) && !(s->flags & TN__S_CLOSED)) {
+        /* A hang-up or error (a reset) while we do not read: nothing above
+         * consumed it, so the level-triggered poll would report it again at
+         * once, forever (a busy loop), and the owner would never hear that
+         * the peer is gone. */
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        tn__stream_close(s);
+        s->ops->on_error(s, err ? -err : TN_ECLOSED);
+    }
+}
+
+/* ------------------------------------------------------------- connector
+ * Resolve (numeric at once, names on the executor), then a non-blocking
+ * connect, all under one timeout. Used by tn_tcp_connect and the client. */
+
+typedef struct tn__connector tn__connector;
+typedef void (*tn__connect_fn)(tn__connector *cn, int fd, int err);
+
+/* The resolver's job record is its own result, so a job still running when
+ * its connector is gone frees itself through the future (free_result). */
+typedef struct tn__resolve_job {
+    char host[256];
+    int port;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct sockaddr_storage alt; /* the first address of the other family */
+    socklen_t altlen;            /* 0: none */
+} tn__resolve_job;
+
+struct tn__connector {
+    tn_loop *loop;
+    tn__connect_fn done;
+    void *arg;
+    tn_future *resolving;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct sockaddr_storage alt; /* tried if addr fails (altlen 0: none) */
+    socklen_t altlen;
+    tn_timer timer;
+    int fd, timer_armed, finished;
+};
+
+static int tn__resolve_work(void *arg, void **result) {
+    tn__resolve_job *j = (tn__resolve_job *)arg;
+    struct addrinfo hints, *res = NULL;
+    char port[16];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof port, "%d", j->port);
+    *result = j;
+    if (getaddrinfo(j->host, port, &hints, &res) != 0 || !res) return TN_ERESOLVE;
+    memcpy(&j->addr, res->ai_addr, res->ai_addrlen);
+    j->addrlen = (socklen_t)res->ai_addrlen;
+    /* "localhost" is ::1 first on most dual-stack hosts, while our own
+     * listeners are IPv4: keep the first address of the other family to
+     * fall back on (as Tornado's TCPClient tries both families). */
+    {
+        struct addrinfo *ai;
+        for (ai = res->ai_next; ai; ai = ai->ai_next)
+            if (ai->ai_family != res->ai_family && ai->ai_addrlen <= sizeof j->alt) {
+                memcpy(&j->alt, ai->ai_addr, ai->ai_addrlen);
+                j->altlen = (socklen_t)ai->ai_addrlen;
+                break;
+            }
+    }
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void tn__connector_finish(tn__connector *cn, int fd, int err) {
+    if (cn->finished) return;
+    cn->finished = 1;
+    if (cn->timer_armed) tn_cancel_timer(cn->loop, cn->timer);
+    cn->timer_armed = 0;
+    if (cn->fd >= 0) tn_remove_handler(cn->loop, cn->fd);
+    if (err && cn->fd >= 0) close(cn->fd);
+    cn->fd = -1;
+    if (cn->resolving) {
+        tn_future_release(cn->resolving); /* a running lookup frees itself */
+        cn->resolving = NULL;
+    }
+    cn->done(cn, err ? -1 : fd, err);
+}
+
+static void tn__connector_connect(tn__connector *cn);
+
+/* The address failed: try the other family's address if there is one. */
+static int tn__connector_next(tn__connector *cn) {
+    if (!cn->altlen || cn->finished) return 0;
+    if (cn->fd >= 0) {
+        tn_remove_handler(cn->loop, cn->fd);
+        close(cn->fd);
+        cn->fd = -1;
+    }
+    memcpy(&cn->addr, &cn->alt, sizeof cn->addr);
+    cn->addrlen = cn->altlen;
+    cn->altlen = 0;
+    tn__connector_connect(cn);
+    return 1;
+}
+
+static void tn__connector_writable(tn_loop *l, int fd, unsigned events, void *arg) {
+    tn__connector *cn = (tn__connector *)arg;
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    (void)l;
+    (void)events;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
+    if (soerr) {
+        if (tn__connector_next(cn)) return;
+        tn__connector_finish(cn, -1, soerr == ECONNREFUSED ? TN_EREFUSED : -soerr);
+        return;
+    }
+    tn__connector_finish(cn, fd, 0);
+}
+
+static void tn__connector_connect(tn__connector *cn) {
+    int fd = socket(cn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), rc;
+    if (fd < 0) {
+        int e = errno; /* e.g. no IPv6 here: the other family may work */
+        if (tn__connector_next(cn)) return;
+        tn__connector_finish(cn, -1, -e);
+        return;
+    }
+    cn->fd = fd;
+    if (connect(fd, (struct sockaddr *)&cn->addr, cn->addrlen) == 0) {
+        tn__connector_finish(cn, fd, 0);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        cn->fd = -1;
+        if (tn__connector_next(cn)) return;
+        tn__connector_finish(cn, -1, e == ECONNREFUSED ? TN_EREFUSED : -e);
+        return;
+    }
+    rc = tn_add_handler(cn->loop, fd, TN_WRITE, tn__connector_writable, cn);
+    if (rc) {
+        close(fd);
+        cn->fd = -1;
+        tn__connector_finish(cn, -1, rc);
+    }
+}
+
+static void tn__connector_resolved(tn_future *f, void *arg) {
+    tn__connector *cn = (tn__connector *)arg;
+    int err = tn_future_error(f);
+    tn__resolve_job *j = (tn__resolve_job *)tn_future_take(f);
+    tn_future_release(f);
+    cn->resolving = NULL;
+    if (!err && j) {
+        memcpy(&cn->addr, &j->addr, sizeof cn->addr);
+        cn->addrlen = j->addrlen;
+        memcpy(&cn->alt, &j->alt, sizeof cn->alt);
+        cn->altlen = j->altlen;
+    }
+    TN_FREE(j);
+    if (err) tn__connector_finish(cn, -1, err == TN_ECANCELLED ? err : TN_ERESOLVE);
+    else tn__connector_connect(cn);
+}
+
+static void tn__connector_timeout(tn_loop *l, void *arg) {
+    tn__connector *cn = (tn__connector *)arg;
+    (void)l;
+    cn->timer_armed = 0;
+    tn__connector_finish(cn, -1, TN_ECONNECTTIMEOUT);
+}
+
+/* Starts connecting; cn->done is called exactly once (possibly before this
+ * returns), unless tn__connector_abort is called first. */
+static void tn__connector_start(tn__connector *cn, tn_loop *l, const char *host, int port, unsigned timeout_ms) {
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&cn->addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&cn->addr;
+    char h[256];
+    size_t hl = strlen(host);
+    cn->loop = l;
+    cn->fd = -1;
+    cn->altlen = 0;
+    cn->finished = 0;
+    cn->timer_armed = 0;
+    cn->resolving = NULL;
+    memset(&cn->addr, 0, sizeof cn->addr);
+    if (port <= 0 || port > 65535 || hl == 0 || hl >= sizeof h) {
+        tn__connector_finish(cn, -1, TN_EINVAL);
+        return;
+    }
+    /* "[::1]" is how a URL writes an IPv6 literal */
+    if (host[0] == '[' && host[hl - 1] == ']') {
+        memcpy(h, host + 1, hl - 2);
+        h[hl - 2] = 0;
+    } else {
+        memcpy(h, host, hl + 1);
+    }
+    if (timeout_ms && tn_call_later(l, timeout_ms, tn__connector_timeout, cn, &cn->timer) == 0)
+        cn->timer_armed = 1;
+    if (inet_pton(AF_INET, h, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        cn->addrlen = sizeof *v4;
+        tn__connector_connect(cn);
+    } else if (inet_pton(AF_INET6, h, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        cn->addrlen = sizeof *v6;
+        tn__connector_connect(cn);
+    } else {
+        tn__resolve_job *j = (tn__resolve_job *)TN_MALLOC(sizeof *j);
+        if (!j) {
+            tn__connector_finish(cn, -1, TN_ENOMEM);
+            return;
+        }
+        memset(j, 0, sizeof *j);
+        memcpy(j->host, h, strlen(h) + 1);
+        j->port = port;
+        cn->resolving = tn_run_in_executor(l, tn__resolve_work, j, tn_bytes_free);
+        if (!cn->resolving) {
+            TN_FREE(j);
+            tn__connector_finish(cn, -1, TN_ENOMEM);
+            return;
+        }
+        tn_future_on_done(cn->resolving, tn__connector_resolved, cn);
+    }
+}
+
+/* Stops an unfinished connect without calling done. */
+static void tn__connector_abort(tn__connector *cn) {
+    if (cn->finished) return;
+    cn->finished = 1;
+    if (cn->timer_armed) tn_cancel_timer(cn->loop, cn->timer);
+    cn->timer_armed = 0;
+    if (cn->fd >= 0) {
+        tn_remove_handler(cn->loop, cn->fd);
+        close(cn->fd);
+        cn->fd = -1;
+    }
+    if (cn->resolving) {
+        tn_future_release(cn->resolving);
+        cn->resolving = NULL;
+    }
+}
+
+/* --------------------------------------------------------- user streams */
+void tn_bytes_free(void *b) { TN_FREE(b); }
+
+static tn_bytes *tn__bytes_new(const char *p, size_t n) {
+    tn_bytes *b = (tn_bytes *)TN_MALLOC(sizeof(tn_bytes) + n);
+    if (!b) return NULL;
+    b->len = n;
+    if (n) memcpy(b->data, p, n);
+    b->data[n] = 0;
+    return b;
+}
+
+#define TN__RD_NONE 0
+#define TN__RD_UNTIL 1
+#define TN__RD_BYTES 2
+#define TN__RD_CLOSE 3
+
+typedef struct tn__wwait {
+    tn_future *f;
+    uint64_t end; /* resolves once this many bytes were ever written */
+} tn__wwait;
+
+typedef struct tn__ustream {
+    tn_stream s; /* first */
+    int rd_kind;
+    char delim[16];
+    size_t delim_len, want, scanned;
+    tn_future *rd;
+    tn__wwait *ww;
+    size_t nww, ww_cap;
+    uint64_t queued, written;
+    void (*on_close)(tn_stream *s, void *arg);
+    void *close_arg;
+    int failed; /* the error that closed it, or 0 */
+} tn__ustream;
+
+static void tn__ustream_settle_writes(tn__ustream *u, int err) {
+    size_t i = 0, k = 0;
+    for (i = 0; i < u->nww; i++) {
+        if (err) tn_future_fail(u->ww[i].f, err);
+        else if (u->ww[i].end <= u->written) tn_future_resolve(u->ww[i].f, NULL);
+        else u->ww[k++] = u->ww[i];
+    }
+    u->nww = k;
+}
+
+/* Completes the pending read if the buffer now satisfies it. */
+static void tn__ustream_try_read(tn__ustream *u) {
+    tn__buf *in = &u->s.in;
+    size_t avail = in->data ? in->len - in->off : 0, take = 0;
+    int done = 0, err = 0;
+    if (!u->rd) return;
+    switch (u->rd_kind) {
+    case TN__RD_UNTIL: {
+        size_t i = u->scanned > u->delim_len ? u->scanned - u->delim_len : 0;
+        for (; i + u->delim_len <= avail; i++) {
+            if (memcmp(in->data + in->off + i, u->delim, u->delim_len) == 0) {
+                take = i + u->delim_len;
+                done = 1;
+                break;
+            }
+        }
+        u->scanned = avail;
+        if (!done && take == 0 && avail >= u->want) err = TN_ETOOLARGE;
+        if (done && take > u->want) {
+            done = 0;
+            err = TN_ETOOLARGE;
+        }
+        break;
+    }
+    case TN__RD_BYTES:
+        if (avail >= u->want) {
+            take = u->want;
+            done = 1;
+        }
+        break;
+    case TN__RD_CLOSE:
+        if (avail > u->want) err = TN_ETOOLARGE;
+        else if (u->s.flags & TN__S_EOF) {
+            take = avail;
+            done = 1;
+        }
+        break;
+    default: break;
+    }
+    if (!done && !err && (u->s.flags & (TN__S_EOF | TN__S_CLOSED))) err = u->failed ? u->failed : TN_ECLOSED;
+    if (done || err) {
+        tn_future *f = u->rd;
+        u->rd = NULL;
+        u->rd_kind = TN__RD_NONE;
+        if (err) {
+            tn_future_fail(f, err);
+        } else {
+            tn_bytes *b = tn__bytes_new(in->data + in->off, take);
+            in->off += take;
+            if (in->off == in->len) tn__buf_release(u->s.loop, in);
+            if (b) tn_future_resolve_owned(f, b, tn_bytes_free);
+            else tn_future_fail(f, TN_ENOMEM);
+        }
+    }
+    /* Read only while a read waits (or to notice a close): bounded buffer. */
+    tn__stream_set_reading(&u->s, u->rd != NULL || avail == 0);
+}
+
+static void tn__ustream_on_read(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn__ustream_try_read(u);
+    if ((s->flags & TN__S_EOF) && u->on_close) {
+        void (*fn)(tn_stream *, void *) = u->on_close;
+        u->on_close = NULL;
+        fn(s, u->close_arg);
+    }
+}
+
+static void tn__ustream_on_drain(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    u->written = u->queued - tn__stream_pending(s);
+    tn__ustream_settle_writes(u, 0);
+}
+
+static void tn__ustream_on_error(tn_stream *s, int err) {
+    tn__ustream *u = (tn__ustream *)s;
+    u->failed = err;
+    tn__ustream_settle_writes(u, err);
+    tn__ustream_try_read(u);
+    if (u->on_close) {
+        void (*fn)(tn_stream *, void *) = u->on_close;
+        u->on_close = NULL;
+        fn(s, u->close_arg);
+    }
+}
+
+static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error, 0};
+
+static tn_stream *tn__ustream_new(tn_loop *l, int fd) {
+    tn__ustream *u = (tn__ustream *)TN_MALLOC(sizeof *u);
+    if (!u) return NULL;
+    memset(u, 0, sizeof *u);
+    if (tn__stream_init(&u->s, l, fd, &tn__ustream_ops)) {
+        TN_FREE(u);
+        return NULL;
+    }
+    return &u->s;
+}
+
+static tn_future *tn__ustream_read(tn_stream *s, int kind, const char *delim, size_t n) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn_future *f = tn_future_new(s->loop);
+    if (!f) return NULL;
+    if (u->rd) {
+        tn_future_fail(f, TN_ESTATE);
+        return f;
+    }
+    if (kind == TN__RD_UNTIL) {
+        size_t dl = strlen(delim);
+        if (dl == 0 || dl > sizeof u->delim) {
+            tn_future_fail(f, TN_EINVAL);
+            return f;
+        }
+        memcpy(u->delim, delim, dl);
+        u->delim_len = dl;
+        u->scanned = 0;
+    }
+    u->rd = f;
+    u->rd_kind = kind;
+    u->want = n;
+    tn__ustream_try_read(u);
+    return f;
+}
+
+tn_future *tn_stream_read_until(tn_stream *s, const char *delim, size_t max) {
+    return tn__ustream_read(s, TN__RD_UNTIL, delim, max);
+}
+tn_future *tn_stream_read_bytes(tn_stream *s, size_t n) { return tn__ustream_read(s, TN__RD_BYTES, NULL, n); }
+tn_future *tn_stream_read_until_close(tn_stream *s, size_t max) {
+    return tn__ustream_read(s, TN__RD_CLOSE, NULL, max);
+}
+
+tn_future *tn_stream_write(tn_stream *s, const void *data, size_t len) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn_future *f = tn_future_new(s->loop);
+    int rc;
+    if (!f) return NULL;
+    if (s->flags & TN__S_CLOSED) rc = u->failed ? u->failed : TN_ECLOSED;
+    else if (tn__stream_pending(s) + len > TN_STREAM_MAX_BUFFER) rc = TN_EFULL;
+    else if (tn__grow((void **)&u->ww, &u->ww_cap, u->nww + 1, sizeof *u->ww)) rc = TN_ENOMEM;
+    else rc = tn__stream_queue(s, (const char *)data, len);
+    if (rc) {
+        tn_future_fail(f, rc);
+        return f;
+    }
+    u->queued += len;
+    u->ww[u->nww].f = f;
+    u->ww[u->nww].end = u->queued;
+    u->nww++;
+    if (tn__stream_flush(s) == 0) tn__ustream_on_drain(s);
+    return f;
+}
+
+void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg), void *arg) {
+    tn__ustream *u = (tn__ustream *)s;
+    u->on_close = fn;
+    u->close_arg = arg;
+    tn__stream_set_reading(s, 1); /* to notice the close */
+}
+
+void tn_stream_close(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    if (!s) return;
+    tn__stream_close(s);
+    tn__ustream_settle_writes(u, TN_ECLOSED);
+    if (u->rd) {
+        tn_future_fail(u->rd, TN_ECLOSED);
+        u->rd = NULL;
+    }
+    tn__buf_release(s->loop, &s->in);
+    TN_FREE(u->ww);
+    TN_FREE(u);
+}
+
+int tn_stream_fd(const tn_stream *s) { return s->fd; }
+
+/* tn_tcp_connect: a connector whose done resolves a future. */
+typedef struct tn__tcp_connect {
+    tn__connector cn;
+    tn_future *f;
+} tn__tcp_connect;
+
+static void tn__tcp_connected(tn__connector *cn, int fd, int err) {
+    tn__tcp_connect *tc = (tn__tcp_connect *)cn;
+    tn_future *f = tc->f;
+    tn_loop *l = cn->loop;
+    TN_FREE(tc);
+    if (err) {
+        tn_future_fail(f, err);
+    } else {
+        tn_stream *s = tn__ustream_new(l, fd);
+        if (!s) {
+            close(fd);
+            tn_future_fail(f, TN_ENOMEM);
+        } else if (tn_future_resolve_owned(f, s, (tn_free_fn)tn_stream_close) != 0) {
+            /* cancelled meanwhile: resolve freed it */
+        }
+    }
+}
+
+static void tn__tcp_connect_cancelled(tn_future *f, void *arg) {
+    tn__tcp_connect *tc = (tn__tcp_connect *)arg;
+    tn__connector_abort(&tc->cn);
+    TN_FREE(tc);
+    tn_future_fail(f, TN_ECANCELLED);
+}
+
+tn_future *tn_tcp_connect(tn_loop *l, const char *host, int port, unsigned timeout_ms) {
+    tn__tcp_connect *tc = (tn__tcp_connect *)TN_MALLOC(sizeof *tc);
+    tn_future *f = tn_future_new(l);
+    if (!tc || !f) {
+        TN_FREE(tc);
+        if (f) {
+            tn__future_abandon(f);
+        }
+        return NULL;
+    }
+    memset(tc, 0, sizeof *tc);
+    tc->f = f;
+    tc->cn.done = tn__tcp_connected;
+    tn_future_on_cancel(f, tn__tcp_connect_cancelled, tc);
+    tn__connector_start(&tc->cn, l, host ? host : "127.0.0.1", port, timeout_ms);
+    return f;
+}
+
+typedef struct tn__tcp_listener {
+    tn_accept_fn fn;
+    void *arg;
+} tn__tcp_listener;
+
+static void tn__tcp_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
+    tn__tcp_listener *tl = (tn__tcp_listener *)arg;
+    int i;
+    (void)events;
+    for (i = 0; i < 64; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        tn_stream *s;
+        if (fd < 0) return;
+        s = tn__ustream_new(l, fd);
+        if (!s) {
+            close(fd);
+            continue;
+        }
+        tl->fn(s, tl->arg);
+    }
+}
+
+/* Binds and listens on an IPv4 address: shared by tn_tcp_listen and the
+ * HTTP server. Returns the fd or an error, and the bound port. */
+static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out) {
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    int fd, one = 1, rc;
+    if (port < 0 || port > 65535) return TN_EINVAL;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host ? host : "127.0.0.1", &sa.sin_addr) != 1) return TN_EINVAL;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef SO_REUSEPORT
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+#else
+    (void)reuseport;
+#endif
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, backlog) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (port_out) *port_out = ntohs(sa.sin_port);
+    return fd;
+}
+
+int tn_tcp_listen(tn_loop *l, const char *host, int port, tn_accept_fn fn, void *arg, int *listener_fd,
+                  int *port_out) {
+    tn__tcp_listener *tl;
+    int fd, rc;
+    if (!fn) return TN_EINVAL;
+    tl = (tn__tcp_listener *)TN_MALLOC(sizeof *tl);
+    if (!tl) return TN_ENOMEM;
+    tl->fn = fn;
+    tl->arg = arg;
+    fd = tn__listen_socket(host, port, 511, 0, port_out);
+    if (fd < 0) {
+        TN_FREE(tl);
+        return fd;
+    }
+    rc = tn_add_handler(l, fd, TN_READ, tn__tcp_accept, tl);
+    if (rc) {
+        close(fd);
+        TN_FREE(tl);
+        return rc;
+    }
+    if (listener_fd) *listener_fd = fd;
+    return 0;
+}
+
+void tn_tcp_unlisten(tn_loop *l, int fd) {
+    if (fd < 0 || (size_t)fd >= l->handlers_cap || l->handlers[fd].cb != tn__tcp_accept) return;
+    TN_FREE(l->handlers[fd].arg);
+    tn_remove_handler(l, fd);
+    close(fd);
+}
+
 /* tornado.h HTTP/1.1 message parser: implementation (declared above).
  *
  * How a head is parsed:
@@ -3070,9 +4037,6 @@ tn_future *tn_queue_join(tn_queue *q) {
  * lines ended by an empty line), so the decoder reuses the scan and the
  * field-line parser.
  */
-#ifndef TN_HTTP_PARSER_IMPL_H
-#define TN_HTTP_PARSER_IMPL_H
-
 /* The largest value an int holds: parsers return lengths as int. */
 #define TN__HTTP_INT_MAX ((size_t)((unsigned)-1 >> 1))
 
@@ -3931,283 +4895,8 @@ int tn_http_error_status(int err) {
     }
 }
 
-#endif /* TN_HTTP_PARSER_IMPL_H */
-
-/* ---------------------------------------------------------- buffer pool
- * Connections borrow read and write buffers only while they read or write;
- * an idle keep-alive connection holds none. Freed buffers of the standard
- * size wait on a per-loop free list (up to TN_BUF_POOL of them). */
-typedef struct tn__buf {
-    char *data;
-    size_t off, len, cap; /* live bytes: data[off .. len) */
-} tn__buf;
-
-static int tn__buf_reserve(tn_loop *l, tn__buf *b, size_t extra) {
-    size_t need;
-    if (!b->data) {
-        if (l->buf_free) {
-            b->data = (char *)l->buf_free;
-            l->buf_free = *(void **)l->buf_free;
-            l->nbuf_free--;
-        } else if (!(b->data = (char *)TN_MALLOC(TN_BUF_SIZE))) {
-            return TN_ENOMEM;
-        }
-        b->cap = TN_BUF_SIZE;
-        b->off = b->len = 0;
-    }
-    if (b->cap - b->len >= extra) return 0;
-    if (b->off) { /* slide live bytes down before growing */
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->cap - b->len >= extra) return 0;
-    }
-    need = b->len + extra;
-    if (need < b->len) return TN_ENOMEM;
-    {
-        size_t ncap = b->cap;
-        char *nd;
-        while (ncap < need) ncap *= 2;
-        nd = (char *)TN_REALLOC(b->data, ncap);
-        if (!nd) return TN_ENOMEM;
-        b->data = nd;
-        b->cap = ncap;
-    }
-    return 0;
-}
-
-static void tn__buf_release(tn_loop *l, tn__buf *b) {
-    if (!b->data) return;
-    if (b->cap == TN_BUF_SIZE && l->nbuf_free + 1 <= TN_BUF_POOL) { /* not "<": -Wtype-limits at 0 */
-        *(void **)b->data = l->buf_free;
-        l->buf_free = b->data;
-        l->nbuf_free++;
-    } else {
-        TN_FREE(b->data);
-    }
-    b->data = NULL;
-    b->off = b->len = b->cap = 0;
-}
-
-static int tn__buf_append(tn_loop *l, tn__buf *b, const char *p, size_t n) {
-    /* Room already (the usual case for the pieces of a response head):
-     * no call. */
-    if ((!b->data || b->cap - b->len < n) && tn__buf_reserve(l, b, n)) return TN_ENOMEM;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static void tn__bufpool_free(tn_loop *l) {
-    while (l->buf_free) {
-        void *next = *(void **)l->buf_free;
-        TN_FREE(l->buf_free);
-        l->buf_free = next;
-    }
-    l->nbuf_free = 0;
-}
-
-/* ---------------------------------------------------------------- streams
- * A stream owns an fd and two buffers. Its owner (the HTTP connection, the
- * client) gets three calls: bytes arrived, output drained, closed. Output
- * is only queued by tn__stream_queue; tn__stream_flush writes it, so a
- * batch of pipelined responses goes out in one write(2). */
-typedef struct tn__stream_ops {
-    void (*on_read)(tn_stream *s);   /* new bytes in s->in, or s->eof set */
-    void (*on_drain)(tn_stream *s);  /* pending output fell to low or below */
-    void (*on_error)(tn_stream *s, int err); /* read/write failed; s is closed */
-    size_t low; /* on_drain once pending output is at most this (per owner kind, so not per stream) */
-} tn__stream_ops;
-
-#define TN__S_EOF 1u     /* the peer closed its side */
-#define TN__S_CLOSED 2u  /* our fd is closed */
-#define TN__S_READING 4u /* we want TN_READ */
-
-struct tn_stream {
-    tn_loop *loop;
-    const tn__stream_ops *ops;
-    tn__buf in, out;
-    uint64_t written; /* bytes ever written: owners measure progress */
-    int fd;
-    uint16_t flags;  /* TN__S_* */
-    uint16_t oflags; /* the owner's own bits: here they cost no padding */
-};
-
-static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg);
-
-static int tn__stream_init(tn_stream *s, tn_loop *l, int fd, const tn__stream_ops *ops) {
-    memset(s, 0, sizeof *s);
-    s->loop = l;
-    s->fd = fd;
-    s->ops = ops;
-    s->flags = TN__S_READING;
-    return tn_add_handler(l, fd, TN_READ, tn__stream_io, s);
-}
-
-static void tn__stream_interest(tn_stream *s) {
-    unsigned ev = 0;
-    if (s->flags & TN__S_CLOSED) return;
-    if ((s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) ev |= TN_READ;
-    if (s->out.len > s->out.off) ev |= TN_WRITE;
-    /* Neither: still hear a reset, so a paused connection that dies is
-     * noticed (its handler cancelled) instead of lingering. */
-    tn_update_handler(s->loop, s->fd, ev ? ev : TN_ERROR); /* a no-op when unchanged */
-}
-
-static void tn__stream_set_reading(tn_stream *s, int on) {
-    if (on) s->flags |= TN__S_READING;
-    else s->flags &= ~TN__S_READING;
-    tn__stream_interest(s);
-}
-
-/* Closes the fd and gives the buffers back. The owner frees the stream. */
-static void tn__stream_close(tn_stream *s) {
-    if (s->flags & TN__S_CLOSED) return;
-    s->flags |= TN__S_CLOSED;
-    tn_remove_handler(s->loop, s->fd);
-    close(s->fd);
-    s->fd = -1;
-    tn__buf_release(s->loop, &s->out);
-}
-
-static size_t tn__stream_pending(const tn_stream *s) { return s->out.len - s->out.off; }
-
-/* Bytes the peer has taken: what we wrote, less what still sits in the
- * kernel's send queue (TIOCOUTQ where there is one). Our own writes alone
- * cannot tell a slow reader from a dead one when the kernel buffers
- * megabytes. */
-static uint64_t tn__stream_delivered(const tn_stream *s) {
-#ifdef TIOCOUTQ
-    int queued = 0;
-    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0 && queued >= 0 && (uint64_t)queued <= s->written)
-        return s->written - (uint64_t)queued;
-#endif
-    return s->written;
-}
-
-/* Whether the kernel still holds bytes the peer has not taken (1 where
- * that cannot be asked). */
-static int tn__stream_kernel_queued(const tn_stream *s) {
-#ifdef TIOCOUTQ
-    int queued = 0;
-    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0) return queued > 0;
-#else
-    (void)s;
-#endif
-    return 1;
-}
-
-static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
-    if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
-    return tn__buf_append(s->loop, &s->out, p, n);
-}
-
-/* Writes what it can. Returns 0 (maybe with bytes left, then TN_WRITE is
- * watched) or an error (the stream is then closed and on_error called). */
-static int tn__stream_flush(tn_stream *s) {
-    while (s->out.len > s->out.off) {
-        ssize_t n = write(s->fd, s->out.data + s->out.off, s->out.len - s->out.off);
-        if (n < 0) {
-            int err = errno;
-            if (err == EINTR) continue;
-            if (err == EAGAIN || err == EWOULDBLOCK) break;
-            tn__stream_close(s);
-            s->ops->on_error(s, -err);
-            return -err;
-        }
-        s->out.off += (size_t)n;
-        s->written += (uint64_t)n;
-    }
-    if (s->out.off == s->out.len) tn__buf_release(s->loop, &s->out);
-    tn__stream_interest(s);
-    return 0;
-}
-
-/* One read per readiness event: level-triggered polling brings us back if
- * more is waiting, and other connections get their turn meanwhile. */
-static int tn__stream_read(tn_stream *s) {
-    ssize_t n;
-    if (s->in.len == s->in.cap || !s->in.data) {
-        if (tn__buf_reserve(s->loop, &s->in, s->in.data ? s->in.cap : TN_BUF_SIZE)) return TN_ENOMEM;
-    }
-    do
-        n = read(s->fd, s->in.data + s->in.len, s->in.cap - s->in.len);
-    while (n < 0 && errno == EINTR);
-    if (n > 0) {
-        s->in.len += (size_t)n;
-        return 1;
-    }
-    if (n == 0) {
-        s->flags |= TN__S_EOF;
-        tn__stream_interest(s);
-        return 1;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    return -errno;
-}
-
-static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
-    tn_stream *s = (tn_stream *)arg;
-    (void)l;
-    (void)fd;
-    if (events == TN_ERROR && !(s->flags & TN__S_CLOSED)) {
-        /* Watched for hang-ups only (paused) and the peer is gone. */
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-        tn__stream_close(s);
-        s->ops->on_error(s, soerr ? -soerr : -ECONNRESET);
-        return;
-    }
-    if ((events & TN_WRITE) && tn__stream_pending(s)) {
-        if (tn__stream_flush(s)) return;
-        if (tn__stream_pending(s) <= s->ops->low) {
-            /* s is not touched after on_drain: its owner may be gone (an
-             * HTTP connection that closes once its output is out frees
-             * itself there; reading s->flags after it was a use after
-             * free). A read that was ready too is reported again: the
-             * poll is level-triggered. */
-            s->ops->on_drain(s);
-            return;
-        }
-    }
-    if ((events & (TN_READ | TN_ERROR)) && (s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) {
-        int rc = tn__stream_read(s);
-        if (rc < 0) {
-            tn__stream_close(s);
-            s->ops->on_error(s, rc);
-            return;
-        }
-        if (rc > 0) s->ops->on_read(s);
-    } else if ((events & TN_ERROR) && !(s->flags & TN__S_CLOSED)) {
-        /* A hang-up or error (a reset) while we do not read: nothing above
-         * consumed it, so the level-triggered poll would report it again at
-         * once, forever (a busy loop), and the owner would never hear that
-         * the peer is gone. */
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-        tn__stream_close(s);
-        s->ops->on_error(s, err ? -err : TN_ECLOSED);
-    }
-}
 
 /* ------------------------------------------------------------ HTTP server */
-#ifndef TN_HTTP_MAX_BODY
-#define TN_HTTP_MAX_BODY (1024 * 1024)
-#endif
-#ifndef TN_HTTP_WRITE_HIGH
-#define TN_HTTP_WRITE_HIGH (256 * 1024) /* stop reading pipelined requests above this */
-#endif
-#ifndef TN_HTTP_WRITE_LOW
-#define TN_HTTP_WRITE_LOW (64 * 1024)   /* tn_http_drain resolves below this */
-#endif
-#ifndef TN_HTTP_MAX_PARAMS
-#define TN_HTTP_MAX_PARAMS 8
-#endif
-#ifndef TN_HTTP_REQ_POOL
-#define TN_HTTP_REQ_POOL 64 /* request objects kept for reuse per server */
-#endif
 
 typedef struct tn__route {
     char *method; /* NULL: any */
@@ -5533,8 +6222,6 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
     return 0;
 }
 
-static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out);
-
 int tn_http_listen(tn_http_server *srv, const char *host, int port) {
     int fd, rc;
     if (srv->nlisten == (int)(sizeof srv->lfds / sizeof srv->lfds[0])) return TN_EFULL;
@@ -5771,594 +6458,6 @@ int tn_http_header_at(const tn_http_request *r, size_t i, const char **name, con
 const char *tn_http_body(const tn_http_request *r, size_t *len) {
     if (len) *len = r->route && r->route->opts.on_body ? 0 : r->body_len;
     return r->base ? r->conn->s.in.data + r->conn->s.in.off + r->head_len : "";
-}
-
-/* ------------------------------------------------------------- connector
- * Resolve (numeric at once, names on the executor), then a non-blocking
- * connect, all under one timeout. Used by tn_tcp_connect and the client. */
-#ifndef TN_STREAM_MAX_BUFFER
-#define TN_STREAM_MAX_BUFFER (100u * 1024 * 1024)
-#endif
-
-typedef struct tn__connector tn__connector;
-typedef void (*tn__connect_fn)(tn__connector *cn, int fd, int err);
-
-/* The resolver's job record is its own result, so a job still running when
- * its connector is gone frees itself through the future (free_result). */
-typedef struct tn__resolve_job {
-    char host[256];
-    int port;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    struct sockaddr_storage alt; /* the first address of the other family */
-    socklen_t altlen;            /* 0: none */
-} tn__resolve_job;
-
-struct tn__connector {
-    tn_loop *loop;
-    tn__connect_fn done;
-    void *arg;
-    tn_future *resolving;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    struct sockaddr_storage alt; /* tried if addr fails (altlen 0: none) */
-    socklen_t altlen;
-    tn_timer timer;
-    int fd, timer_armed, finished;
-};
-
-static int tn__resolve_work(void *arg, void **result) {
-    tn__resolve_job *j = (tn__resolve_job *)arg;
-    struct addrinfo hints, *res = NULL;
-    char port[16];
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof port, "%d", j->port);
-    *result = j;
-    if (getaddrinfo(j->host, port, &hints, &res) != 0 || !res) return TN_ERESOLVE;
-    memcpy(&j->addr, res->ai_addr, res->ai_addrlen);
-    j->addrlen = (socklen_t)res->ai_addrlen;
-    /* "localhost" is ::1 first on most dual-stack hosts, while our own
-     * listeners are IPv4: keep the first address of the other family to
-     * fall back on (as Tornado's TCPClient tries both families). */
-    {
-        struct addrinfo *ai;
-        for (ai = res->ai_next; ai; ai = ai->ai_next)
-            if (ai->ai_family != res->ai_family && ai->ai_addrlen <= sizeof j->alt) {
-                memcpy(&j->alt, ai->ai_addr, ai->ai_addrlen);
-                j->altlen = (socklen_t)ai->ai_addrlen;
-                break;
-            }
-    }
-    freeaddrinfo(res);
-    return 0;
-}
-
-static void tn__connector_finish(tn__connector *cn, int fd, int err) {
-    if (cn->finished) return;
-    cn->finished = 1;
-    if (cn->timer_armed) tn_cancel_timer(cn->loop, cn->timer);
-    cn->timer_armed = 0;
-    if (cn->fd >= 0) tn_remove_handler(cn->loop, cn->fd);
-    if (err && cn->fd >= 0) close(cn->fd);
-    cn->fd = -1;
-    if (cn->resolving) {
-        tn_future_release(cn->resolving); /* a running lookup frees itself */
-        cn->resolving = NULL;
-    }
-    cn->done(cn, err ? -1 : fd, err);
-}
-
-static void tn__connector_connect(tn__connector *cn);
-
-/* The address failed: try the other family's address if there is one. */
-static int tn__connector_next(tn__connector *cn) {
-    if (!cn->altlen || cn->finished) return 0;
-    if (cn->fd >= 0) {
-        tn_remove_handler(cn->loop, cn->fd);
-        close(cn->fd);
-        cn->fd = -1;
-    }
-    memcpy(&cn->addr, &cn->alt, sizeof cn->addr);
-    cn->addrlen = cn->altlen;
-    cn->altlen = 0;
-    tn__connector_connect(cn);
-    return 1;
-}
-
-static void tn__connector_writable(tn_loop *l, int fd, unsigned events, void *arg) {
-    tn__connector *cn = (tn__connector *)arg;
-    int soerr = 0;
-    socklen_t sl = sizeof soerr;
-    (void)l;
-    (void)events;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
-    if (soerr) {
-        if (tn__connector_next(cn)) return;
-        tn__connector_finish(cn, -1, soerr == ECONNREFUSED ? TN_EREFUSED : -soerr);
-        return;
-    }
-    tn__connector_finish(cn, fd, 0);
-}
-
-static void tn__connector_connect(tn__connector *cn) {
-    int fd = socket(cn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), rc;
-    if (fd < 0) {
-        int e = errno; /* e.g. no IPv6 here: the other family may work */
-        if (tn__connector_next(cn)) return;
-        tn__connector_finish(cn, -1, -e);
-        return;
-    }
-    cn->fd = fd;
-    if (connect(fd, (struct sockaddr *)&cn->addr, cn->addrlen) == 0) {
-        tn__connector_finish(cn, fd, 0);
-        return;
-    }
-    if (errno != EINPROGRESS) {
-        int e = errno;
-        close(fd);
-        cn->fd = -1;
-        if (tn__connector_next(cn)) return;
-        tn__connector_finish(cn, -1, e == ECONNREFUSED ? TN_EREFUSED : -e);
-        return;
-    }
-    rc = tn_add_handler(cn->loop, fd, TN_WRITE, tn__connector_writable, cn);
-    if (rc) {
-        close(fd);
-        cn->fd = -1;
-        tn__connector_finish(cn, -1, rc);
-    }
-}
-
-static void tn__connector_resolved(tn_future *f, void *arg) {
-    tn__connector *cn = (tn__connector *)arg;
-    int err = tn_future_error(f);
-    tn__resolve_job *j = (tn__resolve_job *)tn_future_take(f);
-    tn_future_release(f);
-    cn->resolving = NULL;
-    if (!err && j) {
-        memcpy(&cn->addr, &j->addr, sizeof cn->addr);
-        cn->addrlen = j->addrlen;
-        memcpy(&cn->alt, &j->alt, sizeof cn->alt);
-        cn->altlen = j->altlen;
-    }
-    TN_FREE(j);
-    if (err) tn__connector_finish(cn, -1, err == TN_ECANCELLED ? err : TN_ERESOLVE);
-    else tn__connector_connect(cn);
-}
-
-static void tn__connector_timeout(tn_loop *l, void *arg) {
-    tn__connector *cn = (tn__connector *)arg;
-    (void)l;
-    cn->timer_armed = 0;
-    tn__connector_finish(cn, -1, TN_ECONNECTTIMEOUT);
-}
-
-/* Starts connecting; cn->done is called exactly once (possibly before this
- * returns), unless tn__connector_abort is called first. */
-static void tn__connector_start(tn__connector *cn, tn_loop *l, const char *host, int port, unsigned timeout_ms) {
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&cn->addr;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&cn->addr;
-    char h[256];
-    size_t hl = strlen(host);
-    cn->loop = l;
-    cn->fd = -1;
-    cn->altlen = 0;
-    cn->finished = 0;
-    cn->timer_armed = 0;
-    cn->resolving = NULL;
-    memset(&cn->addr, 0, sizeof cn->addr);
-    if (port <= 0 || port > 65535 || hl == 0 || hl >= sizeof h) {
-        tn__connector_finish(cn, -1, TN_EINVAL);
-        return;
-    }
-    /* "[::1]" is how a URL writes an IPv6 literal */
-    if (host[0] == '[' && host[hl - 1] == ']') {
-        memcpy(h, host + 1, hl - 2);
-        h[hl - 2] = 0;
-    } else {
-        memcpy(h, host, hl + 1);
-    }
-    if (timeout_ms && tn_call_later(l, timeout_ms, tn__connector_timeout, cn, &cn->timer) == 0)
-        cn->timer_armed = 1;
-    if (inet_pton(AF_INET, h, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        cn->addrlen = sizeof *v4;
-        tn__connector_connect(cn);
-    } else if (inet_pton(AF_INET6, h, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
-        cn->addrlen = sizeof *v6;
-        tn__connector_connect(cn);
-    } else {
-        tn__resolve_job *j = (tn__resolve_job *)TN_MALLOC(sizeof *j);
-        if (!j) {
-            tn__connector_finish(cn, -1, TN_ENOMEM);
-            return;
-        }
-        memset(j, 0, sizeof *j);
-        memcpy(j->host, h, strlen(h) + 1);
-        j->port = port;
-        cn->resolving = tn_run_in_executor(l, tn__resolve_work, j, tn_bytes_free);
-        if (!cn->resolving) {
-            TN_FREE(j);
-            tn__connector_finish(cn, -1, TN_ENOMEM);
-            return;
-        }
-        tn_future_on_done(cn->resolving, tn__connector_resolved, cn);
-    }
-}
-
-/* Stops an unfinished connect without calling done. */
-static void tn__connector_abort(tn__connector *cn) {
-    if (cn->finished) return;
-    cn->finished = 1;
-    if (cn->timer_armed) tn_cancel_timer(cn->loop, cn->timer);
-    cn->timer_armed = 0;
-    if (cn->fd >= 0) {
-        tn_remove_handler(cn->loop, cn->fd);
-        close(cn->fd);
-        cn->fd = -1;
-    }
-    if (cn->resolving) {
-        tn_future_release(cn->resolving);
-        cn->resolving = NULL;
-    }
-}
-
-/* --------------------------------------------------------- user streams */
-void tn_bytes_free(void *b) { TN_FREE(b); }
-
-static tn_bytes *tn__bytes_new(const char *p, size_t n) {
-    tn_bytes *b = (tn_bytes *)TN_MALLOC(sizeof(tn_bytes) + n);
-    if (!b) return NULL;
-    b->len = n;
-    if (n) memcpy(b->data, p, n);
-    b->data[n] = 0;
-    return b;
-}
-
-#define TN__RD_NONE 0
-#define TN__RD_UNTIL 1
-#define TN__RD_BYTES 2
-#define TN__RD_CLOSE 3
-
-typedef struct tn__wwait {
-    tn_future *f;
-    uint64_t end; /* resolves once this many bytes were ever written */
-} tn__wwait;
-
-typedef struct tn__ustream {
-    tn_stream s; /* first */
-    int rd_kind;
-    char delim[16];
-    size_t delim_len, want, scanned;
-    tn_future *rd;
-    tn__wwait *ww;
-    size_t nww, ww_cap;
-    uint64_t queued, written;
-    void (*on_close)(tn_stream *s, void *arg);
-    void *close_arg;
-    int failed; /* the error that closed it, or 0 */
-} tn__ustream;
-
-static void tn__ustream_settle_writes(tn__ustream *u, int err) {
-    size_t i = 0, k = 0;
-    for (i = 0; i < u->nww; i++) {
-        if (err) tn_future_fail(u->ww[i].f, err);
-        else if (u->ww[i].end <= u->written) tn_future_resolve(u->ww[i].f, NULL);
-        else u->ww[k++] = u->ww[i];
-    }
-    u->nww = k;
-}
-
-/* Completes the pending read if the buffer now satisfies it. */
-static void tn__ustream_try_read(tn__ustream *u) {
-    tn__buf *in = &u->s.in;
-    size_t avail = in->data ? in->len - in->off : 0, take = 0;
-    int done = 0, err = 0;
-    if (!u->rd) return;
-    switch (u->rd_kind) {
-    case TN__RD_UNTIL: {
-        size_t i = u->scanned > u->delim_len ? u->scanned - u->delim_len : 0;
-        for (; i + u->delim_len <= avail; i++) {
-            if (memcmp(in->data + in->off + i, u->delim, u->delim_len) == 0) {
-                take = i + u->delim_len;
-                done = 1;
-                break;
-            }
-        }
-        u->scanned = avail;
-        if (!done && take == 0 && avail >= u->want) err = TN_ETOOLARGE;
-        if (done && take > u->want) {
-            done = 0;
-            err = TN_ETOOLARGE;
-        }
-        break;
-    }
-    case TN__RD_BYTES:
-        if (avail >= u->want) {
-            take = u->want;
-            done = 1;
-        }
-        break;
-    case TN__RD_CLOSE:
-        if (avail > u->want) err = TN_ETOOLARGE;
-        else if (u->s.flags & TN__S_EOF) {
-            take = avail;
-            done = 1;
-        }
-        break;
-    default: break;
-    }
-    if (!done && !err && (u->s.flags & (TN__S_EOF | TN__S_CLOSED))) err = u->failed ? u->failed : TN_ECLOSED;
-    if (done || err) {
-        tn_future *f = u->rd;
-        u->rd = NULL;
-        u->rd_kind = TN__RD_NONE;
-        if (err) {
-            tn_future_fail(f, err);
-        } else {
-            tn_bytes *b = tn__bytes_new(in->data + in->off, take);
-            in->off += take;
-            if (in->off == in->len) tn__buf_release(u->s.loop, in);
-            if (b) tn_future_resolve_owned(f, b, tn_bytes_free);
-            else tn_future_fail(f, TN_ENOMEM);
-        }
-    }
-    /* Read only while a read waits (or to notice a close): bounded buffer. */
-    tn__stream_set_reading(&u->s, u->rd != NULL || avail == 0);
-}
-
-static void tn__ustream_on_read(tn_stream *s) {
-    tn__ustream *u = (tn__ustream *)s;
-    tn__ustream_try_read(u);
-    if ((s->flags & TN__S_EOF) && u->on_close) {
-        void (*fn)(tn_stream *, void *) = u->on_close;
-        u->on_close = NULL;
-        fn(s, u->close_arg);
-    }
-}
-
-static void tn__ustream_on_drain(tn_stream *s) {
-    tn__ustream *u = (tn__ustream *)s;
-    u->written = u->queued - tn__stream_pending(s);
-    tn__ustream_settle_writes(u, 0);
-}
-
-static void tn__ustream_on_error(tn_stream *s, int err) {
-    tn__ustream *u = (tn__ustream *)s;
-    u->failed = err;
-    tn__ustream_settle_writes(u, err);
-    tn__ustream_try_read(u);
-    if (u->on_close) {
-        void (*fn)(tn_stream *, void *) = u->on_close;
-        u->on_close = NULL;
-        fn(s, u->close_arg);
-    }
-}
-
-static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error, 0};
-
-static tn_stream *tn__ustream_new(tn_loop *l, int fd) {
-    tn__ustream *u = (tn__ustream *)TN_MALLOC(sizeof *u);
-    if (!u) return NULL;
-    memset(u, 0, sizeof *u);
-    if (tn__stream_init(&u->s, l, fd, &tn__ustream_ops)) {
-        TN_FREE(u);
-        return NULL;
-    }
-    return &u->s;
-}
-
-static tn_future *tn__ustream_read(tn_stream *s, int kind, const char *delim, size_t n) {
-    tn__ustream *u = (tn__ustream *)s;
-    tn_future *f = tn_future_new(s->loop);
-    if (!f) return NULL;
-    if (u->rd) {
-        tn_future_fail(f, TN_ESTATE);
-        return f;
-    }
-    if (kind == TN__RD_UNTIL) {
-        size_t dl = strlen(delim);
-        if (dl == 0 || dl > sizeof u->delim) {
-            tn_future_fail(f, TN_EINVAL);
-            return f;
-        }
-        memcpy(u->delim, delim, dl);
-        u->delim_len = dl;
-        u->scanned = 0;
-    }
-    u->rd = f;
-    u->rd_kind = kind;
-    u->want = n;
-    tn__ustream_try_read(u);
-    return f;
-}
-
-tn_future *tn_stream_read_until(tn_stream *s, const char *delim, size_t max) {
-    return tn__ustream_read(s, TN__RD_UNTIL, delim, max);
-}
-tn_future *tn_stream_read_bytes(tn_stream *s, size_t n) { return tn__ustream_read(s, TN__RD_BYTES, NULL, n); }
-tn_future *tn_stream_read_until_close(tn_stream *s, size_t max) {
-    return tn__ustream_read(s, TN__RD_CLOSE, NULL, max);
-}
-
-tn_future *tn_stream_write(tn_stream *s, const void *data, size_t len) {
-    tn__ustream *u = (tn__ustream *)s;
-    tn_future *f = tn_future_new(s->loop);
-    int rc;
-    if (!f) return NULL;
-    if (s->flags & TN__S_CLOSED) rc = u->failed ? u->failed : TN_ECLOSED;
-    else if (tn__stream_pending(s) + len > TN_STREAM_MAX_BUFFER) rc = TN_EFULL;
-    else if (tn__grow((void **)&u->ww, &u->ww_cap, u->nww + 1, sizeof *u->ww)) rc = TN_ENOMEM;
-    else rc = tn__stream_queue(s, (const char *)data, len);
-    if (rc) {
-        tn_future_fail(f, rc);
-        return f;
-    }
-    u->queued += len;
-    u->ww[u->nww].f = f;
-    u->ww[u->nww].end = u->queued;
-    u->nww++;
-    if (tn__stream_flush(s) == 0) tn__ustream_on_drain(s);
-    return f;
-}
-
-void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg), void *arg) {
-    tn__ustream *u = (tn__ustream *)s;
-    u->on_close = fn;
-    u->close_arg = arg;
-    tn__stream_set_reading(s, 1); /* to notice the close */
-}
-
-void tn_stream_close(tn_stream *s) {
-    tn__ustream *u = (tn__ustream *)s;
-    if (!s) return;
-    tn__stream_close(s);
-    tn__ustream_settle_writes(u, TN_ECLOSED);
-    if (u->rd) {
-        tn_future_fail(u->rd, TN_ECLOSED);
-        u->rd = NULL;
-    }
-    tn__buf_release(s->loop, &s->in);
-    TN_FREE(u->ww);
-    TN_FREE(u);
-}
-
-int tn_stream_fd(const tn_stream *s) { return s->fd; }
-
-/* tn_tcp_connect: a connector whose done resolves a future. */
-typedef struct tn__tcp_connect {
-    tn__connector cn;
-    tn_future *f;
-} tn__tcp_connect;
-
-static void tn__tcp_connected(tn__connector *cn, int fd, int err) {
-    tn__tcp_connect *tc = (tn__tcp_connect *)cn;
-    tn_future *f = tc->f;
-    tn_loop *l = cn->loop;
-    TN_FREE(tc);
-    if (err) {
-        tn_future_fail(f, err);
-    } else {
-        tn_stream *s = tn__ustream_new(l, fd);
-        if (!s) {
-            close(fd);
-            tn_future_fail(f, TN_ENOMEM);
-        } else if (tn_future_resolve_owned(f, s, (tn_free_fn)tn_stream_close) != 0) {
-            /* cancelled meanwhile: resolve freed it */
-        }
-    }
-}
-
-static void tn__tcp_connect_cancelled(tn_future *f, void *arg) {
-    tn__tcp_connect *tc = (tn__tcp_connect *)arg;
-    tn__connector_abort(&tc->cn);
-    TN_FREE(tc);
-    tn_future_fail(f, TN_ECANCELLED);
-}
-
-tn_future *tn_tcp_connect(tn_loop *l, const char *host, int port, unsigned timeout_ms) {
-    tn__tcp_connect *tc = (tn__tcp_connect *)TN_MALLOC(sizeof *tc);
-    tn_future *f = tn_future_new(l);
-    if (!tc || !f) {
-        TN_FREE(tc);
-        if (f) {
-            tn__future_abandon(f);
-        }
-        return NULL;
-    }
-    memset(tc, 0, sizeof *tc);
-    tc->f = f;
-    tc->cn.done = tn__tcp_connected;
-    tn_future_on_cancel(f, tn__tcp_connect_cancelled, tc);
-    tn__connector_start(&tc->cn, l, host ? host : "127.0.0.1", port, timeout_ms);
-    return f;
-}
-
-typedef struct tn__tcp_listener {
-    tn_accept_fn fn;
-    void *arg;
-} tn__tcp_listener;
-
-static void tn__tcp_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
-    tn__tcp_listener *tl = (tn__tcp_listener *)arg;
-    int i;
-    (void)events;
-    for (i = 0; i < 64; i++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        tn_stream *s;
-        if (fd < 0) return;
-        s = tn__ustream_new(l, fd);
-        if (!s) {
-            close(fd);
-            continue;
-        }
-        tl->fn(s, tl->arg);
-    }
-}
-
-/* Binds and listens on an IPv4 address: shared by tn_tcp_listen and the
- * HTTP server. Returns the fd or an error, and the bound port. */
-static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out) {
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    int fd, one = 1, rc;
-    if (port < 0 || port > 65535) return TN_EINVAL;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host ? host : "127.0.0.1", &sa.sin_addr) != 1) return TN_EINVAL;
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-#ifdef SO_REUSEPORT
-    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-#else
-    (void)reuseport;
-#endif
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, backlog) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    if (port_out) *port_out = ntohs(sa.sin_port);
-    return fd;
-}
-
-int tn_tcp_listen(tn_loop *l, const char *host, int port, tn_accept_fn fn, void *arg, int *listener_fd,
-                  int *port_out) {
-    tn__tcp_listener *tl;
-    int fd, rc;
-    if (!fn) return TN_EINVAL;
-    tl = (tn__tcp_listener *)TN_MALLOC(sizeof *tl);
-    if (!tl) return TN_ENOMEM;
-    tl->fn = fn;
-    tl->arg = arg;
-    fd = tn__listen_socket(host, port, 511, 0, port_out);
-    if (fd < 0) {
-        TN_FREE(tl);
-        return fd;
-    }
-    rc = tn_add_handler(l, fd, TN_READ, tn__tcp_accept, tl);
-    if (rc) {
-        close(fd);
-        TN_FREE(tl);
-        return rc;
-    }
-    if (listener_fd) *listener_fd = fd;
-    return 0;
-}
-
-void tn_tcp_unlisten(tn_loop *l, int fd) {
-    if (fd < 0 || (size_t)fd >= l->handlers_cap || l->handlers[fd].cb != tn__tcp_accept) return;
-    TN_FREE(l->handlers[fd].arg);
-    tn_remove_handler(l, fd);
-    close(fd);
 }
 
 /* ------------------------------------------------------------ HTTP client */
