@@ -310,6 +310,15 @@
 #ifndef TN_HTTP_REQ_POOL         /* request objects a server keeps for reuse */
 #define TN_HTTP_REQ_POOL 64
 #endif
+#ifndef TN_HTTP_MAX_BUFFERED     /* server-wide input beyond each connection's first buffer: 503 */
+#define TN_HTTP_MAX_BUFFERED (64u * 1024 * 1024)
+#endif
+#ifndef TN_HTTP_MAX_CONNECTIONS  /* a server's connections; more are answered 503 */
+#define TN_HTTP_MAX_CONNECTIONS 10000
+#endif
+#ifndef TN_HTTP_MAX_INTERIM      /* 1xx responses the client skips before one final */
+#define TN_HTTP_MAX_INTERIM 16
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -327,7 +336,7 @@ extern "C" {
 #define TN_ECLOSED     (-1005) /* the peer or the object was closed */
 #define TN_EEXIST      (-1006) /* already registered */
 #define TN_ENOENT      (-1007) /* not registered / no such item */
-#define TN_EFULL       (-1008) /* queue full (try_put) */
+#define TN_EFULL       (-1008) /* a buffer or queue at its limit (try_put, a response's copies) */
 #define TN_EEMPTY      (-1009) /* queue empty (try_get) */
 #define TN_ESTATE      (-1010) /* wrong state: future already done, loop running */
 #define TN_ENOTSUP     (-1011) /* not supported in this build */
@@ -338,6 +347,8 @@ extern "C" {
 #define TN_EQUEUETIMEOUT (-1016) /* waited too long for a free connection */
 #define TN_ENOTLS      (-1017) /* https:// asked for: TLS is not supported */
 #define TN_EREDIRECTS  (-1018) /* more redirects than allowed (a loop?) */
+#define TN_EINTERIM    (-1019) /* more interim (1xx) responses than TN_HTTP_MAX_INTERIM */
+#define TN_ECORESUME   (-1020) /* a coroutine resumed where no await is: an await inside a switch */
 /* HTTP message errors: each names the status a server answers with. */
 #define TN_EMALFORMED  (-1100) /* 400 Bad Request (or a malformed response) */
 #define TN_ETOOLARGE   (-1101) /* 413 Content Too Large */
@@ -914,7 +925,11 @@ typedef struct tn_http_server_opts {
     size_t max_head_bytes;      /* request line + fields: 65536 (TN_HTTP_MAX_HEAD) -> 431 */
     size_t max_target_bytes;    /* request-target: 8192 (TN_HTTP_MAX_TARGET) -> 414 */
     size_t max_body_bytes;      /* buffered body: 1 MiB (TN_HTTP_MAX_BODY) -> 413 */
-    size_t max_connections;     /* beyond it new connections get 503 and are closed: 10000 */
+    size_t max_buffered_bytes;  /* all connections' input beyond their first TN_BUF_SIZE
+                                   (long heads, buffered bodies): 64 MiB
+                                   (TN_HTTP_MAX_BUFFERED) -> 503 */
+    size_t max_connections;     /* beyond it new connections get 503 and close:
+                                   10000 (TN_HTTP_MAX_CONNECTIONS) */
     unsigned header_timeout_ms; /* from a request's first byte to its last head byte: 10000 */
     unsigned body_timeout_ms;   /* to receive the whole body: 60000 */
     unsigned idle_timeout_ms;   /* an idle keep-alive connection is closed: 60000 */
@@ -971,6 +986,10 @@ TN__API int tn_http_route_co(tn_http_server *srv, const char *method, const char
 TN__API tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms);
 /* Connections open right now (for tests and metrics). */
 TN__API size_t tn_http_server_connections(const tn_http_server *srv);
+/* Serves an already connected socket (inetd, socket activation, tests):
+ * from a 0 return on, fd is the server's (it closes it). 0, TN_ESTATE
+ * (shutting down), TN_EFULL (over the connection limits), TN_ENOMEM. */
+TN__API int tn_http_serve_fd(tn_http_server *srv, int fd);
 
 /* --- the request (valid until the response is finished) ---
  * Strings are NUL-terminated and point into the connection's buffer. */
@@ -993,22 +1012,51 @@ TN__API void *tn_http_frame(tn_http_request *req);
 /* True once the client has gone away: writes are then dropped. */
 TN__API int tn_http_closed(const tn_http_request *req);
 
-/* --- the response --- */
-/* Adds a response header. TN_EINVAL (and nothing sent) if name is not a
- * token or either contains CR, LF or NUL, and for Content-Length and
+/* --- the response ---
+ * Statuses are final ones, 200..599 (TN_EINVAL otherwise: the server sends
+ * the interim 100 Continue itself). content_type NULL: the Content-Type
+ * set with tn_http_set_header, else "text/plain; charset=utf-8".
+ * Memory: a response's body copies not yet taken by the kernel are at most
+ * TN_HTTP_WRITE_HIGH (256 KiB): a copy past it fails with TN_EFULL (a
+ * plain handler sends nothing before it returns, so that is its whole
+ * budget). A larger body goes by reference (the _ref calls: the caller's
+ * memory, freed with free_fn(free_arg) once written) or from a coroutine
+ * handler that awaits tn_http_drain between writes. */
+/* Sets a response header, replacing any of that name (case-insensitive).
+ * TN_EINVAL (and nothing set) if name is not a token or value holds CR, LF,
+ * NUL or another control byte, and for Content-Length and
  * Transfer-Encoding (the server frames the body: give the length to
  * tn_http_respond or tn_http_begin); "Connection: close" closes the
  * connection after this response. TN_ESTATE after headers went out. */
 TN__API int tn_http_set_header(tn_http_request *req, const char *name, const char *value);
-/* Responds with a whole body (copied); Content-Length is set. */
+/* Adds a header line, keeping those of the same name (Set-Cookie). */
+TN__API int tn_http_add_header(tn_http_request *req, const char *name, const char *value);
+/* Removes the headers of that name: 0, or TN_ENOENT if there was none. */
+TN__API int tn_http_clear_header(tn_http_request *req, const char *name);
+/* Responds with a whole body (copied; TN_EFULL over TN_HTTP_WRITE_HIGH);
+ * Content-Length is set. */
 TN__API int tn_http_respond(tn_http_request *req, int status, const char *content_type,
                            const char *body, size_t len);
+/* The same with the body by reference: it must stay valid until
+ * free_fn(free_arg) runs (once it is written or the connection is gone;
+ * at once if this fails: it is the server's from the call, in every case).
+ * free_fn may be NULL (static data). */
+TN__API int tn_http_respond_ref(tn_http_request *req, int status, const char *content_type,
+                               const char *body, size_t len, tn_free_fn free_fn, void *free_arg);
 /* Streaming: start the response (length -1: unknown, so chunked for
- * HTTP/1.1 and close-delimited for HTTP/1.0), write pieces, then finish. */
+ * HTTP/1.1 and close-delimited for HTTP/1.0), write pieces, then finish.
+ * tn_http_finish returns TN_EINVAL when fewer bytes than the declared
+ * length were written (the connection then closes: the body is cut). */
 TN__API int tn_http_begin(tn_http_request *req, int status, const char *content_type, int64_t length);
 TN__API int tn_http_write(tn_http_request *req, const char *data, size_t len);
-/* Resolves once the output buffer has drained below TN_HTTP_WRITE_LOW
- * (backpressure for large bodies); fails with TN_ECLOSED if the client left. */
+/* tn_http_write by reference (see tn_http_respond_ref). */
+TN__API int tn_http_write_ref(tn_http_request *req, const char *data, size_t len, tn_free_fn free_fn,
+                             void *free_arg);
+/* Resolves once the output has drained below TN_HTTP_WRITE_LOW
+ * (backpressure for large bodies), and no sooner than the next loop
+ * iteration after every TN_HTTP_WRITE_HIGH bytes of body (so a handler
+ * streaming to a fast reader still lets the loop serve others); fails with
+ * TN_ECLOSED if the client left. */
 TN__API tn_future *tn_http_drain(tn_http_request *req);
 TN__API int tn_http_finish(tn_http_request *req);
 /* The reason phrase of a status code ("Not Found"); "Unknown" otherwise. */
@@ -1034,6 +1082,9 @@ typedef struct tn_http_fetch_opts {
     const char *const *headers;   /* "Name: value" strings, NULL-terminated list */
     const char *body;             /* copied; may hold NULs (body_len) */
     size_t body_len;
+    tn_free_fn body_free;         /* set: body is not copied but taken by reference;
+                                     body_free(body) runs when the fetch ends (every
+                                     way it ends, a failing tn_http_fetch included) */
     unsigned connect_timeout_ms;  /* 0: the client's */
     unsigned request_timeout_ms;  /* 0: the client's (from leaving the queue to the end) */
     unsigned queue_timeout_ms;    /* waiting for a free connection; 0: request_timeout_ms */
@@ -1060,6 +1111,9 @@ TN__API int tn_http_client_new(tn_loop *loop, const tn_http_client_opts *opts, t
 /* Closes every connection; fetches still pending fail with TN_ECANCELLED. */
 TN__API void tn_http_client_free(tn_http_client *c);
 /* Fetches url ("http://host[:port]/path"; https:// fails with TN_ENOTLS).
+ * The request's Host and User-Agent are the client's unless opts->headers
+ * names them (any case: the user's replace them); Content-Length and
+ * Transfer-Encoding there are TN_EINVAL (the client frames the body).
  * Resolves with a tn_http_response* (yours: tn_http_response_free), for
  * any status; fails with TN_EQUEUETIMEOUT, TN_ECONNECTTIMEOUT, TN_ETIMEOUT
  * (request), TN_EREDIRECTS, TN_ECLOSED (cut off mid-response),
@@ -1105,7 +1159,18 @@ TN__API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, 
 #include <assert.h>
 
 
-#if defined(__linux__) && !defined(TN_BACKEND_POLL)
+/* Linux-only calls (epoll, eventfd, signalfd, accept4, SOCK_NONBLOCK,
+ * MSG_NOSIGNAL, TIOCOUTQ, sendfile) are used only where this holds;
+ * TN_POSIX_ONLY turns them off, which is what a BSD or macOS build gets. */
+#if defined(__linux__) && !defined(TN_POSIX_ONLY)
+#define TN__LINUX 1
+#include <sys/sendfile.h>
+#else
+#define TN__LINUX 0
+#endif
+#include <sys/uio.h>
+
+#if TN__LINUX && !defined(TN_BACKEND_POLL)
 #define TN__EPOLL 1
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -1133,7 +1198,7 @@ const char *tn_strerror(int err) {
     case TN_ECLOSED: return "closed";
     case TN_EEXIST: return "already registered";
     case TN_ENOENT: return "not found";
-    case TN_EFULL: return "queue full";
+    case TN_EFULL: return "full: a buffer or queue is at its limit";
     case TN_EEMPTY: return "queue empty";
     case TN_ESTATE: return "invalid state for this operation";
     case TN_ENOTSUP: return "not supported";
@@ -1144,6 +1209,8 @@ const char *tn_strerror(int err) {
     case TN_EQUEUETIMEOUT: return "timed out waiting in the queue for a connection";
     case TN_ENOTLS: return "TLS (https) is not supported";
     case TN_EREDIRECTS: return "too many redirects";
+    case TN_EINTERIM: return "too many interim (1xx) responses";
+    case TN_ECORESUME: return "coroutine resumed at no await (an await inside a switch needs TN_CO_LABELS)";
     case TN_EMALFORMED: return "malformed HTTP message";
     case TN_ETOOLARGE: return "body too large";
     case TN_EURILONG: return "request-target too long";
@@ -1170,6 +1237,14 @@ static int tn__grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (!np) return TN_ENOMEM;
     *p = np;
     *cap = ncap;
+    return 0;
+}
+
+static int tn__set_nonblock_cloexec(int fd) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+    fl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;
     return 0;
 }
 
@@ -1279,6 +1354,8 @@ struct tn_loop {
     size_t nfuture_free, njob_free;
     void *buf_free; /* pooled I/O buffers, linked through their first bytes */
     size_t nbuf_free;
+    void *sio_free; /* pooled stream I/O states (tn__sio), likewise */
+    size_t nsio_free;
     size_t nfutures, ncoroutines, njobs;
     int running, stop_requested;
 };
@@ -1465,13 +1542,6 @@ struct tn__be {
 #endif
 };
 
-TN__UNUSED static int tn__set_nonblock_cloexec(int fd) {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
-    fl = fcntl(fd, F_GETFD);
-    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) return -errno;
-    return 0;
-}
 
 #if TN__WAKE
 /* Reads the self-pipe dry. A non-zero byte is a signal number written by
@@ -3176,69 +3246,250 @@ tn_future *tn_queue_join(tn_queue *q) {
     return tn__waitlist_wait(q->loop, &q->joiners, NULL, tn__queue_join_cancelled, q);
 }
 
-/* ---------------------------------------------------------- buffer pool
- * Connections borrow read and write buffers only while they read or write;
- * an idle keep-alive connection holds none. Freed buffers of the standard
- * size wait on a per-loop free list (up to TN_BUF_POOL of them). */
+/* ==========================================================================
+ * STREAMS: sockets, the acceptor, buffers, the stream core, the connector
+ * and the public TCP streams. The HTTP server and client are owners of
+ * streams: they never read or write a socket themselves.
+ * ========================================================================== */
+
+/* ---------------------------------------------------------------- sockets
+ * Every socket we make or accept is non-blocking and close-on-exec, and is
+ * written with MSG_NOSIGNAL (or has SO_NOSIGPIPE where that is the only
+ * way), so a write to a reset peer is an EPIPE for us, never a SIGPIPE that
+ * kills an application that did not ignore it. */
+#if defined(MSG_NOSIGNAL) && !defined(TN_POSIX_ONLY)
+#define TN__NOSIGNAL MSG_NOSIGNAL
+#else
+#define TN__NOSIGNAL 0
+#endif
+
+static void tn__sock_prepare(int fd) {
+#if defined(SO_NOSIGPIPE) && TN__NOSIGNAL == 0
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#else
+    (void)fd;
+#endif
+}
+
+static int tn__socket(int family) {
+    int fd;
+#if TN__LINUX
+    fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+#else
+    int rc;
+    fd = socket(family, SOCK_STREAM, 0);
+    if (fd < 0) return -errno;
+    if ((rc = tn__set_nonblock_cloexec(fd)) != 0) {
+        close(fd);
+        return rc;
+    }
+#endif
+    tn__sock_prepare(fd);
+    return fd;
+}
+
+static int tn__accept(int lfd) {
+    int fd;
+#if TN__LINUX
+    fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return -errno;
+#else
+    int rc;
+    fd = accept(lfd, NULL, NULL);
+    if (fd < 0) return -errno;
+    if ((rc = tn__set_nonblock_cloexec(fd)) != 0) {
+        close(fd);
+        return rc;
+    }
+#endif
+    tn__sock_prepare(fd);
+    return fd;
+}
+
+/* Binds and listens: shared by tn_tcp_listen and the HTTP server. host is
+ * an IPv4 or IPv6 address or a name ("localhost"; resolved here, once, so
+ * call it before serving), NULL for 127.0.0.1. Returns the fd or an error,
+ * and the bound port. */
+static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out) {
+    struct addrinfo hints, *res = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ps[8];
+    int fd, one = 1, rc = 0;
+    if (port < 0 || port > 65535) return TN_EINVAL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host ? host : "127.0.0.1", ps, &hints, &res) != 0 || !res) return TN_EINVAL;
+    fd = tn__socket(res->ai_family);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return fd;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifdef SO_REUSEPORT
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+#else
+    (void)reuseport;
+#endif
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, backlog) < 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        rc = -errno;
+    freeaddrinfo(res);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    if (port_out)
+        *port_out = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+/* --------------------------------------------------------------- acceptor
+ * One accept loop for tn_tcp_listen and the HTTP server: a batch per
+ * readiness event. When accept fails for want of fds or memory (EMFILE,
+ * ENFILE, ENOBUFS, ENOMEM) the listener stays readable, so a level-
+ * triggered loop would spin on it: the acceptor pauses it for 100 ms, on a
+ * timer its owner cancels (tn__acceptor_close) when it goes away. */
+typedef struct tn__acceptor tn__acceptor;
+typedef void (*tn__accept_fn)(tn__acceptor *a, int fd);
+
+struct tn__acceptor {
+    tn_loop *loop;
+    tn__accept_fn fn; /* owns the new fd */
+    void *arg;        /* the owner's */
+    int fd;
+    int paused;
+    tn_timer resume;
+};
+
+#define TN__ACCEPT_BATCH 64
+#define TN__ACCEPT_PAUSE_MS 100
+
+static void tn__acceptor_resume(tn_loop *l, void *arg) {
+    tn__acceptor *a = (tn__acceptor *)arg;
+    a->paused = 0;
+    tn_update_handler(l, a->fd, TN_READ);
+}
+
+static void tn__acceptor_io(tn_loop *l, int lfd, unsigned events, void *arg) {
+    tn__acceptor *a = (tn__acceptor *)arg;
+    uint32_t gen = l->handlers[lfd].gen;
+    int i;
+    (void)events;
+    for (i = 0; i < TN__ACCEPT_BATCH; i++) {
+        int fd = tn__accept(lfd);
+        if (fd == -EINTR || fd == -ECONNABORTED) continue;
+        if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
+            if (tn_call_later(l, TN__ACCEPT_PAUSE_MS, tn__acceptor_resume, a, &a->resume) == 0) {
+                a->paused = 1;
+                tn_update_handler(l, lfd, 0);
+            }
+            return;
+        }
+        if (fd < 0) return; /* EAGAIN: the backlog is empty */
+        a->fn(a, fd);
+        /* The callback may have closed this listener. */
+        if (l->handlers[lfd].gen != gen) return;
+    }
+}
+
+static int tn__acceptor_open(tn__acceptor *a, tn_loop *l, int fd, tn__accept_fn fn, void *arg) {
+    a->loop = l;
+    a->fn = fn;
+    a->arg = arg;
+    a->fd = fd;
+    a->paused = 0;
+    return tn_add_handler(l, fd, TN_READ, tn__acceptor_io, a);
+}
+
+static void tn__acceptor_close(tn__acceptor *a) {
+    if (a->fd < 0) return;
+    if (a->paused) tn_cancel_timer(a->loop, a->resume);
+    a->paused = 0;
+    tn_remove_handler(a->loop, a->fd);
+    close(a->fd);
+    a->fd = -1;
+}
+
+/* ---------------------------------------------------------------- buffers
+ * Streams borrow read and write buffers only while they read or write; an
+ * idle keep-alive connection holds none. Freed buffers of the standard size
+ * wait on a per-loop free list (up to TN_BUF_POOL of them). */
 typedef struct tn__buf {
     char *data;
     size_t off, len, cap; /* live bytes: data[off .. len) */
 } tn__buf;
 
-static int tn__buf_reserve(tn_loop *l, tn__buf *b, size_t extra) {
-    size_t need;
+static char *tn__buf_take(tn_loop *l) {
+    char *p = (char *)l->buf_free;
+    if (p) {
+        l->buf_free = *(void **)p;
+        l->nbuf_free--;
+        return p;
+    }
+    return (char *)TN_MALLOC(TN_BUF_SIZE);
+}
+
+static void tn__buf_give(tn_loop *l, char *p) {
+    if (l->nbuf_free + 1 <= TN_BUF_POOL) { /* not "<": -Wtype-limits at 0 */
+        *(void **)p = l->buf_free;
+        l->buf_free = p;
+        l->nbuf_free++;
+    } else {
+        TN_FREE(p);
+    }
+}
+
+/* Room for extra more bytes after len, up to a capacity of at most max
+ * (0: no limit): the live bytes slide down first, and the buffer grows by
+ * doubling. 0, or TN_ENOMEM / TN_EFULL (then b is unchanged). */
+static int tn__buf_reserve_max(tn_loop *l, tn__buf *b, size_t extra, size_t max) {
+    size_t need, ncap;
+    char *nd;
     if (!b->data) {
-        if (l->buf_free) {
-            b->data = (char *)l->buf_free;
-            l->buf_free = *(void **)l->buf_free;
-            l->nbuf_free--;
-        } else if (!(b->data = (char *)TN_MALLOC(TN_BUF_SIZE))) {
-            return TN_ENOMEM;
+        if (max && max < TN_BUF_SIZE && extra <= max) {
+            if (!(b->data = (char *)TN_MALLOC(max))) return TN_ENOMEM;
+            b->cap = max;
+        } else {
+            if (!(b->data = tn__buf_take(l))) return TN_ENOMEM;
+            b->cap = TN_BUF_SIZE;
         }
-        b->cap = TN_BUF_SIZE;
         b->off = b->len = 0;
     }
     if (b->cap - b->len >= extra) return 0;
-    if (b->off) { /* slide live bytes down before growing */
+    if (b->off) {
         memmove(b->data, b->data + b->off, b->len - b->off);
         b->len -= b->off;
         b->off = 0;
         if (b->cap - b->len >= extra) return 0;
     }
     need = b->len + extra;
-    if (need < b->len) return TN_ENOMEM;
-    {
-        size_t ncap = b->cap;
-        char *nd;
-        while (ncap < need) ncap *= 2;
-        nd = (char *)TN_REALLOC(b->data, ncap);
-        if (!nd) return TN_ENOMEM;
-        b->data = nd;
-        b->cap = ncap;
-    }
+    if (need < b->len || (max && need > max)) return TN_EFULL;
+    for (ncap = b->cap; ncap < need; ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2) {}
+    if (max && ncap > max) ncap = max;
+    nd = (char *)TN_REALLOC(b->data, ncap);
+    if (!nd) return TN_ENOMEM;
+    b->data = nd;
+    b->cap = ncap;
     return 0;
+}
+
+static int tn__buf_reserve(tn_loop *l, tn__buf *b, size_t extra) {
+    return tn__buf_reserve_max(l, b, extra, 0);
 }
 
 static void tn__buf_release(tn_loop *l, tn__buf *b) {
     if (!b->data) return;
-    if (b->cap == TN_BUF_SIZE && l->nbuf_free + 1 <= TN_BUF_POOL) { /* not "<": -Wtype-limits at 0 */
-        *(void **)b->data = l->buf_free;
-        l->buf_free = b->data;
-        l->nbuf_free++;
-    } else {
-        TN_FREE(b->data);
-    }
+    if (b->cap == TN_BUF_SIZE) tn__buf_give(l, b->data);
+    else TN_FREE(b->data);
     b->data = NULL;
     b->off = b->len = b->cap = 0;
-}
-
-static int tn__buf_append(tn_loop *l, tn__buf *b, const char *p, size_t n) {
-    /* Room already (the usual case for the pieces of a response head):
-     * no call. */
-    if ((!b->data || b->cap - b->len < n) && tn__buf_reserve(l, b, n)) return TN_ENOMEM;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
 }
 
 static void tn__bufpool_free(tn_loop *l) {
@@ -3250,33 +3501,110 @@ static void tn__bufpool_free(tn_loop *l) {
     l->nbuf_free = 0;
 }
 
-/* ---------------------------------------------------------------- streams
- * A stream owns an fd and two buffers. Its owner (the HTTP connection, the
- * client) gets three calls: bytes arrived, output drained, closed. Output
- * is only queued by tn__stream_queue; tn__stream_flush writes it, so a
- * batch of pipelined responses goes out in one write(2). */
+/* ------------------------------------------------------------ stream core
+ * A stream owns an fd, an input buffer and an output queue. The output is
+ * copies (one buffer) and, between them, parts held by reference: memory
+ * the owner handed over with a free function, or a range of a file (sent
+ * with sendfile(2) where it exists). Its owner (the HTTP connection, the
+ * HTTP client, a tn_stream user) gets three calls: bytes arrived, output
+ * drained, failed. Output is queued by tn__stream_queue and friends and
+ * written by tn__stream_flush, so a batch of pipelined responses goes out
+ * in one sendmsg(2).
+ *
+ * Input is bounded: a read goes into the free room of the buffer; only when
+ * the unconsumed bytes fill it does it slide them down or grow it, and never
+ * past what the owner's in_limit() says the input may hold now (the head
+ * limit, a body the owner asked for). A full buffer at that limit pauses
+ * reading until the owner consumes. */
+typedef struct tn__oref tn__oref;
+struct tn__oref {
+    tn__oref *next;
+    uint64_t at;    /* copy bytes queued before it (ever): its place among the copies */
+    const char *p;  /* what is left of it in memory, or NULL for a file */
+    uint64_t len;   /* bytes left */
+    int fd;         /* a file part: its fd, read from off */
+    uint64_t off;
+    tn_free_fn fr;  /* run once it is written or dropped (may be NULL) */
+    void *frarg;
+};
+
 typedef struct tn__stream_ops {
-    void (*on_read)(tn_stream *s);   /* new bytes in s->in, or s->eof set */
-    void (*on_drain)(tn_stream *s);  /* pending output fell to low or below */
+    void (*on_read)(tn_stream *s);           /* new bytes in the input, EOF, or the input is full */
+    void (*on_drain)(tn_stream *s);          /* pending output fell to low or below */
     void (*on_error)(tn_stream *s, int err); /* read/write failed; s is closed */
-    size_t low; /* on_drain once pending output is at most this (per owner kind, so not per stream) */
+    /* The capacity the input buffer may have now, in bytes; 0: the buffer
+     * must not move (the owner holds pointers into it). NULL: TN_BUF_SIZE. */
+    size_t (*in_limit)(tn_stream *s);
+    size_t low; /* on_drain once pending output is at most this (per owner kind) */
 } tn__stream_ops;
 
 #define TN__S_EOF 1u     /* the peer closed its side */
 #define TN__S_CLOSED 2u  /* our fd is closed */
 #define TN__S_READING 4u /* we want TN_READ */
+#define TN__S_FULL 8u    /* the input is at its limit: reading waits for the owner */
+
+/* What a stream holds only while it has bytes in or out: an idle stream
+ * (a keep-alive connection between requests) gives it back to the loop. */
+typedef struct tn__sio {
+    tn__buf in, out; /* out: the copies */
+    tn__oref *refs, *refs_tail;
+    uint64_t cq, cw;   /* copy bytes ever queued and ever written: place the refs */
+    uint64_t refbytes; /* bytes of refs still to write */
+    uint64_t written;  /* bytes ever written */
+    uint64_t stall_mark;  /* the write-stall clock (see there): what the peer had taken */
+    tn_timer stall_timer;
+    unsigned stall_ms, stall_quiet;
+    int stall_armed;
+} tn__sio;
 
 struct tn_stream {
     tn_loop *loop;
     const tn__stream_ops *ops;
-    tn__buf in, out;
-    uint64_t written; /* bytes ever written: owners measure progress */
+    tn__sio *io;     /* NULL while idle */
     int fd;
     uint16_t flags;  /* TN__S_* */
     uint16_t oflags; /* the owner's own bits: here they cost no padding */
 };
 
+/* The stream's I/O state, made (from the loop's pool) on first use. */
+static tn__sio *tn__stream_sio(tn_stream *s) {
+    tn_loop *l = s->loop;
+    tn__sio *io = s->io;
+    if (io) return io;
+    if ((io = (tn__sio *)l->sio_free) != NULL) {
+        l->sio_free = *(void **)io;
+        l->nsio_free--;
+    } else if (!(io = (tn__sio *)TN_MALLOC(sizeof *io))) {
+        return NULL;
+    }
+    memset(io, 0, sizeof *io);
+    return s->io = io;
+}
+
+/* Gives the I/O state back once nothing is in it. */
+static void tn__stream_idle(tn_stream *s) {
+    tn__sio *io = s->io;
+    tn_loop *l = s->loop;
+    if (!io || io->in.data || io->out.data || io->refs || io->stall_armed) return;
+    s->io = NULL;
+    if (l->nsio_free + 1 <= TN_BUF_POOL) {
+        *(void **)io = l->sio_free;
+        l->sio_free = io;
+        l->nsio_free++;
+    } else {
+        TN_FREE(io);
+    }
+}
+
+/* The owner is done with the input it has (all consumed, or dropped). */
+static void tn__stream_in_release(tn_stream *s) {
+    if (!s->io) return;
+    tn__buf_release(s->loop, &s->io->in);
+    tn__stream_idle(s);
+}
+
 static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg);
+static void tn__stream_stall_fire(tn_loop *l, void *arg);
 
 static int tn__stream_init(tn_stream *s, tn_loop *l, int fd, const tn__stream_ops *ops) {
     memset(s, 0, sizeof *s);
@@ -3287,51 +3615,84 @@ static int tn__stream_init(tn_stream *s, tn_loop *l, int fd, const tn__stream_op
     return tn_add_handler(l, fd, TN_READ, tn__stream_io, s);
 }
 
+static size_t tn__stream_pending(const tn_stream *s) {
+    return s->io ? s->io->out.len - s->io->out.off + (size_t)s->io->refbytes : 0;
+}
+static size_t tn__stream_avail(const tn_stream *s) {
+    return s->io && s->io->in.data ? s->io->in.len - s->io->in.off : 0;
+}
+
 static void tn__stream_interest(tn_stream *s) {
     unsigned ev = 0;
     if (s->flags & TN__S_CLOSED) return;
-    if ((s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) ev |= TN_READ;
-    if (s->out.len > s->out.off) ev |= TN_WRITE;
+    if ((s->flags & TN__S_READING) && !(s->flags & (TN__S_EOF | TN__S_FULL))) ev |= TN_READ;
+    if (tn__stream_pending(s)) ev |= TN_WRITE;
     /* Neither: still hear a reset, so a paused connection that dies is
      * noticed (its handler cancelled) instead of lingering. */
     tn_update_handler(s->loop, s->fd, ev ? ev : TN_ERROR); /* a no-op when unchanged */
 }
 
+/* The owner wants input (on) or not. Asking again also lifts a pause for a
+ * full buffer: the owner has consumed, or the limit has grown. */
 static void tn__stream_set_reading(tn_stream *s, int on) {
+    s->flags &= (uint16_t)~TN__S_FULL;
     if (on) s->flags |= TN__S_READING;
-    else s->flags &= ~TN__S_READING;
+    else s->flags &= (uint16_t)~TN__S_READING;
     tn__stream_interest(s);
 }
 
-/* Closes the fd and gives the buffers back. The owner frees the stream. */
+/* Drops the by-reference parts (their free functions run). */
+static void tn__stream_drop_output(tn_stream *s) {
+    tn__sio *io = s->io;
+    if (!io) return;
+    while (io->refs) {
+        tn__oref *r = io->refs;
+        io->refs = r->next;
+        if (r->fr) r->fr(r->frarg);
+        TN_FREE(r);
+    }
+    io->refs_tail = NULL;
+    io->refbytes = 0;
+    tn__buf_release(s->loop, &io->out);
+    tn__stream_idle(s);
+}
+
+/* Closes the fd and drops the output. The input stays until the owner
+ * releases it (a handler may still hold pointers into it); the owner frees
+ * the stream. */
 static void tn__stream_close(tn_stream *s) {
     if (s->flags & TN__S_CLOSED) return;
     s->flags |= TN__S_CLOSED;
     tn_remove_handler(s->loop, s->fd);
     close(s->fd);
     s->fd = -1;
-    tn__buf_release(s->loop, &s->out);
+    if (s->io && s->io->stall_armed) {
+        tn_cancel_timer(s->loop, s->io->stall_timer);
+        s->io->stall_armed = 0;
+    }
+    tn__stream_drop_output(s);
 }
-
-static size_t tn__stream_pending(const tn_stream *s) { return s->out.len - s->out.off; }
 
 /* Bytes the peer has taken: what we wrote, less what still sits in the
  * kernel's send queue (TIOCOUTQ where there is one). Our own writes alone
  * cannot tell a slow reader from a dead one when the kernel buffers
  * megabytes. */
 static uint64_t tn__stream_delivered(const tn_stream *s) {
-#ifdef TIOCOUTQ
+#if defined(TIOCOUTQ) && TN__LINUX
     int queued = 0;
-    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0 && queued >= 0 && (uint64_t)queued <= s->written)
-        return s->written - (uint64_t)queued;
+    uint64_t written = s->io ? s->io->written : 0;
+    if (ioctl(s->fd, TIOCOUTQ, &queued) == 0 && queued >= 0 && (uint64_t)queued <= written)
+        return written - (uint64_t)queued;
+    return written;
+#else
+    return s->io ? s->io->written : 0;
 #endif
-    return s->written;
 }
 
 /* Whether the kernel still holds bytes the peer has not taken (1 where
  * that cannot be asked). */
 static int tn__stream_kernel_queued(const tn_stream *s) {
-#ifdef TIOCOUTQ
+#if defined(TIOCOUTQ) && TN__LINUX
     int queued = 0;
     if (ioctl(s->fd, TIOCOUTQ, &queued) == 0) return queued > 0;
 #else
@@ -3340,16 +3701,169 @@ static int tn__stream_kernel_queued(const tn_stream *s) {
     return 1;
 }
 
-static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
-    if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
-    return tn__buf_append(s->loop, &s->out, p, n);
+/* Room for n more bytes of copies: a pointer to write them at, committed
+ * with tn__stream_commit. NULL: out of memory, or the stream is closed. */
+static char *tn__stream_room(tn_stream *s, size_t n) {
+    tn__sio *io;
+    if ((s->flags & TN__S_CLOSED) || !(io = tn__stream_sio(s))) return NULL;
+    if (tn__buf_reserve(s->loop, &io->out, n)) {
+        tn__stream_idle(s);
+        return NULL;
+    }
+    return io->out.data + io->out.len;
+}
+static void tn__stream_commit(tn_stream *s, size_t n) {
+    s->io->out.len += n;
+    s->io->cq += n;
 }
 
-/* Writes what it can. Returns 0 (maybe with bytes left, then TN_WRITE is
- * watched) or an error (the stream is then closed and on_error called). */
+/* Queues a copy of p[0..n): all of it, or nothing (TN_ENOMEM, TN_ECLOSED). */
+static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
+    char *o;
+    if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
+    if (!n) return 0;
+    if (!(o = tn__stream_room(s, n))) return TN_ENOMEM;
+    memcpy(o, p, n);
+    tn__stream_commit(s, n);
+    return 0;
+}
+
+/* Queues pre (a copy), then n bytes by reference, then post (a copy): all
+ * of it or nothing (so a chunk's framing is never left half-written). The
+ * reference is memory p, or (p NULL) the file fd from offset off. fr(frarg)
+ * runs once those bytes are written, or dropped with the stream, or at once
+ * if this fails: the caller's part ends here in every case. 0, TN_ENOMEM or
+ * TN_ECLOSED. */
+static int tn__stream_queue_ref(tn_stream *s, const char *pre, size_t prelen, const char *p, int fd, uint64_t off,
+                                uint64_t n, const char *post, size_t postlen, tn_free_fn fr, void *frarg) {
+    tn__oref *r = NULL;
+    tn__sio *io = NULL;
+    int rc = (s->flags & TN__S_CLOSED) ? TN_ECLOSED : 0;
+    if (!rc && !n) {
+        if (fr) fr(frarg);
+        return 0;
+    }
+    if (!rc && (!(io = tn__stream_sio(s)) || (prelen + postlen && !tn__stream_room(s, prelen + postlen)) ||
+                !(r = (tn__oref *)TN_MALLOC(sizeof *r))))
+        rc = TN_ENOMEM;
+    if (rc) {
+        if (io) tn__stream_idle(s);
+        if (fr) fr(frarg);
+        return rc;
+    }
+    if (prelen) memcpy(io->out.data + io->out.len, pre, prelen);
+    tn__stream_commit(s, prelen);
+    r->next = NULL;
+    r->at = io->cq;
+    r->p = p;
+    r->len = n;
+    r->fd = fd;
+    r->off = off;
+    r->fr = fr;
+    r->frarg = frarg;
+    if (io->refs_tail) io->refs_tail->next = r;
+    else io->refs = r;
+    io->refs_tail = r;
+    io->refbytes += n;
+    if (postlen) memcpy(io->out.data + io->out.len, post, postlen); /* the room reserved above */
+    tn__stream_commit(s, postlen);
+    return 0;
+}
+
+/* n bytes went out, in queue order: advance over the copies and parts. */
+static void tn__stream_advance(tn_stream *s, size_t n) {
+    tn__sio *io = s->io;
+    io->written += n;
+    while (n) {
+        tn__oref *r = io->refs;
+        size_t copies = io->out.len - io->out.off, take;
+        if (r && r->at - io->cw < copies) copies = (size_t)(r->at - io->cw);
+        if (copies) {
+            take = n < copies ? n : copies;
+            io->out.off += take;
+            io->cw += take;
+            n -= take;
+            continue;
+        }
+        TN_ASSERT(r != NULL);
+        take = (uint64_t)n < r->len ? n : (size_t)r->len;
+        if (r->p) r->p += take;
+        else r->off += take;
+        r->len -= take;
+        io->refbytes -= take;
+        n -= take;
+        if (!r->len) {
+            io->refs = r->next;
+            if (!io->refs) io->refs_tail = NULL;
+            if (r->fr) r->fr(r->frarg);
+            TN_FREE(r);
+        }
+    }
+}
+
+/* Sends part of the file part r (at the head of the queue). */
+static ssize_t tn__stream_send_file(tn_stream *s, tn__oref *r) {
+    size_t want = r->len > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)r->len;
+#if TN__LINUX
+    off_t off = (off_t)r->off;
+    ssize_t n = sendfile(s->fd, r->fd, &off, want);
+    if (n == 0) errno = EIO; /* the file is shorter than it was said to be */
+    return n == 0 ? -1 : n;
+#else
+    /* A read into a borrowed pool buffer: what the socket does not take is
+     * read again next time, so memory stays one buffer whatever the size. */
+    char *buf = tn__buf_take(s->loop);
+    ssize_t n, w = -1;
+    if (!buf) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (want > TN_BUF_SIZE) want = TN_BUF_SIZE;
+    n = pread(r->fd, buf, want, (off_t)r->off);
+    if (n > 0) w = send(s->fd, buf, (size_t)n, TN__NOSIGNAL);
+    else if (n == 0) errno = EIO;
+    tn__buf_give(s->loop, buf);
+    return w;
+#endif
+}
+
+/* Writes what it can: the copies and the memory parts in order with one
+ * sendmsg(2) (a file part goes on its own). Returns 0 (maybe with bytes
+ * left: then TN_WRITE is watched) or an error (the stream is then closed
+ * and on_error called). */
 static int tn__stream_flush(tn_stream *s) {
-    while (s->out.len > s->out.off) {
-        ssize_t n = write(s->fd, s->out.data + s->out.off, s->out.len - s->out.off);
+    tn__sio *io = s->io;
+    while (tn__stream_pending(s)) {
+        struct iovec iov[8];
+        struct msghdr mh;
+        tn__oref *r = io->refs;
+        size_t coff = io->out.off;
+        uint64_t cpos = io->cw;
+        int k = 0;
+        ssize_t n;
+        while (k < 8) {
+            size_t copies = io->out.len - coff;
+            if (r && r->at - cpos < copies) copies = (size_t)(r->at - cpos);
+            if (copies) {
+                iov[k].iov_base = io->out.data + coff;
+                iov[k++].iov_len = copies;
+                coff += copies;
+                cpos += copies;
+                continue;
+            }
+            if (!r || !r->p) break; /* the end, or a file part */
+            iov[k].iov_base = (void *)(uintptr_t)r->p;
+            iov[k++].iov_len = (size_t)r->len;
+            r = r->next;
+        }
+        if (k) {
+            memset(&mh, 0, sizeof mh);
+            mh.msg_iov = iov;
+            mh.msg_iovlen = k;
+            n = sendmsg(s->fd, &mh, TN__NOSIGNAL);
+        } else {
+            n = tn__stream_send_file(s, io->refs);
+        }
         if (n < 0) {
             int err = errno;
             if (err == EINTR) continue;
@@ -3358,26 +3872,51 @@ static int tn__stream_flush(tn_stream *s) {
             s->ops->on_error(s, -err);
             return -err;
         }
-        s->out.off += (size_t)n;
-        s->written += (uint64_t)n;
+        tn__stream_advance(s, (size_t)n);
     }
-    if (s->out.off == s->out.len) tn__buf_release(s->loop, &s->out);
+    if (io && io->out.off == io->out.len) {
+        tn__buf_release(s->loop, &io->out);
+        tn__stream_idle(s);
+    }
     tn__stream_interest(s);
     return 0;
 }
 
-/* One read per readiness event: level-triggered polling brings us back if
- * more is waiting, and other connections get their turn meanwhile. */
+/* One read per readiness event (level-triggered polling brings us back if
+ * more is waiting, and other connections get their turn meanwhile). 1: bytes
+ * arrived, or EOF, or the buffer is full (TN__S_FULL set: reading paused);
+ * 0: nothing yet; < 0: an error. */
 static int tn__stream_read(tn_stream *s) {
+    tn__sio *io = tn__stream_sio(s);
+    tn__buf *in;
     ssize_t n;
-    if (s->in.len == s->in.cap || !s->in.data) {
-        if (tn__buf_reserve(s->loop, &s->in, s->in.data ? s->in.cap : TN_BUF_SIZE)) return TN_ENOMEM;
+    if (!io) return TN_ENOMEM;
+    in = &io->in;
+    if (!in->data || in->len == in->cap) {
+        size_t limit = s->ops->in_limit ? s->ops->in_limit(s) : TN_BUF_SIZE;
+        int rc;
+        if (!in->data) /* a first buffer: the pool's, or a smaller one if that is the limit */
+            rc = tn__buf_reserve_max(s->loop, in, 1, !limit || limit > TN_BUF_SIZE ? TN_BUF_SIZE : limit);
+        else if (limit && (in->off || in->cap < limit)) /* slide, or double up to the limit */
+            rc = tn__buf_reserve_max(s->loop, in, 1, limit);
+        else
+            rc = TN_EFULL;
+        if (rc == TN_EFULL) {
+            /* Not a byte more: the owner must consume (or fail) first. */
+            s->flags |= TN__S_FULL;
+            tn__stream_interest(s);
+            return 1;
+        }
+        if (rc) {
+            tn__stream_idle(s);
+            return rc;
+        }
     }
     do
-        n = read(s->fd, s->in.data + s->in.len, s->in.cap - s->in.len);
+        n = read(s->fd, in->data + in->len, in->cap - in->len);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
-        s->in.len += (size_t)n;
+        in->len += (size_t)n;
         return 1;
     }
     if (n == 0) {
@@ -3389,17 +3928,22 @@ static int tn__stream_read(tn_stream *s) {
     return -errno;
 }
 
+/* The peer is gone while we did not read (a hang-up or error event). */
+static void tn__stream_fail_hangup(tn_stream *s, int fallback) {
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) soerr = errno;
+    tn__stream_close(s);
+    s->ops->on_error(s, soerr ? -soerr : fallback);
+}
+
 static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
     tn_stream *s = (tn_stream *)arg;
     (void)l;
     (void)fd;
     if (events == TN_ERROR && !(s->flags & TN__S_CLOSED)) {
         /* Watched for hang-ups only (paused) and the peer is gone. */
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-        tn__stream_close(s);
-        s->ops->on_error(s, soerr ? -soerr : -ECONNRESET);
+        tn__stream_fail_hangup(s, -ECONNRESET);
         return;
     }
     if ((events & TN_WRITE) && tn__stream_pending(s)) {
@@ -3407,14 +3951,13 @@ static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
         if (tn__stream_pending(s) <= s->ops->low) {
             /* s is not touched after on_drain: its owner may be gone (an
              * HTTP connection that closes once its output is out frees
-             * itself there; reading s->flags after it was a use after
-             * free). A read that was ready too is reported again: the
-             * poll is level-triggered. */
+             * itself there). A read that was ready too is reported again:
+             * the poll is level-triggered. */
             s->ops->on_drain(s);
             return;
         }
     }
-    if ((events & (TN_READ | TN_ERROR)) && (s->flags & TN__S_READING) && !(s->flags & TN__S_EOF)) {
+    if ((events & (TN_READ | TN_ERROR)) && (s->flags & TN__S_READING) && !(s->flags & (TN__S_EOF | TN__S_FULL))) {
         int rc = tn__stream_read(s);
         if (rc < 0) {
             tn__stream_close(s);
@@ -3427,15 +3970,60 @@ static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
          * consumed it, so the level-triggered poll would report it again at
          * once, forever (a busy loop), and the owner would never hear that
          * the peer is gone. */
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-        tn__stream_close(s);
-        s->ops->on_error(s, err ? -err : TN_ECLOSED);
+        tn__stream_fail_hangup(s, TN_ECLOSED);
     }
 }
 
-/* ------------------------------------------------------------- connector
+/* ------------------------------------------------------ write-stall clock
+ * A peer that takes none of our output for ms (nginx's send_timeout)
+ * fails the stream with TN_ETIMEOUT. The clock runs only while output is
+ * pending, and looks at the peer's progress (what it took: delivered, not
+ * what we wrote) every ms/4: a stall is caught between ms and 1.25 ms after
+ * the last byte the peer took. (Looking once per ms cut a peer that stopped
+ * just after a look at nearly 2 ms.) When the kernel's queue is empty the
+ * delay is ours, not the peer's, and does not count. */
+static void tn__stream_stall_arm(tn_stream *s) {
+    tn__sio *io = s->io;
+    unsigned q = io->stall_ms / 4 ? io->stall_ms / 4 : 1;
+    io->stall_armed = tn_call_later(s->loop, q, tn__stream_stall_fire, s, &io->stall_timer) == 0;
+}
+
+static void tn__stream_stall_fire(tn_loop *l, void *arg) {
+    tn_stream *s = (tn_stream *)arg;
+    tn__sio *io = s->io;
+    uint64_t d;
+    unsigned q = io->stall_ms / 4 ? io->stall_ms / 4 : 1;
+    (void)l;
+    io->stall_armed = 0;
+    if (!tn__stream_pending(s) || (s->flags & TN__S_CLOSED)) return;
+    d = tn__stream_delivered(s);
+    if (d != io->stall_mark || !tn__stream_kernel_queued(s)) {
+        io->stall_mark = d;
+        io->stall_quiet = 0;
+    } else if ((io->stall_quiet += q) >= io->stall_ms) {
+        tn__stream_close(s);
+        s->ops->on_error(s, TN_ETIMEOUT);
+        return;
+    }
+    tn__stream_stall_arm(s);
+}
+
+/* After a flush: starts the clock if output is left, stops it if not. */
+static void tn__stream_stall_watch(tn_stream *s, unsigned ms) {
+    tn__sio *io = s->io;
+    if (!io) return;
+    if (tn__stream_pending(s) && !io->stall_armed && ms) {
+        io->stall_ms = ms;
+        io->stall_quiet = 0;
+        io->stall_mark = tn__stream_delivered(s);
+        tn__stream_stall_arm(s);
+    } else if (!tn__stream_pending(s) && io->stall_armed) {
+        tn_cancel_timer(s->loop, io->stall_timer);
+        io->stall_armed = 0;
+    }
+}
+
+/* -------------------------------------------------------------- connector
  * Resolve (numeric at once, names on the executor), then a non-blocking
  * connect, all under one timeout. Used by tn_tcp_connect and the client. */
 
@@ -3542,11 +4130,10 @@ static void tn__connector_writable(tn_loop *l, int fd, unsigned events, void *ar
 }
 
 static void tn__connector_connect(tn__connector *cn) {
-    int fd = socket(cn->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), rc;
-    if (fd < 0) {
-        int e = errno; /* e.g. no IPv6 here: the other family may work */
+    int fd = tn__socket(cn->addr.ss_family), rc;
+    if (fd < 0) { /* e.g. no IPv6 here: the other family may work */
         if (tn__connector_next(cn)) return;
-        tn__connector_finish(cn, -1, -e);
+        tn__connector_finish(cn, -1, fd);
         return;
     }
     cn->fd = fd;
@@ -3715,22 +4302,23 @@ static void tn__ustream_settle_writes(tn__ustream *u, int err) {
 
 /* Completes the pending read if the buffer now satisfies it. */
 static void tn__ustream_try_read(tn__ustream *u) {
-    tn__buf *in = &u->s.in;
-    size_t avail = in->data ? in->len - in->off : 0, take = 0;
+    tn__buf *in = u->s.io ? &u->s.io->in : NULL;
+    size_t avail = tn__stream_avail(&u->s), take = 0;
+    const char *data = avail ? in->data + in->off : NULL;
     int done = 0, err = 0;
     if (!u->rd) return;
     switch (u->rd_kind) {
     case TN__RD_UNTIL: {
         size_t i = u->scanned > u->delim_len ? u->scanned - u->delim_len : 0;
         for (; i + u->delim_len <= avail; i++) {
-            if (memcmp(in->data + in->off + i, u->delim, u->delim_len) == 0) {
+            if (memcmp(data + i, u->delim, u->delim_len) == 0) {
                 take = i + u->delim_len;
                 done = 1;
                 break;
             }
         }
         u->scanned = avail;
-        if (!done && take == 0 && avail >= u->want) err = TN_ETOOLARGE;
+        if (!done && avail >= u->want) err = TN_ETOOLARGE;
         if (done && take > u->want) {
             done = 0;
             err = TN_ETOOLARGE;
@@ -3760,15 +4348,27 @@ static void tn__ustream_try_read(tn__ustream *u) {
         if (err) {
             tn_future_fail(f, err);
         } else {
-            tn_bytes *b = tn__bytes_new(in->data + in->off, take);
-            in->off += take;
-            if (in->off == in->len) tn__buf_release(u->s.loop, in);
+            tn_bytes *b = tn__bytes_new(data, take);
+            if (take) {
+                in->off += take;
+                if (in->off == in->len) tn__stream_in_release(&u->s);
+            }
             if (b) tn_future_resolve_owned(f, b, tn_bytes_free);
             else tn_future_fail(f, TN_ENOMEM);
         }
     }
-    /* Read only while a read waits (or to notice a close): bounded buffer. */
-    tn__stream_set_reading(&u->s, u->rd != NULL || avail == 0);
+    /* Read only while a read waits (or, with nothing buffered, to notice a
+     * close): the input holds at most what the read asked for. */
+    tn__stream_set_reading(&u->s, u->rd != NULL || tn__stream_avail(&u->s) == 0);
+}
+
+/* What the pending read may need buffered: a delimited read up to its max
+ * (and the delimiter), an exact read its n, a read to the close max + 1 (to
+ * tell "too large"); with none pending, one buffer. */
+static size_t tn__ustream_in_limit(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    size_t want = u->rd ? u->want + (u->rd_kind == TN__RD_BYTES ? 0 : u->delim_len + 1) : 0;
+    return want > TN_BUF_SIZE ? want : TN_BUF_SIZE;
 }
 
 static void tn__ustream_on_read(tn_stream *s) {
@@ -3799,7 +4399,8 @@ static void tn__ustream_on_error(tn_stream *s, int err) {
     }
 }
 
-static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error, 0};
+static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error,
+                                               tn__ustream_in_limit, 0};
 
 static tn_stream *tn__ustream_new(tn_loop *l, int fd) {
     tn__ustream *u = (tn__ustream *)TN_MALLOC(sizeof *u);
@@ -3820,6 +4421,11 @@ static tn_future *tn__ustream_read(tn_stream *s, int kind, const char *delim, si
         tn_future_fail(f, TN_ESTATE);
         return f;
     }
+    if (n > TN_STREAM_MAX_BUFFER) {
+        tn_future_fail(f, TN_ETOOLARGE);
+        return f;
+    }
+    u->delim_len = 0;
     if (kind == TN__RD_UNTIL) {
         size_t dl = strlen(delim);
         if (dl == 0 || dl > sizeof u->delim) {
@@ -3882,7 +4488,7 @@ void tn_stream_close(tn_stream *s) {
         tn_future_fail(u->rd, TN_ECLOSED);
         u->rd = NULL;
     }
-    tn__buf_release(s->loop, &s->in);
+    tn__stream_in_release(s);
     TN_FREE(u->ww);
     TN_FREE(u);
 }
@@ -3938,55 +4544,21 @@ tn_future *tn_tcp_connect(tn_loop *l, const char *host, int port, unsigned timeo
     return f;
 }
 
+/* A listener: the acceptor, and the user's callback. */
 typedef struct tn__tcp_listener {
+    tn__acceptor a; /* first: tn_tcp_unlisten finds it from the fd's handler */
     tn_accept_fn fn;
     void *arg;
 } tn__tcp_listener;
 
-static void tn__tcp_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
-    tn__tcp_listener *tl = (tn__tcp_listener *)arg;
-    int i;
-    (void)events;
-    for (i = 0; i < 64; i++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        tn_stream *s;
-        if (fd < 0) return;
-        s = tn__ustream_new(l, fd);
-        if (!s) {
-            close(fd);
-            continue;
-        }
-        tl->fn(s, tl->arg);
-    }
-}
-
-/* Binds and listens on an IPv4 address: shared by tn_tcp_listen and the
- * HTTP server. Returns the fd or an error, and the bound port. */
-static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out) {
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    int fd, one = 1, rc;
-    if (port < 0 || port > 65535) return TN_EINVAL;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host ? host : "127.0.0.1", &sa.sin_addr) != 1) return TN_EINVAL;
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-#ifdef SO_REUSEPORT
-    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-#else
-    (void)reuseport;
-#endif
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, backlog) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        rc = -errno;
+static void tn__tcp_accepted(tn__acceptor *a, int fd) {
+    tn__tcp_listener *tl = (tn__tcp_listener *)a;
+    tn_stream *s = tn__ustream_new(a->loop, fd);
+    if (!s) {
         close(fd);
-        return rc;
+        return;
     }
-    if (port_out) *port_out = ntohs(sa.sin_port);
-    return fd;
+    tl->fn(s, tl->arg);
 }
 
 int tn_tcp_listen(tn_loop *l, const char *host, int port, tn_accept_fn fn, void *arg, int *listener_fd,
@@ -4003,8 +4575,7 @@ int tn_tcp_listen(tn_loop *l, const char *host, int port, tn_accept_fn fn, void 
         TN_FREE(tl);
         return fd;
     }
-    rc = tn_add_handler(l, fd, TN_READ, tn__tcp_accept, tl);
-    if (rc) {
+    if ((rc = tn__acceptor_open(&tl->a, l, fd, tn__tcp_accepted, tl)) != 0) {
         close(fd);
         TN_FREE(tl);
         return rc;
@@ -4014,10 +4585,13 @@ int tn_tcp_listen(tn_loop *l, const char *host, int port, tn_accept_fn fn, void 
 }
 
 void tn_tcp_unlisten(tn_loop *l, int fd) {
-    if (fd < 0 || (size_t)fd >= l->handlers_cap || l->handlers[fd].cb != tn__tcp_accept) return;
-    TN_FREE(l->handlers[fd].arg);
-    tn_remove_handler(l, fd);
-    close(fd);
+    tn__tcp_listener *tl;
+    if (fd < 0 || (size_t)fd >= l->handlers_cap || !l->handlers[fd].gen || l->handlers[fd].cb != tn__acceptor_io)
+        return;
+    tl = (tn__tcp_listener *)l->handlers[fd].arg;
+    if (tl->a.fn != tn__tcp_accepted) return; /* an HTTP server's */
+    tn__acceptor_close(&tl->a);
+    TN_FREE(tl);
 }
 
 /* tornado.h HTTP/1.1 message parser: implementation (declared above).
@@ -4896,8 +5470,80 @@ int tn_http_error_status(int err) {
 }
 
 
-/* ------------------------------------------------------------ HTTP server */
+/* ------------------------------------------------------------ body reader
+ * How a message's body is delimited, and reading it as it arrives: one
+ * mechanism for request bodies (the server) and response bodies (the
+ * client). The owner keeps the raw bytes; tn__body_feed takes the next of
+ * them and says how many it consumed and which decoded bytes they gave. */
+#define TN__B_NONE 0    /* no body */
+#define TN__B_LENGTH 1  /* Content-Length */
+#define TN__B_CHUNKED 2 /* the chunked coding */
+#define TN__B_CLOSE 3   /* until the connection closes (responses) */
 
+typedef struct tn__body {
+    int kind;
+    uint64_t left; /* TN__B_LENGTH: bytes still to come */
+    uint64_t got;  /* decoded bytes so far */
+    uint64_t max;  /* decoded bytes allowed (0: any) -> TN_ETOOLARGE */
+    tn_http_chunked ch;
+} tn__body;
+
+/* Sets b up for the message m parsed (a request or a response). */
+static void tn__body_start(tn__body *b, const tn_http_message *m, uint64_t max) {
+    memset(b, 0, sizeof *b);
+    b->max = max;
+    if (m->chunked) b->kind = TN__B_CHUNKED;
+    else if (m->close_delimited) b->kind = TN__B_CLOSE;
+    else if (m->content_length > 0) {
+        b->kind = TN__B_LENGTH;
+        b->left = (uint64_t)m->content_length;
+    }
+}
+
+/* Feeds raw[0..n), the bytes after those consumed so far (with eof: no more
+ * will come). *data, *len receive the body bytes decoded from them (within
+ * raw: the chunked coding is decoded in place, moved down over its
+ * framing); *done is set once the body is complete (bytes after it are not
+ * consumed: they are the next message's). Returns the raw bytes consumed,
+ * or TN_ETOOLARGE, TN_ECLOSED (cut off by eof), or a chunked-coding error
+ * (TN_EMALFORMED, TN_EHEADERS). */
+static int tn__body_feed(tn__body *b, char *raw, size_t n, int eof, const tn_http_limits *lim, char **data,
+                         size_t *len, int *done) {
+    int rc = 0;
+    *data = raw;
+    *len = 0;
+    *done = 0;
+    if (n > TN__HTTP_INT_MAX) n = TN__HTTP_INT_MAX;
+    switch (b->kind) {
+    case TN__B_LENGTH:
+        *len = (uint64_t)n < b->left ? n : (size_t)b->left;
+        b->left -= *len;
+        rc = (int)*len;
+        *done = b->left == 0;
+        break;
+    case TN__B_CHUNKED:
+        rc = tn_http_chunked_decode(&b->ch, raw, n, len, b->max, lim);
+        if (rc < 0) return rc;
+        *done = b->ch.done;
+        break;
+    case TN__B_CLOSE:
+        *len = n;
+        rc = (int)n;
+        *done = eof;
+        break;
+    default:
+        *done = 1;
+        return 0;
+    }
+    b->got += *len;
+    if (b->max && b->got > b->max) return TN_ETOOLARGE;
+    if (!*done && eof && (size_t)rc == n) return TN_ECLOSED;
+    return rc;
+}
+
+/* ============================================================ HTTP server
+ * Routes, requests, responses, connections; the connection is an owner of
+ * a stream (see STREAMS) and reads request bodies with the body reader. */
 typedef struct tn__route {
     char *method; /* NULL: any */
     char *pattern;
@@ -4922,17 +5568,24 @@ typedef struct tn__tlist {
 #define TN__RQ_BODY 1    /* reading a body */
 #define TN__RQ_HANDLER 2 /* the handler has it */
 
+/* The NUL after a buffered body (tn_http_body): the byte it covers is put
+ * back when the request ends (TN__NUL_SAVED), or it was one byte more
+ * (TN__NUL_EXTRA), consumed with the request. */
+#define TN__NUL_NONE 0
+#define TN__NUL_SAVED 1
+#define TN__NUL_EXTRA 2
+
 struct tn_http_request {
     tn__conn *conn;
     tn_http_server *srv;
     tn_http_request *next_free;
     const tn__route *route;
     tn_http_message msg;
-    size_t prev_len;  /* parser resumption point */
-    size_t head_len;  /* the head's bytes, from conn->s.in.off */
-    size_t body_len;  /* body bytes gathered (decoded, for chunked) */
-    uint64_t body_max;
-    tn_http_chunked chunked;
+    size_t prev_len; /* parser resumption point */
+    size_t head_len; /* the head's bytes, from the input's off */
+    size_t body_len; /* body bytes gathered (decoded) */
+    size_t body_raw; /* raw bytes after the head that belong to this request */
+    tn__body body;
     int state;
     /* decoded strings live in scratch (sized once, never moved) */
     char *scratch;
@@ -4947,14 +5600,17 @@ struct tn_http_request {
     size_t query_pairs_len;
     int query_parsed;
     /* response */
-    char *rh;         /* headers set by the handler */
+    char *rh; /* header lines set by the handler, "Name: value\r\n"... */
     size_t rh_len, rh_cap;
     int status;
-    int headers_sent, finished, chunked_out, no_body, closed, is_head;
+    int headers_sent, finished, chunked_out, no_body, closed, is_head, has_ctype;
+    int nul_state;
+    char nul_saved;
     int64_t length_out;
-    uint64_t out_len; /* response body bytes written */
-    const char *base; /* in.data + in.off when the head was parsed */
-    size_t body_raw;  /* raw bytes after the head that belong to this request */
+    uint64_t out_len;     /* response body bytes written */
+    uint64_t body_mark;   /* the stream's copy count after the head: this body's copies start there */
+    uint64_t since_yield; /* body bytes offered since the handler last gave the loop a turn */
+    const char *base;     /* the input's data + off when the head was parsed */
     tn_co *frame;
     tn_future *co_future;
     tn_future *drain;
@@ -4963,7 +5619,7 @@ struct tn_http_request {
 
 #define TN__C_CLOSE_AFTER 1u /* close once the output is written */
 #define TN__C_IN_BATCH 2u    /* inside on_read: flush at the end */
-#define TN__C_STALL 4u       /* output is stuck: the write-stall timer is armed */
+#define TN__C_SHED 4u        /* over max_connections: answered 503 */
 #define TN__C_ZOMBIE 8u      /* fd closed, a handler still holds the request */
 #define TN__C_CLOSE_NOW 16u  /* close asked for inside a batch: done after it */
 #define TN__C_SERVED 32u     /* has served a request: idle timeout applies */
@@ -4974,30 +5630,34 @@ struct tn_http_request {
 #define TN__C_CUT 2048u      /* an error answer cut a request short: linger before closing */
 #define TN__C_LINGER 4096u   /* lingering: our FIN is sent, the client's bytes are dropped */
 
-/* Every idle keep-alive connection costs this struct (168 bytes on LP64)
+/* Every idle keep-alive connection costs this struct (96 bytes on LP64)
  * and its fd-table entry, so fields earn their place: flags live in the
- * stream's spare half-word, the read deadlines in shared lists. */
+ * stream's spare half-word, buffers and the write-stall clock in the
+ * stream's I/O state (only while active), the read deadlines in shared
+ * lists. */
 struct tn__conn {
     tn_stream s; /* first: stream callbacks cast back to the connection */
     tn_http_server *srv;
     tn__conn *prev, *next;
     tn_http_request *req;
-    tn__conn *lprev, *lnext; /* on a deadline list (header, body or idle) */
+    tn__conn *lprev, *lnext; /* on a deadline list (header, body, idle or linger) */
     uint64_t luntil;         /* its deadline there */
-    uint64_t wmark;          /* bytes the peer had taken when the write-stall clock started */
-    tn_timer wtimer;         /* that clock, armed while TN__C_STALL */
+    size_t charged;          /* its input buffer beyond TN_BUF_SIZE: counted in srv->buffered */
 };
+
+#define TN__MAX_LISTEN 8
 
 struct tn_http_server {
     tn_loop *loop;
     tn_http_server_opts opts;
     tn_http_limits limits;
-    int lfds[8];
+    tn__acceptor lst[TN__MAX_LISTEN];
     int nlisten, port;
     tn__route *routes;
     size_t nroutes, routes_cap;
     tn__conn *conns;
-    size_t nconns;
+    size_t nconns, nshed;
+    size_t buffered; /* input buffer bytes beyond TN_BUF_SIZE, all connections: max_buffered_bytes */
     tn_http_request *req_free;
     size_t nreq_free;
     char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
@@ -5015,6 +5675,7 @@ static void tn__conn_process(tn__conn *c);
 static void tn__conn_close(tn__conn *c);
 static void tn__conn_linger(tn__conn *c);
 static void tn__conn_end_request(tn__conn *c);
+static void tn__conn_run(tn__conn *c);
 
 const char *tn_http_reason(int status) {
     switch (status) {
@@ -5040,9 +5701,11 @@ const char *tn_http_reason(int status) {
     case 409: return "Conflict";
     case 410: return "Gone";
     case 411: return "Length Required";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 418: return "I'm a teapot";
     case 422: return "Unprocessable Content";
@@ -5076,11 +5739,10 @@ static void tn__http_date(tn_http_server *srv) {
 }
 
 /* ------------------------------------------------------- conn timers
- * The read deadlines (a head, a body, an idle wait) each have one length,
- * so a list kept in append order is sorted by deadline and one timer per
- * list serves every connection. Only output stalled on a client that
- * stopped reading arms a timer of its own (rare, and it needs a
- * progress check when it fires). */
+ * The read deadlines (a head, a body, an idle wait, a linger) each have one
+ * length, so a list kept in append order is sorted by deadline and one
+ * timer per list serves every connection. The write-stall clock is the
+ * stream's (it runs only while output is stuck). */
 static int tn__conn_error(tn__conn *c, int status);
 
 #define TN__L_HEADER 0
@@ -5147,36 +5809,51 @@ static void tn__list_fire(tn_loop *l, void *arg) {
     if (L->head) tn__list_arm(L->head->srv, L); /* the head may have left early */
 }
 
-/* The write-stall clock, started when a flush left output behind. */
-static void tn__conn_stall_start(tn__conn *c);
+/* ------------------------------------------------------ input memory
+ * Input beyond a connection's first TN_BUF_SIZE (a long head, a buffered
+ * body) comes out of one server-wide budget, max_buffered_bytes: without
+ * it 500 uploads of a 1 MiB - 1 body held 500 MiB. A connection's charge
+ * follows its buffer's capacity. */
+static size_t tn__charge_of(size_t cap) { return cap > TN_BUF_SIZE ? cap - TN_BUF_SIZE : 0; }
 
-static void tn__conn_stall_stop(tn__conn *c) {
-    if (!(c->s.oflags & TN__C_STALL)) return;
-    c->s.oflags &= (uint16_t)~TN__C_STALL;
-    tn_cancel_timer(c->srv->loop, c->wtimer);
+static void tn__conn_account(tn__conn *c) {
+    size_t now = tn__charge_of(c->s.io && c->s.io->in.data ? c->s.io->in.cap : 0);
+    c->srv->buffered = c->srv->buffered - c->charged + now;
+    c->charged = now;
 }
 
-static void tn__conn_stall_fire(tn_loop *l, void *arg) {
-    tn__conn *c = (tn__conn *)arg;
-    (void)l;
-    c->s.oflags &= (uint16_t)~TN__C_STALL;
-    if (!tn__stream_pending(&c->s)) return;
-    if (tn__stream_delivered(&c->s) != c->wmark || !tn__stream_kernel_queued(&c->s)) {
-        /* The peer took bytes (a slow reader, not a dead one), or the
-         * kernel's queue is empty and the delay is ours: go on. */
-        tn__conn_stall_start(c);
-        return;
+/* Whether the input may grow to a capacity of cap. */
+static int tn__conn_budget_allows(const tn__conn *c, size_t cap) {
+    const tn_http_server *srv = c->srv;
+    return srv->buffered - c->charged + tn__charge_of(cap) <= srv->opts.max_buffered_bytes;
+}
+
+static void tn__conn_in_release(tn__conn *c) {
+    tn__stream_in_release(&c->s);
+    tn__conn_account(c);
+}
+
+/* The stream asks how big the input may get now: a whole head (and one
+ * byte, so an over-long head is seen as such), the framing around a chunked
+ * body, within the budget; never moved while a handler holds the request. */
+static size_t tn__conn_in_limit(tn_stream *s) {
+    tn__conn *c = (tn__conn *)s;
+    tn_http_server *srv = c->srv;
+    tn_http_request *r = c->req;
+    size_t want = srv->opts.max_head_bytes + 1, budget;
+    if (c->s.oflags & TN__C_LINGER) return TN_BUF_SIZE;
+    if (r && r->state == TN__RQ_HANDLER) return 0;
+    if (r && r->state == TN__RQ_BODY) {
+        /* Content-Length bodies were given their room at the head; a
+         * chunked one grows with what it decodes, plus its framing: a
+         * trailer section (a head's worth) or a size line. */
+        want = r->head_len + (r->route->opts.on_body ? 0 : (size_t)r->body.max) + srv->opts.max_head_bytes +
+               TN_HTTP_MAX_CHUNK_EXT + 64;
+        if (s->io && want < s->io->in.cap) want = s->io->in.cap;
     }
-    /* The client has read nothing for write_timeout_ms (nginx's
-     * send_timeout) while holding an output buffer, and maybe a handler
-     * waiting in tn_http_drain. */
-    tn__conn_close(c);
-}
-
-static void tn__conn_stall_start(tn__conn *c) {
-    c->wmark = tn__stream_delivered(&c->s);
-    if (tn_call_later(c->srv->loop, c->srv->opts.write_timeout_ms, tn__conn_stall_fire, c, &c->wtimer) == 0)
-        c->s.oflags |= TN__C_STALL;
+    if (s->io) want += s->io->in.off; /* consumed bytes slide away first */
+    budget = srv->opts.max_buffered_bytes - (srv->buffered - c->charged) + TN_BUF_SIZE;
+    return want < budget ? want : budget;
 }
 
 /* --------------------------------------------------- request objects */
@@ -5221,116 +5898,144 @@ static void tn__req_put(tn_http_server *srv, tn_http_request *r) {
 }
 
 /* -------------------------------------------------------- response out */
-static int tn__out(tn__conn *c, const char *p, size_t n) { return tn__stream_queue(&c->s, p, n); }
-static int tn__out_str(tn__conn *c, const char *p) { return tn__out(c, p, strlen(p)); }
-static int tn__out_u64(tn__conn *c, uint64_t v, int hex) {
-    char buf[24];
-    size_t i = sizeof buf;
-    do {
-        buf[--i] = "0123456789abcdef"[hex ? v % 16 : v % 10];
-        v = hex ? v / 16 : v / 10;
-    } while (v);
-    return tn__out(c, buf + i, sizeof buf - i);
-}
-
 /* Cursor writes into room reserved beforehand. */
 static char *tn__put(char *p, const char *s, size_t n) {
     memcpy(p, s, n);
     return p + n;
 }
-static char *tn__put_u64(char *p, uint64_t v) {
+static char *tn__put_u64(char *p, uint64_t v, int hex) {
     char buf[20];
     size_t i = sizeof buf;
     do {
-        buf[--i] = (char)('0' + v % 10);
-        v /= 10;
+        buf[--i] = "0123456789abcdef"[hex ? v % 16 : v % 10];
+        v = hex ? v / 16 : v / 10;
     } while (v);
     return tn__put(p, buf + i, sizeof buf - i);
 }
 
-/* Writes the status line and headers. length: the body's, or -1. */
-static int tn__send_head(tn_http_request *r, int status, const char *ctype, int64_t length) {
+/* The header lines a handler set: each "Name: value\r\n". The offset of
+ * the first named name (and *line_end, where it ends), or -1. */
+static int tn__rh_find(const tn_http_request *r, const char *name, size_t nl, size_t *line_end) {
+    size_t i = 0;
+    while (i < r->rh_len) {
+        const char *line = r->rh + i;
+        size_t ll = (size_t)((const char *)memchr(line, '\n', r->rh_len - i) - line) + 1;
+        if (ll > nl && line[nl] == ':' && tn__http_ieq(line, nl, name)) {
+            *line_end = i + ll;
+            return (int)i;
+        }
+        i += ll;
+    }
+    return -1;
+}
+
+/* Removes every line named name; returns how many. */
+static int tn__rh_remove(tn_http_request *r, const char *name, size_t nl) {
+    size_t end;
+    int at, n = 0;
+    while ((at = tn__rh_find(r, name, nl, &end)) >= 0) {
+        memmove(r->rh + at, r->rh + end, r->rh_len - end);
+        r->rh_len -= end - (size_t)at;
+        n++;
+    }
+    return n;
+}
+
+/* Reserves the head's room (and body_room more, so a body copy that
+ * follows cannot fail halfway) and writes the status line and headers.
+ * length: the body's, or -1. */
+static int tn__send_head(tn_http_request *r, int status, const char *ctype, int64_t length, size_t body_room) {
     tn__conn *c = r->conn;
     tn_http_server *srv = r->srv;
     int keep = r->msg.keep_alive && !srv->shutting_down && !(c->s.oflags & TN__C_CLOSE_AFTER);
+    int bodyless = status == 204 || status == 304;
     const char *reason;
     size_t rlen, clen;
     char *p;
     if (r->headers_sent) return TN_ESTATE;
-    if (status < 200 || status > 999) return TN_EINVAL;
-    r->headers_sent = 1;
-    r->status = status;
-    r->no_body = r->is_head || status == 204 || status == 304;
-    if (length < 0 && !r->no_body) {
-        if (r->msg.version_minor >= 1) r->chunked_out = 1;
-        else keep = 0; /* HTTP/1.0: the close delimits the body */
+    /* Final responses only: a 1xx is interim (the server sends the 100
+     * itself), and RFC 9110 defines nothing above 599. */
+    if (status < 200 || status > 599) return TN_EINVAL;
+    if (c->s.flags & TN__S_CLOSED) {
+        r->headers_sent = 1;
+        r->closed = 1;
+        return TN_ECLOSED;
     }
-    r->length_out = length;
-    if (!keep) c->s.oflags |= TN__C_CLOSE_AFTER;
-    if (c->s.flags & TN__S_CLOSED) return TN_ECLOSED;
+    if (ctype && r->has_ctype) { /* the argument is the later word */
+        tn__rh_remove(r, "content-type", 12);
+        r->has_ctype = 0;
+    }
+    if (!ctype && !r->has_ctype && !bodyless) ctype = "text/plain; charset=utf-8";
     tn__http_date(srv);
     /* One reservation for the longest head these pieces can make, then
      * plain copies: a head is a dozen pieces, each an append call before. */
     reason = tn_http_reason(status);
     rlen = strlen(reason);
     clen = ctype ? strlen(ctype) : 0;
-    if (tn__buf_reserve(srv->loop, &c->s.out,
-                        sizeof "HTTP/1.1 999 \r\nServer: tornado.h\r\n" + rlen + srv->date_len +
-                            sizeof "Content-Type: \r\n" + clen + r->rh_len +
-                            sizeof "Content-Length: 18446744073709551615\r\n" +
-                            sizeof "Connection: keep-alive\r\n\r\n"))
+    if (!(p = tn__stream_room(&c->s, sizeof "HTTP/1.1 999 \r\nServer: tornado.h\r\n" + rlen + srv->date_len +
+                                         sizeof "Content-Type: \r\n" + clen + r->rh_len +
+                                         sizeof "Content-Length: 18446744073709551615\r\n" +
+                                         sizeof "Connection: keep-alive\r\n\r\n" + body_room)))
         return TN_ENOMEM;
-    p = c->s.out.data + c->s.out.len;
-    p = tn__put(p, r->msg.version_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
-    p = tn__put_u64(p, (uint64_t)status);
-    *p++ = ' ';
-    p = tn__put(p, reason, rlen);
-    p = tn__put(p, "\r\nServer: tornado.h\r\n", 21);
-    p = tn__put(p, srv->date, srv->date_len);
-    if (ctype && status != 204 && status != 304) {
-        p = tn__put(p, "Content-Type: ", 14);
-        p = tn__put(p, ctype, clen);
-        p = tn__put(p, "\r\n", 2);
+    r->headers_sent = 1;
+    r->status = status;
+    r->no_body = r->is_head || bodyless;
+    if (length < 0 && !r->no_body) {
+        if (r->msg.version_minor >= 1) r->chunked_out = 1;
+        else keep = 0; /* HTTP/1.0: the close delimits the body */
     }
-    if (r->rh_len) p = tn__put(p, r->rh, r->rh_len);
-    if (status != 204 && status != 304) {
-        if (length >= 0) {
-            p = tn__put(p, "Content-Length: ", 16);
-            p = tn__put_u64(p, (uint64_t)length);
+    r->length_out = length;
+    if (!keep) c->s.oflags |= TN__C_CLOSE_AFTER;
+    {
+        char *start = p;
+        p = tn__put(p, r->msg.version_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+        p = tn__put_u64(p, (uint64_t)status, 0);
+        *p++ = ' ';
+        p = tn__put(p, reason, rlen);
+        p = tn__put(p, "\r\nServer: tornado.h\r\n", 21);
+        p = tn__put(p, srv->date, srv->date_len);
+        if (ctype) {
+            p = tn__put(p, "Content-Type: ", 14);
+            p = tn__put(p, ctype, clen);
             p = tn__put(p, "\r\n", 2);
-        } else if (r->msg.version_minor >= 1) {
-            p = tn__put(p, "Transfer-Encoding: chunked\r\n", 28);
         }
+        if (r->rh_len) p = tn__put(p, r->rh, r->rh_len);
+        if (!bodyless) {
+            if (length >= 0) {
+                p = tn__put(p, "Content-Length: ", 16);
+                p = tn__put_u64(p, (uint64_t)length, 0);
+                p = tn__put(p, "\r\n", 2);
+            } else if (r->msg.version_minor >= 1) {
+                p = tn__put(p, "Transfer-Encoding: chunked\r\n", 28);
+            }
+        }
+        if (!keep) p = tn__put(p, "Connection: close\r\n", 19);
+        else if (r->msg.version_minor == 0) p = tn__put(p, "Connection: keep-alive\r\n", 24);
+        p = tn__put(p, "\r\n", 2);
+        tn__stream_commit(&c->s, (size_t)(p - start));
     }
-    if (!keep) p = tn__put(p, "Connection: close\r\n", 19);
-    else if (r->msg.version_minor == 0) p = tn__put(p, "Connection: keep-alive\r\n", 24);
-    p = tn__put(p, "\r\n", 2);
-    c->s.out.len = (size_t)(p - c->s.out.data);
+    r->body_mark = c->s.io->cq;
     return 0;
 }
 
-int tn_http_set_header(tn_http_request *r, const char *name, const char *value) {
-    size_t nl, vl, i;
-    if (r->headers_sent) return TN_ESTATE;
-    if (!name || !value) return TN_EINVAL;
-    nl = strlen(name);
-    vl = strlen(value);
-    if (!nl) return TN_EINVAL;
-    for (i = 0; i < nl; i++)
-        if (!tn__http_is_tchar((unsigned char)name[i])) return TN_EINVAL;
-    for (i = 0; i < vl; i++) {
+/* A header name and value a handler may send: a token, and no CR, LF, NUL
+ * or other control byte (a header cannot be injected). */
+static int tn__header_ok(const char *name, size_t *nl, const char *value, size_t *vl) {
+    size_t i;
+    if (!name || !value) return 0;
+    *nl = strlen(name);
+    *vl = strlen(value);
+    if (!*nl) return 0;
+    for (i = 0; i < *nl; i++)
+        if (!tn__http_is_tchar((unsigned char)name[i])) return 0;
+    for (i = 0; i < *vl; i++) {
         unsigned char ch = (unsigned char)value[i];
-        if (ch == '\r' || ch == '\n' || (ch < 0x20 && ch != '\t') || ch == 0x7f) return TN_EINVAL;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return 0;
     }
-    /* The server frames every response itself: a handler's own framing
-     * fields could contradict it (two lengths, a length and chunked). */
-    if (tn__http_ieq(name, nl, "content-length") || tn__http_ieq(name, nl, "transfer-encoding"))
-        return TN_EINVAL;
-    if (tn__http_ieq(name, nl, "connection")) {
-        if (!tn__http_ieq(value, vl, "close")) return TN_EINVAL;
-        r->conn->s.oflags |= TN__C_CLOSE_AFTER; /* the head then says "Connection: close" */
-        return 0;
-    }
+    return 1;
+}
+
+static int tn__rh_append(tn_http_request *r, const char *name, size_t nl, const char *value, size_t vl) {
     if (tn__grow((void **)&r->rh, &r->rh_cap, r->rh_len + nl + vl + 4, 1)) return TN_ENOMEM;
     memcpy(r->rh + r->rh_len, name, nl);
     r->rh_len += nl;
@@ -5343,6 +6048,42 @@ int tn_http_set_header(tn_http_request *r, const char *name, const char *value) 
     return 0;
 }
 
+/* set (replace) or add one header line. */
+static int tn__set_header(tn_http_request *r, const char *name, const char *value, int replace) {
+    size_t nl, vl;
+    int rc, ctype;
+    if (r->headers_sent) return TN_ESTATE;
+    if (!tn__header_ok(name, &nl, value, &vl)) return TN_EINVAL;
+    /* The server frames every response itself: a handler's own framing
+     * fields could contradict it (two lengths, a length and chunked). */
+    if (tn__http_ieq(name, nl, "content-length") || tn__http_ieq(name, nl, "transfer-encoding"))
+        return TN_EINVAL;
+    if (tn__http_ieq(name, nl, "connection")) {
+        if (!tn__http_ieq(value, vl, "close")) return TN_EINVAL;
+        r->conn->s.oflags |= TN__C_CLOSE_AFTER; /* the head then says "Connection: close" */
+        return 0;
+    }
+    ctype = tn__http_ieq(name, nl, "content-type");
+    if (replace || ctype) tn__rh_remove(r, name, nl); /* one Content-Type, whatever the call */
+    rc = tn__rh_append(r, name, nl, value, vl);
+    if (rc == 0 && ctype) r->has_ctype = 1;
+    return rc;
+}
+
+int tn_http_set_header(tn_http_request *r, const char *name, const char *value) {
+    return tn__set_header(r, name, value, 1);
+}
+int tn_http_add_header(tn_http_request *r, const char *name, const char *value) {
+    return tn__set_header(r, name, value, 0);
+}
+int tn_http_clear_header(tn_http_request *r, const char *name) {
+    size_t nl;
+    if (r->headers_sent) return TN_ESTATE;
+    if (!name || !(nl = strlen(name))) return TN_EINVAL;
+    if (tn__http_ieq(name, nl, "content-type") && r->has_ctype) r->has_ctype = 0;
+    return tn__rh_remove(r, name, nl) ? 0 : TN_ENOENT;
+}
+
 /* Every flush of a connection goes through here, so a handler waiting in
  * tn_http_drain hears as soon as the output is below the low watermark,
  * whoever flushed. Returns non-zero if the connection failed (and may be
@@ -5351,11 +6092,7 @@ static int tn__conn_flush(tn__conn *c) {
     tn_http_request *r = c->req;
     if (c->s.flags & TN__S_CLOSED) return TN_ECLOSED;
     if (tn__stream_flush(&c->s)) return TN_ECLOSED;
-    if (!tn__stream_pending(&c->s))
-        tn__conn_stall_stop(c);
-    else if (!(c->s.oflags & TN__C_STALL))
-        tn__conn_stall_start(c); /* output left over (the timer restarts the clock if
-                                    bytes went out meanwhile, whoever wrote them) */
+    tn__stream_stall_watch(&c->s, c->srv->opts.write_timeout_ms);
     if (r && r->drain && tn__stream_pending(&c->s) < TN_HTTP_WRITE_LOW) tn__req_settle_drain(r, 0);
     return 0;
 }
@@ -5364,85 +6101,168 @@ static void tn__conn_maybe_flush(tn__conn *c) {
     if (!(c->s.oflags & TN__C_IN_BATCH)) tn__conn_flush(c);
 }
 
+/* This response's body copies not yet taken by the kernel. */
+static uint64_t tn__resp_unsent_copies(const tn_http_request *r) {
+    const tn__sio *io = r->conn->s.io;
+    if (!io) return 0;
+    return io->cq - (io->cw > r->body_mark ? io->cw : r->body_mark);
+}
+
 int tn_http_begin(tn_http_request *r, int status, const char *ctype, int64_t length) {
     int rc;
     if (r->finished) return TN_ESTATE;
-    rc = tn__send_head(r, status, ctype, length);
+    rc = tn__send_head(r, status, ctype, length, 0);
     if (rc == 0) tn__conn_maybe_flush(r->conn);
     return r->closed ? TN_ECLOSED : rc;
 }
 
-int tn_http_write(tn_http_request *r, const char *data, size_t len) {
+/* The checks every body write makes; 1: nothing to write (a body-less
+ * response drops it), 0: go on, else the error. */
+static int tn__write_check(tn_http_request *r, uint64_t len, int copy) {
     tn__conn *c = r->conn;
-    int rc = 0;
-    if (!r->headers_sent) {
-        rc = tn__send_head(r, 200, "text/plain; charset=utf-8", -1);
-        if (rc) return rc;
-    }
+    int rc;
+    if (!r->headers_sent && (rc = tn__send_head(r, 200, NULL, -1, 0)) != 0) return rc;
     if (r->finished) return TN_ESTATE;
     if (r->closed || (c->s.flags & TN__S_CLOSED)) return TN_ECLOSED;
-    if (r->no_body || len == 0) return 0;
+    r->since_yield += len;
+    if (r->no_body || len == 0) return 1;
     if (r->length_out >= 0 && r->out_len + len > (uint64_t)r->length_out) return TN_EINVAL;
-    if (r->chunked_out) {
-        rc |= tn__out_u64(c, len, 1);
-        rc |= tn__out(c, "\r\n", 2);
-        rc |= tn__out(c, data, len);
-        rc |= tn__out(c, "\r\n", 2);
-    } else {
-        rc |= tn__out(c, data, len);
-    }
+    /* A plain handler sends nothing before it returns: without this cap,
+     * GET /bytes/104857600 held 100 MiB per request. */
+    if (copy && tn__resp_unsent_copies(r) + len > TN_HTTP_WRITE_HIGH) return TN_EFULL;
+    return 0;
+}
+
+/* The chunk-size line of a len-byte chunk into buf (at least 20 bytes). */
+static size_t tn__chunk_line(char *buf, uint64_t len) {
+    char *p = tn__put_u64(buf, len, 1);
+    return (size_t)(tn__put(p, "\r\n", 2) - buf);
+}
+
+int tn_http_write(tn_http_request *r, const char *data, size_t len) {
+    tn__conn *c = r->conn;
+    int rc = tn__write_check(r, len, 1);
+    char line[24], *p;
+    size_t ll = 0;
+    if (rc) return rc > 0 ? 0 : rc;
+    if (r->chunked_out) ll = tn__chunk_line(line, len);
+    /* One reservation: a chunk is all written or not at all. */
+    if (!(p = tn__stream_room(&c->s, ll + len + (ll ? 2 : 0)))) return TN_ENOMEM;
+    p = tn__put(p, line, ll);
+    p = tn__put(p, data, len);
+    if (ll) p = tn__put(p, "\r\n", 2);
+    tn__stream_commit(&c->s, ll + len + (ll ? 2 : 0));
     r->out_len += len;
-    if (rc) return TN_ENOMEM;
+    if (tn__stream_pending(&c->s) >= TN_HTTP_WRITE_LOW) tn__conn_maybe_flush(c);
+    return 0;
+}
+
+int tn_http_write_ref(tn_http_request *r, const char *data, size_t len, tn_free_fn free_fn, void *free_arg) {
+    tn__conn *c = r->conn;
+    int rc = tn__write_check(r, len, 0);
+    char line[24];
+    size_t ll = 0;
+    if (rc) {
+        if (free_fn) free_fn(free_arg);
+        return rc > 0 ? 0 : rc;
+    }
+    if (r->chunked_out) ll = tn__chunk_line(line, len);
+    rc = tn__stream_queue_ref(&c->s, line, ll, data, -1, 0, len, "\r\n", ll ? 2 : 0, free_fn, free_arg);
+    if (rc) return rc;
+    r->out_len += len;
     if (tn__stream_pending(&c->s) >= TN_HTTP_WRITE_LOW) tn__conn_maybe_flush(c);
     return 0;
 }
 
 int tn_http_finish(tn_http_request *r) {
     tn__conn *c = r->conn;
+    int rc = 0;
     if (r->finished) return TN_ESTATE;
     if (!r->headers_sent) {
-        int rc = tn__send_head(r, 200, "text/plain; charset=utf-8", 0);
+        rc = tn__send_head(r, 200, NULL, 0, 0);
         if (rc && rc != TN_ECLOSED) return rc;
     }
-    if (r->length_out >= 0 && !r->no_body && r->out_len != (uint64_t)r->length_out)
-        c->s.oflags |= TN__C_CLOSE_AFTER; /* short body: the client must not reuse this */
-    if (r->chunked_out && !r->closed) tn__out(c, "0\r\n\r\n", 5);
+    if (r->length_out >= 0 && !r->no_body && r->out_len != (uint64_t)r->length_out) {
+        /* A short body: the client must not take it for the whole one, nor
+         * reuse the connection (it would read our next bytes as body). */
+        c->s.oflags |= TN__C_CLOSE_AFTER;
+        rc = TN_EINVAL;
+    }
+    if (r->chunked_out && !r->closed && tn__stream_queue(&c->s, "0\r\n\r\n", 5)) {
+        c->s.oflags |= TN__C_CLOSE_AFTER; /* without its last chunk the body is cut */
+        rc = TN_ENOMEM;
+    }
     r->finished = 1;
     tn__conn_maybe_flush(c);
-    return r->closed ? TN_ECLOSED : 0;
+    return r->closed ? TN_ECLOSED : rc;
+}
+
+/* The respond variants' common start: the head, with room for a copied body. */
+static int tn__respond_head(tn_http_request *r, int status, const char *ctype, size_t len, size_t copy) {
+    if (r->headers_sent) return TN_ESTATE;
+    if (copy > TN_HTTP_WRITE_HIGH && !r->is_head && status != 204 && status != 304) return TN_EFULL;
+    return tn__send_head(r, status, ctype, (int64_t)len, copy);
 }
 
 int tn_http_respond(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
-    int rc;
-    if (r->headers_sent) return TN_ESTATE;
-    if (!ctype) ctype = "text/plain; charset=utf-8";
-    rc = tn__send_head(r, status, ctype, (int64_t)len);
+    int rc = tn__respond_head(r, status, ctype, len, len);
     if (rc == 0 && !r->no_body && len) {
-        if (tn__out(r->conn, body, len)) rc = TN_ENOMEM;
+        memcpy(r->conn->s.io->out.data + r->conn->s.io->out.len, body, len); /* room reserved with the head */
+        tn__stream_commit(&r->conn->s, len);
     }
-    r->out_len = len;
-    r->finished = 1;
+    if (rc == 0 || rc == TN_ECLOSED) {
+        r->out_len = len;
+        r->finished = 1;
+    }
     if (rc == 0) tn__conn_maybe_flush(r->conn);
     return r->closed ? TN_ECLOSED : rc;
 }
 
+int tn_http_respond_ref(tn_http_request *r, int status, const char *ctype, const char *body, size_t len,
+                        tn_free_fn free_fn, void *free_arg) {
+    int rc = tn__respond_head(r, status, ctype, len, 0);
+    if (rc == 0 && !r->no_body && len) {
+        rc = tn__stream_queue_ref(&r->conn->s, NULL, 0, body, -1, 0, len, NULL, 0, free_fn, free_arg);
+        if (rc) r->conn->s.oflags |= TN__C_CLOSE_AFTER; /* the head promised a body */
+    } else if (free_fn) {
+        free_fn(free_arg);
+    }
+    if (rc == 0 || r->headers_sent) {
+        r->out_len = len;
+        r->finished = 1;
+    }
+    if (rc == 0) tn__conn_maybe_flush(r->conn);
+    return r->closed ? TN_ECLOSED : rc;
+}
+
+/* A future that resolves on the next loop iteration: the turn a streaming
+ * handler gives the loop (see tn_http_drain). */
+static tn_future *tn__req_yield(tn_http_request *r) {
+    r->since_yield = 0;
+    return tn_sleep(r->srv->loop, 0);
+}
+
 tn_future *tn_http_drain(tn_http_request *r) {
     tn__conn *c = r->conn;
-    tn_future *f = tn_future_new(r->srv->loop);
-    if (!f) return NULL;
+    tn_future *f;
     if (r->closed || (c->s.flags & TN__S_CLOSED)) {
-        tn_future_fail(f, TN_ECLOSED);
+        if ((f = tn_future_new(r->srv->loop)) != NULL) tn_future_fail(f, TN_ECLOSED);
         return f;
     }
     tn__conn_maybe_flush(c);
     if (tn__stream_pending(&c->s) < TN_HTTP_WRITE_LOW) {
-        tn_future_resolve(f, NULL);
+        /* Drained already. A fast reader would have the handler run on
+         * without the loop ever getting a turn (GET /stream/10000000 held
+         * the loop 0.7 s): after every high-water mark of body, wait for
+         * the next iteration. */
+        if (r->since_yield >= TN_HTTP_WRITE_HIGH) return tn__req_yield(r);
+        if ((f = tn_future_new(r->srv->loop)) != NULL) tn_future_resolve(f, NULL);
         return f;
     }
-    if (r->drain) { /* one waiter at a time: the newest wins */
-        tn_future_fail(r->drain, TN_ECANCELLED);
-    }
+    if (!(f = tn_future_new(r->srv->loop))) return NULL;
+    if (r->drain) tn_future_fail(r->drain, TN_ECANCELLED); /* one waiter at a time: the newest wins */
     r->drain = f;
+    r->since_yield = 0; /* it resolves from a later iteration's I/O */
     return f;
 }
 
@@ -5456,11 +6276,12 @@ static void tn__req_settle_drain(tn_http_request *r, int err) {
 
 /* ---------------------------------------------------- error responses */
 static int tn__conn_error(tn__conn *c, int status) {
-    char body[80];
-    int n;
     tn_http_request *r = c->req;
+    const char *reason = tn_http_reason(status);
+    size_t rl = strlen(reason), bl = 4 + rl + 1; /* "413 Content Too Large\n" */
+    int head = r && r->is_head;
+    char *p;
     tn__http_date(c->srv);
-    n = snprintf(body, sizeof body, "%d %s\n", status, tn_http_reason(status));
     /* A 408 went to a client too slow to be worth lingering for. */
     c->s.oflags |= TN__C_CLOSE_AFTER | (status == 408 ? 0u : TN__C_CUT);
     tn__list_del(c); /* closing: no read timeout may answer again */
@@ -5469,16 +6290,27 @@ static int tn__conn_error(tn__conn *c, int status) {
         tn__conn_close(c);
         return 0;
     }
-    tn__out_str(c, "HTTP/1.1 ");
-    tn__out_u64(c, (uint64_t)status, 0);
-    tn__out(c, " ", 1);
-    tn__out_str(c, tn_http_reason(status));
-    tn__out(c, "\r\nServer: tornado.h\r\n", 21);
-    tn__out(c, c->srv->date, c->srv->date_len);
-    tn__out_str(c, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-    tn__out_u64(c, (uint64_t)n, 0);
-    tn__out_str(c, "\r\nConnection: close\r\n\r\n");
-    if (!(r && r->is_head)) tn__out(c, body, (size_t)n);
+    p = tn__stream_room(&c->s, 200 + 2 * rl + c->srv->date_len);
+    if (p) {
+        char *start = p;
+        p = tn__put(p, "HTTP/1.1 ", 9);
+        p = tn__put_u64(p, (uint64_t)status, 0);
+        *p++ = ' ';
+        p = tn__put(p, reason, rl);
+        p = tn__put(p, "\r\nServer: tornado.h\r\n", 21);
+        p = tn__put(p, c->srv->date, c->srv->date_len);
+        p = tn__put(p, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ", 57);
+        p = tn__put_u64(p, bl, 0);
+        if (status == 503) p = tn__put(p, "\r\nRetry-After: 1", 16);
+        p = tn__put(p, "\r\nConnection: close\r\n\r\n", 23);
+        if (!head) {
+            p = tn__put_u64(p, (uint64_t)status, 0);
+            *p++ = ' ';
+            p = tn__put(p, reason, rl);
+            *p++ = '\n';
+        }
+        tn__stream_commit(&c->s, (size_t)(p - start));
+    }
     if (r && r->state != TN__RQ_HANDLER) {
         c->req = NULL;
         tn__req_put(c->srv, r);
@@ -5659,14 +6491,15 @@ static void tn__server_destroy(tn_http_server *srv);
 static void tn__conn_free(tn__conn *c) {
     tn_http_server *srv = c->srv;
     tn__list_del(c);
-    tn__conn_stall_stop(c);
-    tn__buf_release(srv->loop, &c->s.in);
-    tn__buf_release(srv->loop, &c->s.out);
     if (c->req) tn__req_put(srv, c->req);
+    c->req = NULL;
+    tn__stream_close(&c->s);
+    tn__conn_in_release(c);
     if (c->prev) c->prev->next = c->next;
     else srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     srv->nconns--;
+    if (c->s.oflags & TN__C_SHED) srv->nshed--;
     TN_FREE(c);
     if (srv->shutting_down && srv->nconns == 0 && srv->shutdown_f) {
         tn_future *f = srv->shutdown_f;
@@ -5690,18 +6523,14 @@ static void tn__conn_close(tn__conn *c) {
         if (c->s.oflags & TN__C_ZOMBIE) return;
         c->s.oflags |= TN__C_ZOMBIE;
         r->closed = 1;
+        tn__list_del(c);
         tn__req_settle_drain(r, TN_ECLOSED);
-        /* Cancel the coroutine, not its completion future: failing that
-         * future now ran tn__req_co_done (which frees the connection and
-         * the request) while the coroutine was still suspended, and it then
-         * resumed holding a freed req. Flagged cancelled, with what it
-         * awaits cancelled, it resumes with TN_ECANCELLED; the connection
-         * goes when it really ends. A done future means it has ended and
-         * its frame is gone: tn__req_co_done is already on its way. */
-        if (!tn_future_done(r->co_future)) {
-            r->frame->flags |= TN__CO_CANCELLED;
-            if (r->frame->awaiting) tn_future_cancel(r->frame->awaiting);
-        }
+        /* A coroutine's future completes only once the coroutine has ended
+         * (cancelling asks it to stop: what it awaits fails with
+         * TN_ECANCELLED), so the request it holds stays valid until then;
+         * tn__req_co_done then frees the connection. A done future means
+         * it has ended: tn__req_co_done is already on its way. */
+        if (!tn_future_done(r->co_future)) tn_future_cancel(r->co_future);
         return;
     }
     tn__conn_free(c);
@@ -5715,15 +6544,13 @@ static void tn__conn_close(tn__conn *c) {
  * close at the client's EOF or after linger_timeout_ms. */
 static void tn__conn_linger(tn__conn *c) {
     if (c->s.oflags & (TN__C_LINGER | TN__C_IN_BATCH)) return; /* in a batch: after it */
-    if ((c->s.flags & TN__S_EOF) ||
-        (!(c->s.oflags & TN__C_CUT) && c->s.in.len == c->s.in.off) ||
+    if ((c->s.flags & TN__S_EOF) || (!(c->s.oflags & TN__C_CUT) && !tn__stream_avail(&c->s)) ||
         shutdown(c->s.fd, SHUT_WR) != 0) {
         tn__conn_close(c);
         return;
     }
     c->s.oflags |= TN__C_LINGER;
-    c->s.in.off = c->s.in.len = 0;
-    tn__buf_release(c->srv->loop, &c->s.in);
+    tn__conn_in_release(c);
     tn__list_add(c, TN__L_LINGER);
     tn__stream_set_reading(&c->s, 1);
 }
@@ -5737,9 +6564,9 @@ static int tn__conn_after_batch(tn__conn *c);
  * answers sends nothing that would (a stalled connection). */
 static void tn__conn_run(tn__conn *c) {
     do {
-        c->s.oflags = (c->s.oflags | TN__C_IN_BATCH) & ~TN__C_HELD;
+        c->s.oflags = (uint16_t)((c->s.oflags | TN__C_IN_BATCH) & ~TN__C_HELD);
         tn__conn_process(c);
-        c->s.oflags &= ~TN__C_IN_BATCH;
+        c->s.oflags &= (uint16_t)~TN__C_IN_BATCH;
     } while (tn__conn_after_batch(c));
 }
 
@@ -5754,13 +6581,14 @@ static int tn__conn_after_batch(tn__conn *c) {
     }
     if (c->s.oflags & TN__C_ZOMBIE) return 0;
     if (tn__conn_flush(c)) return 0; /* closed, maybe freed */
-    if (c->s.flags & TN__S_EOF) {
-        if (in_handler) { /* the client left while its handler runs */
-            tn__conn_close(c);
-            return 0;
-        }
-        c->s.oflags |= TN__C_CLOSE_AFTER;
-    }
+    tn__conn_account(c);
+    /* The client's EOF: with no request under way, or between requests,
+     * there is nothing more to answer. A request it sent whole is still
+     * answered (a client may half-close after sending: nothing says it has
+     * gone away, and if it has, the answer's write tells). */
+    if (c->s.flags & TN__S_EOF) c->s.oflags |= TN__C_CLOSE_AFTER;
+    /* Shutting down: a connection between requests closes. */
+    if (c->srv->shutting_down && !r && (c->s.oflags & TN__C_SERVED)) c->s.oflags |= TN__C_CLOSE_AFTER;
     if ((c->s.oflags & TN__C_CLOSE_AFTER) && !in_handler) {
         if (!tn__stream_pending(&c->s)) tn__conn_linger(c);
         else if (!(c->s.oflags & TN__C_LINGER)) tn__stream_set_reading(&c->s, 0);
@@ -5769,10 +6597,10 @@ static int tn__conn_after_batch(tn__conn *c) {
     /* Read on unless the request now belongs to its handler and the buffer
      * is full (it must not move under the request), or output backs up. */
     reading = !(c->s.oflags & TN__C_CLOSE_AFTER) && tn__stream_pending(&c->s) <= TN_HTTP_WRITE_HIGH &&
-              (!in_handler || (c->s.in.data && c->s.in.len < c->s.in.cap));
+              (!in_handler || (c->s.io && c->s.io->in.len < c->s.io->in.cap));
     tn__stream_set_reading(&c->s, reading);
     if (!r) {
-        if (c->s.in.off == c->s.in.len) tn__buf_release(c->srv->loop, &c->s.in); /* idle: no buffer */
+        if (!tn__stream_avail(&c->s)) tn__conn_in_release(c); /* idle: no buffer */
         /* The idle clock starts once the last response is all out (the
          * drain runs this again then): armed while a big response was
          * still being read, it cut that response at idle_timeout_ms. */
@@ -5785,10 +6613,12 @@ static int tn__conn_after_batch(tn__conn *c) {
 static void tn__conn_on_read(tn_stream *s) {
     tn__conn *c = (tn__conn *)s;
     if (c->s.oflags & TN__C_LINGER) { /* drop it; the client's EOF ends it */
-        s->in.off = s->in.len = 0;
+        tn__conn_in_release(c);
         if (s->flags & TN__S_EOF) tn__conn_close(c);
+        else tn__stream_set_reading(s, 1);
         return;
     }
+    tn__conn_account(c);
     tn__conn_run(c);
 }
 
@@ -5805,14 +6635,17 @@ static void tn__conn_on_error(tn_stream *s, int err) {
 }
 
 static const tn__stream_ops tn__conn_ops = {tn__conn_on_read, tn__conn_on_drain, tn__conn_on_error,
-                                             TN_HTTP_WRITE_LOW - 1};
+                                             tn__conn_in_limit, TN_HTTP_WRITE_LOW - 1};
 
 /* The request is answered: drop its bytes and get ready for the next. */
 static void tn__conn_end_request(tn__conn *c) {
     tn_http_request *r = c->req;
-    tn__buf *in = &c->s.in;
+    tn__buf *in = c->s.io ? &c->s.io->in : NULL;
     size_t used = r->head_len + r->body_raw;
-    if (in->data) {
+    if (in && in->data) {
+        char *end = in->data + in->off + used;
+        if (r->nul_state == TN__NUL_SAVED) *end = r->nul_saved;
+        else if (r->nul_state == TN__NUL_EXTRA) used++;
         in->off += used <= in->len - in->off ? used : in->len - in->off;
         if (in->off == in->len) in->off = in->len = 0;
     }
@@ -5851,7 +6684,7 @@ static void tn__req_co_done(tn_future *f, void *arg) {
             tn_http_finish(r);
         }
     }
-    c->s.oflags &= ~TN__C_IN_BATCH;
+    c->s.oflags &= (uint16_t)~TN__C_IN_BATCH;
     tn__conn_end_request(c);
     tn__conn_run(c);
 }
@@ -5866,7 +6699,7 @@ static int tn__req_prepare(tn_http_request *r) {
     need = 3 * m->target_len + 64;
     if (r->scratch_cap < need) {
         char *ns = (char *)TN_REALLOC(r->scratch, need);
-        if (!ns) return 500;
+        if (!ns) return 503;
         r->scratch = ns;
         r->scratch_cap = need;
     }
@@ -5909,10 +6742,35 @@ static int tn__req_prepare(tn_http_request *r) {
     return 0;
 }
 
+/* A buffered body is NUL-terminated for the handler (tn_http_body), over
+ * the byte after it (put back when the request ends) or over one more
+ * byte. Returns 0 or 503 (no room for that byte). */
+static int tn__req_nul_body(tn__conn *c, tn_http_request *r) {
+    tn__buf *in;
+    char *end;
+    if (!r->body_len || r->route->opts.on_body) return 0;
+    in = &c->s.io->in;
+    end = in->data + in->off + r->head_len + r->body_len;
+    if (end < in->data + in->len) {
+        r->nul_saved = *end;
+        r->nul_state = TN__NUL_SAVED;
+    } else {
+        if (in->len == in->cap) return 503; /* the body's room had this byte: cannot happen */
+        in->len++;
+        r->nul_state = TN__NUL_EXTRA;
+    }
+    *end = 0;
+    return 0;
+}
+
 static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
     const tn__route *rt = r->route;
     r->state = TN__RQ_HANDLER;
     tn__list_del(c); /* the body is in */
+    if (tn__req_nul_body(c, r)) {
+        tn__conn_error(c, 503);
+        return;
+    }
     if (rt->fn) {
         rt->fn(r, rt->arg);
         if (!r->headers_sent) tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
@@ -5945,41 +6803,31 @@ static int tn__req_start(tn__conn *c, tn_http_request *r) {
     if (status) return status;
     rt = r->route;
     max = rt->opts.max_body_bytes ? rt->opts.max_body_bytes : srv->opts.max_body_bytes;
-    r->body_max = max;
-    if (r->msg.content_length > 0 && !rt->opts.on_body && (uint64_t)r->msg.content_length > max)
-        return 413;
-    if (r->msg.chunked || r->msg.content_length > 0) {
-        r->state = TN__RQ_BODY;
-        /* Tell a client waiting for it that we will read the body; never
-         * to HTTP/1.0 (the parser drops the expectation there). */
-        if (r->msg.expect_continue) {
-            tn__out(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            tn__stream_flush(&c->s);
-            if (c->s.flags & TN__S_CLOSED) return -1;
-        }
-        tn__list_add(c, TN__L_BODY);
-        if (!r->msg.chunked && !rt->opts.on_body) {
-            /* Room for the whole body now; the head is re-parsed at
-             * dispatch if this moved the buffer. */
-            size_t have = c->s.in.len - c->s.in.off;
-            size_t need = r->head_len + (size_t)r->msg.content_length;
-            if (need > have && tn__buf_reserve(srv->loop, &c->s.in, need - have)) return 503;
+    if (r->msg.content_length > 0 && !rt->opts.on_body && (uint64_t)r->msg.content_length > max) return 413;
+    tn__body_start(&r->body, &r->msg, rt->opts.on_body ? 0 : max);
+    if (r->body.kind == TN__B_NONE) return 0;
+    r->state = TN__RQ_BODY;
+    if (r->body.kind == TN__B_LENGTH && !rt->opts.on_body) {
+        /* Room for the whole body (and its NUL) now, from the budget; the
+         * head is re-parsed at dispatch if this moved the buffer. */
+        tn__buf *in = &c->s.io->in;
+        size_t have = in->len - in->off, need = r->head_len + (size_t)r->msg.content_length + 1;
+        if (need > have) {
+            size_t cap = in->cap - in->off < need ? need : in->cap;
+            if (!tn__conn_budget_allows(c, cap)) return 503;
+            if (tn__buf_reserve_max(srv->loop, in, need - have, need)) return 503;
+            tn__conn_account(c);
         }
     }
+    /* Tell a client waiting for it that we will read the body; never to
+     * HTTP/1.0 (the parser drops the expectation there). */
+    if (r->msg.expect_continue) {
+        tn__stream_queue(&c->s, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        tn__stream_flush(&c->s);
+        if (c->s.flags & TN__S_CLOSED) return -1;
+    }
+    tn__list_add(c, TN__L_BODY);
     return 0;
-}
-
-/* Feeds body bytes to the route's on_body and drops them from the buffer,
- * keeping whatever follows (a pipelined request). */
-static int tn__req_stream_body(tn__conn *c, tn_http_request *r, const char *data, size_t n,
-                               size_t raw_used) {
-    tn__buf *in = &c->s.in;
-    char *body_start = in->data + in->off + r->head_len;
-    int rc = n ? r->route->opts.on_body(r, data, n, r->route->arg) : 0;
-    r->body_len += n;
-    memmove(body_start, body_start + raw_used, in->len - (size_t)(body_start - in->data) - raw_used);
-    in->len -= raw_used;
-    return rc;
 }
 
 /* The read buffer moved (it grew while a body came in): point the parsed
@@ -6001,11 +6849,71 @@ static void tn__req_rebase(tn_http_request *r, const char *nb) {
     r->base = nb;
 }
 
+/* A route's answer that keeps the connection (404, 405): the request's body,
+ * if any, was not read, so then it closes after all. */
+static void tn__req_answer_here(tn__conn *c, tn_http_request *r, int status, const char *body, size_t len) {
+    r->state = TN__RQ_HANDLER;
+    if (r->msg.chunked || r->msg.content_length > 0) c->s.oflags |= TN__C_CLOSE_AFTER;
+    r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
+    tn_http_respond(r, status, NULL, body, len);
+    tn__conn_end_request(c);
+}
+
+/* Reads the body bytes buffered so far. Returns 1 when the body is
+ * complete, 0 for more, or -1 when the connection answered an error. */
+static int tn__req_read_body(tn__conn *c, tn_http_request *r) {
+    tn__buf *in = &c->s.io->in;
+    char *body = in->data + in->off + r->head_len, *raw = body + r->body_raw, *data;
+    size_t raw_avail = in->len - in->off - r->head_len - r->body_raw, dlen;
+    int done, eof = (c->s.flags & TN__S_EOF) != 0;
+    int rc = tn__body_feed(&r->body, raw, raw_avail, eof, &c->srv->limits, &data, &dlen, &done);
+    if (rc == TN_ECLOSED) { /* cut off: nothing to answer */
+        c->s.oflags |= TN__C_CLOSE_AFTER;
+        return 0;
+    }
+    if (rc < 0) {
+        tn__conn_error(c, tn_http_error_status(rc));
+        return -1;
+    }
+    if (r->route->opts.on_body) {
+        /* Hand the bytes over and drop them, keeping what follows (a
+         * pipelined request): the buffer holds one read's worth. */
+        int err = dlen ? r->route->opts.on_body(r, data, dlen, r->route->arg) : 0;
+        r->body_len += dlen;
+        memmove(raw, raw + rc, in->len - (size_t)(raw + rc - in->data));
+        in->len -= (size_t)rc;
+        if (err) {
+            tn__conn_error(c, 400);
+            return -1;
+        }
+    } else if (r->body.kind == TN__B_CHUNKED) {
+        /* Keep the decoded bytes only: what follows the consumed framing
+         * moves down over it. Left in the buffer, the framing grew it
+         * without bound (4 KB of chunk-ext per data byte made a 1 MiB body
+         * 4 GiB of buffer). */
+        char *next = raw + rc, *end = in->data + in->len;
+        memmove(body + r->body_len, data, dlen);
+        r->body_len += dlen;
+        memmove(body + r->body_len, next, (size_t)(end - next));
+        in->len -= (size_t)(next - (body + r->body_len));
+        r->body_raw = r->body_len;
+    } else {
+        r->body_raw += (size_t)rc;
+        r->body_len = r->body_raw;
+    }
+    if (done) return 1;
+    if (c->s.flags & TN__S_FULL) { /* no room to read more: the budget is spent */
+        tn__conn_error(c, 503);
+        return -1;
+    }
+    return 0;
+}
+
 static void tn__conn_process(tn__conn *c) {
     tn_http_server *srv = c->srv;
     for (;;) {
         tn_http_request *r = c->req;
-        tn__buf *in = &c->s.in;
+        tn__buf *in;
         size_t avail;
         int rc;
         if (c->s.flags & TN__S_CLOSED) return;
@@ -6015,10 +6923,11 @@ static void tn__conn_process(tn__conn *c) {
             c->s.oflags |= TN__C_HELD; /* tn__conn_run resumes it if the flush empties the output */
             return;
         }
-        avail = in->data ? in->len - in->off : 0;
+        avail = tn__stream_avail(&c->s);
+        if (!avail && (!r || r->state == TN__RQ_HEAD)) return;
+        in = &c->s.io->in;
         if (r && r->base && r->base != in->data + in->off) tn__req_rebase(r, in->data + in->off);
         if (!r) {
-            if (!avail) return;
             if (!(r = tn__req_get(srv))) {
                 tn__conn_error(c, 503);
                 return;
@@ -6036,6 +6945,7 @@ static void tn__conn_process(tn__conn *c) {
             if (rc == TN_EAGAIN) {
                 r->prev_len = avail;
                 if (c->s.flags & TN__S_EOF) c->s.oflags |= TN__C_CLOSE_AFTER; /* cut off: nothing to answer */
+                else if (c->s.flags & TN__S_FULL) tn__conn_error(c, 503); /* no budget for a longer head */
                 return;
             }
             if (rc < 0) {
@@ -6046,177 +6956,100 @@ static void tn__conn_process(tn__conn *c) {
             r->base = in->data + in->off;
             tn__list_del(c); /* the head is in: its timeout is over */
             rc = tn__req_start(c, r);
-            if (rc) {
-                if (rc > 0) {
-                    if (rc == 405) {
-                        char allow[128];
-                        tn__req_allow(r, allow, sizeof allow);
-                        if (tn_http_set_header(r, "Allow", allow) == 0) {
-                            /* answer with the header; the body (if any) is unread */
-                            r->state = TN__RQ_HANDLER;
-                            if (r->msg.chunked || r->msg.content_length > 0) c->s.oflags |= TN__C_CLOSE_AFTER;
-                            r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
-                            tn_http_respond(r, 405, NULL, "405 Method Not Allowed\n", 23);
-                            tn__conn_end_request(c);
-                            continue;
-                        }
-                    }
-                    if (rc == 404 && !(r->msg.chunked || r->msg.content_length > 0)) {
-                        r->state = TN__RQ_HANDLER; /* a 404 keeps the connection */
-                        r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
-                        tn_http_respond(r, 404, NULL, "404 Not Found\n", 14);
-                        tn__conn_end_request(c);
-                        continue;
-                    }
-                    tn__conn_error(c, rc);
+            if (rc == 405) {
+                char allow[128];
+                tn__req_allow(r, allow, sizeof allow);
+                if (tn_http_set_header(r, "Allow", allow) == 0) {
+                    tn__req_answer_here(c, r, 405, "405 Method Not Allowed\n", 23);
+                    continue;
                 }
+            }
+            if (rc == 404 && !(r->msg.chunked || r->msg.content_length > 0)) {
+                tn__req_answer_here(c, r, 404, "404 Not Found\n", 14); /* a 404 keeps the connection */
+                continue;
+            }
+            if (rc) {
+                if (rc > 0) tn__conn_error(c, rc);
                 return;
             }
+            in = &c->s.io->in; /* the body's room may have moved it */
             if (in->data + in->off != r->base) tn__req_rebase(r, in->data + in->off);
             rc = tn__req_prepare(r);
             if (rc) {
                 tn__conn_error(c, rc);
                 return;
             }
-            avail = in->len - in->off; /* the buffer may have grown */
         }
-        if (r->state == TN__RQ_BODY) {
-            char *body = in->data + in->off + r->head_len;
-            size_t raw_avail = avail - r->head_len - r->body_raw;
-            if (r->msg.chunked) {
-                size_t out_len = 0;
-                char *raw = body + r->body_raw;
-                uint64_t limit = r->route->opts.on_body ? 0 : r->body_max;
-                rc = tn_http_chunked_decode(&r->chunked, raw, raw_avail, &out_len, limit, &srv->limits);
-                if (rc < 0) {
-                    tn__conn_error(c, tn_http_error_status(rc));
-                    return;
-                }
-                if (r->route->opts.on_body) {
-                    if (tn__req_stream_body(c, r, raw, out_len, (size_t)rc)) {
-                        tn__conn_error(c, 400);
-                        return;
-                    }
-                } else {
-                    /* Keep the decoded bytes only: what follows the consumed
-                     * framing moves down over it. Left in the buffer, the
-                     * framing grew it without bound (max_body_bytes counts
-                     * decoded bytes: 4 KB of chunk-ext per data byte made a
-                     * 1 MiB body 4 GiB of buffer). */
-                    char *next = raw + rc, *end = in->data + in->len;
-                    memmove(body + r->body_len, raw, out_len);
-                    r->body_len += out_len;
-                    memmove(body + r->body_len, next, (size_t)(end - next));
-                    in->len -= (size_t)(next - (body + r->body_len));
-                    r->body_raw = r->body_len;
-                }
-                if (!r->chunked.done) {
-                    if ((c->s.flags & TN__S_EOF)) c->s.oflags |= TN__C_CLOSE_AFTER;
-                    return;
-                }
-            } else {
-                uint64_t left = (uint64_t)r->msg.content_length - (r->route->opts.on_body ? r->body_len : r->body_raw);
-                size_t take = raw_avail < left ? raw_avail : (size_t)left;
-                if (r->route->opts.on_body) {
-                    if (tn__req_stream_body(c, r, body, take, take)) {
-                        tn__conn_error(c, 400);
-                        return;
-                    }
-                } else {
-                    r->body_raw += take;
-                    r->body_len = r->body_raw;
-                }
-                if ((uint64_t)(r->route->opts.on_body ? r->body_len : r->body_raw) < (uint64_t)r->msg.content_length) {
-                    if ((c->s.flags & TN__S_EOF)) c->s.oflags |= TN__C_CLOSE_AFTER;
-                    return;
-                }
-            }
-        }
+        if (r->state == TN__RQ_BODY && (rc = tn__req_read_body(c, r)) != 1) return;
         tn__req_dispatch(c, r);
     }
 }
 
 /* ------------------------------------------------------ accept, listen */
-static void tn__server_accept(tn_loop *l, int lfd, unsigned events, void *arg);
-
-static void tn__server_resume_accept(tn_loop *l, void *arg) {
-    tn_http_server *srv = (tn_http_server *)arg;
-    int i;
-    for (i = 0; i < srv->nlisten; i++) tn_update_handler(l, srv->lfds[i], TN_READ);
+/* Adopts a connected socket (accepted, or given to tn_http_serve_fd). A
+ * connection over max_connections is answered 503 and closed lingering, so
+ * its client reads the answer rather than a reset; past a bound on those
+ * too (a flood), it is closed at once. */
+static int tn__conn_new(tn_http_server *srv, int fd) {
+    tn__conn *c;
+    int one = 1, shed = srv->nconns - srv->nshed >= srv->opts.max_connections || srv->shutting_down;
+    if (shed && srv->nshed >= 64 + srv->opts.max_connections / 8) return TN_EFULL;
+    if (!(c = (tn__conn *)TN_MALLOC(sizeof *c))) return TN_ENOMEM;
+    memset(c, 0, sizeof *c);
+    if (tn__stream_init(&c->s, srv->loop, fd, &tn__conn_ops)) {
+        TN_FREE(c);
+        return TN_ENOMEM;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->srv = srv;
+    c->next = srv->conns;
+    if (srv->conns) srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    if (shed) {
+        c->s.oflags |= TN__C_SHED;
+        srv->nshed++;
+        tn__conn_error(c, 503);
+        return 0;
+    }
+    tn__list_add(c, TN__L_HEADER);
+    return 0;
 }
 
-static void tn__server_accept(tn_loop *l, int lfd, unsigned events, void *arg) {
-    tn_http_server *srv = (tn_http_server *)arg;
-    int i;
-    (void)events;
-    for (i = 0; i < 64; i++) { /* a batch; the rest on the next turn */
-        tn__conn *c;
-        int one = 1;
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of fds: pause accepting briefly instead of spinning
-                 * on a listener that stays readable. */
-                int j;
-                for (j = 0; j < srv->nlisten; j++) tn_update_handler(l, srv->lfds[j], 0);
-                tn_call_later(l, 100, tn__server_resume_accept, srv, NULL);
-            }
-            return;
-        }
-        if (srv->nconns >= srv->opts.max_connections || srv->shutting_down) {
-            /* Shed it cleanly: a 503 the client can read, then close. */
-            static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                                       "Connection: close\r\nRetry-After: 1\r\n\r\n";
-            ssize_t w = write(fd, busy, sizeof busy - 1);
-            (void)w;
-            close(fd);
-            continue;
-        }
-        c = (tn__conn *)TN_MALLOC(sizeof *c);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        memset(c, 0, sizeof *c);
-        if (tn__stream_init(&c->s, l, fd, &tn__conn_ops)) {
-            TN_FREE(c);
-            close(fd);
-            continue;
-        }
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        c->srv = srv;
-        c->next = srv->conns;
-        if (srv->conns) srv->conns->prev = c;
-        srv->conns = c;
-        srv->nconns++;
-        tn__list_add(c, TN__L_HEADER);
-    }
+static void tn__server_accepted(tn__acceptor *a, int fd) {
+    if (tn__conn_new((tn_http_server *)a->arg, fd)) close(fd);
 }
 
 int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_server **out) {
     tn_http_server *srv = (tn_http_server *)TN_MALLOC(sizeof *srv);
+    tn_http_server_opts *o;
+    int i;
     *out = NULL;
     if (!srv) return TN_ENOMEM;
     memset(srv, 0, sizeof *srv);
     srv->loop = l;
-    if (opts) srv->opts = *opts;
-    if (!srv->opts.max_head_bytes) srv->opts.max_head_bytes = TN_HTTP_MAX_HEAD;
-    if (!srv->opts.max_target_bytes) srv->opts.max_target_bytes = TN_HTTP_MAX_TARGET;
-    if (!srv->opts.max_body_bytes) srv->opts.max_body_bytes = TN_HTTP_MAX_BODY;
-    if (!srv->opts.max_connections) srv->opts.max_connections = 10000;
-    if (!srv->opts.header_timeout_ms) srv->opts.header_timeout_ms = 10000;
-    if (!srv->opts.body_timeout_ms) srv->opts.body_timeout_ms = 60000;
-    if (!srv->opts.idle_timeout_ms) srv->opts.idle_timeout_ms = 60000;
-    if (!srv->opts.write_timeout_ms) srv->opts.write_timeout_ms = 60000;
-    if (!srv->opts.linger_timeout_ms) srv->opts.linger_timeout_ms = 5000;
-    if (!srv->opts.backlog) srv->opts.backlog = 511;
-    srv->lists[TN__L_HEADER].ms = srv->opts.header_timeout_ms;
-    srv->lists[TN__L_BODY].ms = srv->opts.body_timeout_ms;
-    srv->lists[TN__L_IDLE].ms = srv->opts.idle_timeout_ms;
-    srv->lists[TN__L_LINGER].ms = srv->opts.linger_timeout_ms;
-    srv->limits.max_head = srv->opts.max_head_bytes;
-    srv->limits.max_target = srv->opts.max_target_bytes;
+    for (i = 0; i < TN__MAX_LISTEN; i++) srv->lst[i].fd = -1;
+    o = &srv->opts;
+    if (opts) *o = *opts;
+    /* Every default in one place (the manual's table lists them). */
+    if (!o->max_head_bytes) o->max_head_bytes = TN_HTTP_MAX_HEAD;
+    if (!o->max_target_bytes) o->max_target_bytes = TN_HTTP_MAX_TARGET;
+    if (!o->max_body_bytes) o->max_body_bytes = TN_HTTP_MAX_BODY;
+    if (!o->max_buffered_bytes) o->max_buffered_bytes = TN_HTTP_MAX_BUFFERED;
+    if (!o->max_connections) o->max_connections = TN_HTTP_MAX_CONNECTIONS;
+    if (!o->header_timeout_ms) o->header_timeout_ms = 10000;
+    if (!o->body_timeout_ms) o->body_timeout_ms = 60000;
+    if (!o->idle_timeout_ms) o->idle_timeout_ms = 60000;
+    if (!o->write_timeout_ms) o->write_timeout_ms = 60000;
+    if (!o->linger_timeout_ms) o->linger_timeout_ms = 5000;
+    if (!o->backlog) o->backlog = 511;
+    if (o->max_head_bytes > TN__HTTP_INT_MAX) o->max_head_bytes = TN__HTTP_INT_MAX;
+    srv->lists[TN__L_HEADER].ms = o->header_timeout_ms;
+    srv->lists[TN__L_BODY].ms = o->body_timeout_ms;
+    srv->lists[TN__L_IDLE].ms = o->idle_timeout_ms;
+    srv->lists[TN__L_LINGER].ms = o->linger_timeout_ms;
+    srv->limits.max_head = o->max_head_bytes;
+    srv->limits.max_target = o->max_target_bytes;
     srv->limits.max_headers = TN_HTTP_MAX_HEADERS;
     *out = srv;
     return 0;
@@ -6224,16 +7057,25 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
 
 int tn_http_listen(tn_http_server *srv, const char *host, int port) {
     int fd, rc;
-    if (srv->nlisten == (int)(sizeof srv->lfds / sizeof srv->lfds[0])) return TN_EFULL;
+    if (srv->shutting_down) return TN_ESTATE;
+    if (srv->nlisten == TN__MAX_LISTEN) return TN_EFULL;
     fd = tn__listen_socket(host, port, srv->opts.backlog, srv->opts.reuseport, &srv->port);
     if (fd < 0) return fd;
-    rc = tn_add_handler(srv->loop, fd, TN_READ, tn__server_accept, srv);
-    if (rc) {
+    if ((rc = tn__acceptor_open(&srv->lst[srv->nlisten], srv->loop, fd, tn__server_accepted, srv)) != 0) {
         close(fd);
         return rc;
     }
-    srv->lfds[srv->nlisten++] = fd;
+    srv->nlisten++;
     return 0;
+}
+
+int tn_http_serve_fd(tn_http_server *srv, int fd) {
+    int rc;
+    if (fd < 0) return TN_EINVAL;
+    if (srv->shutting_down) return TN_ESTATE;
+    if ((rc = tn__set_nonblock_cloexec(fd)) != 0) return rc;
+    tn__sock_prepare(fd);
+    return tn__conn_new(srv, fd);
 }
 
 int tn_http_server_port(const tn_http_server *srv) { return srv->port; }
@@ -6297,10 +7139,7 @@ int tn_http_route_co(tn_http_server *srv, const char *method, const char *patter
 
 static void tn__server_close_listeners(tn_http_server *srv) {
     int i;
-    for (i = 0; i < srv->nlisten; i++) {
-        tn_remove_handler(srv->loop, srv->lfds[i]);
-        close(srv->lfds[i]);
-    }
+    for (i = 0; i < srv->nlisten; i++) tn__acceptor_close(&srv->lst[i]);
     srv->nlisten = 0;
 }
 
@@ -6317,10 +7156,18 @@ static void tn__server_force_close(tn_loop *l, void *arg) {
 tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
     tn_future *f = tn_future_new(srv->loop);
     tn__conn *c, *next;
+    int i;
     if (!f) return NULL;
     if (srv->shutting_down) {
         tn_future_fail(f, TN_ESTATE);
         return f;
+    }
+    /* What the kernel has accepted already is ours to answer: take it in
+     * before the listeners close (closing them would reset those clients). */
+    for (i = 0; i < srv->nlisten; i++) {
+        int fd;
+        while ((fd = tn__accept(srv->lst[i].fd)) >= 0 || fd == -EINTR || fd == -ECONNABORTED)
+            if (fd >= 0 && tn__conn_new(srv, fd)) close(fd);
     }
     srv->shutting_down = 1;
     tn__server_close_listeners(srv);
@@ -6330,15 +7177,16 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
     }
     srv->shutdown_f = f;
     tn_call_later(srv->loop, deadline_ms, tn__server_force_close, srv, &srv->shutdown_timer);
+    /* Requests under way (a head or a body still arriving, a handler, a
+     * response going out) finish, with "Connection: close"; so does the
+     * first request of a connection that has sent nothing yet (accepted
+     * just now: its request is on the way). Connections between requests
+     * close now. The deadline closes what is left. */
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        c->s.oflags |= TN__C_CLOSE_AFTER;
-        if (c->req && c->req->state == TN__RQ_HANDLER) continue; /* in flight: closes once answered */
-        /* Idle, or a request half read (dropped): close. But a response
-         * still going out is let finish (TN__C_CLOSE_AFTER closes after
-         * it): this closed it too, and cut a download mid-body. */
+        if (c->req || !(c->s.oflags & TN__C_SERVED) || (c->s.oflags & (TN__C_ZOMBIE | TN__C_LINGER))) continue;
         if (!tn__stream_pending(&c->s)) tn__conn_close(c);
-        else tn__stream_set_reading(&c->s, 0);
+        else c->s.oflags |= TN__C_CLOSE_AFTER;
     }
     return f;
 }
@@ -6374,7 +7222,7 @@ void tn_http_server_free(tn_http_server *srv) {
     }
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        c->s.oflags &= ~TN__C_IN_BATCH;
+        c->s.oflags &= (uint16_t)~TN__C_IN_BATCH;
         /* A connection whose coroutine handler still runs becomes a zombie
          * (fd closed, handler cancelled) and goes when the handler ends. */
         if (!(c->s.oflags & TN__C_ZOMBIE)) tn__conn_close(c);
@@ -6456,11 +7304,14 @@ int tn_http_header_at(const tn_http_request *r, size_t i, const char **name, con
     return 0;
 }
 const char *tn_http_body(const tn_http_request *r, size_t *len) {
-    if (len) *len = r->route && r->route->opts.on_body ? 0 : r->body_len;
-    return r->base ? r->conn->s.in.data + r->conn->s.in.off + r->head_len : "";
+    int buffered = r->base && r->body_len && !(r->route && r->route->opts.on_body);
+    if (len) *len = buffered ? r->body_len : 0;
+    return buffered ? r->conn->s.io->in.data + r->conn->s.io->in.off + r->head_len : "";
 }
 
-/* ------------------------------------------------------------ HTTP client */
+/* ============================================================ HTTP client
+ * Pools of connections per host:port; a connection is an owner of a stream
+ * and reads response bodies with the body reader, as the server does. */
 typedef struct tn__fetch tn__fetch;
 typedef struct tn__hconn tn__hconn;
 
@@ -6485,9 +7336,7 @@ struct tn_http_client {
 #define TN__H_IDLE 0
 #define TN__H_CONNECTING 1
 #define TN__H_HEAD 2
-#define TN__H_BODY_CL 3
-#define TN__H_BODY_CHUNKED 4
-#define TN__H_BODY_CLOSE 5
+#define TN__H_BODY 3
 
 struct tn__hconn {
     tn_stream s; /* first */
@@ -6497,10 +7346,9 @@ struct tn__hconn {
     tn__hconn *next_idle;
     tn__fetch *fetch;
     tn_timer idle_timer;
-    int state, reused, idle_timer_armed, got_bytes, keep;
+    int state, reused, idle_timer_armed, got_bytes, keep, interim;
     size_t prev_len;
-    uint64_t body_left;
-    tn_http_chunked chunked;
+    tn__body body;
 };
 
 struct tn__fetch {
@@ -6511,10 +7359,12 @@ struct tn__fetch {
     tn__fetch *next; /* in the pool's queue */
     tn__fetch *all_prev, *all_next;
     tn_http_fetch_opts opts; /* with method/body/headers pointing at our copies */
-    char *method, *body, *hdrs; /* hdrs: "Name: value\r\n"... */
+    char *method, *hdrs;     /* hdrs: "Name: value\r\n"..., the user's but Host */
+    const char *body;        /* ours: a copy, or the caller's given with body_free */
+    char *host_hdr;          /* the user's Host value, or NULL */
     size_t hdrs_len;
     char *url, *host, *target; /* host: as in the URL (for Host:); target: path?query */
-    int port;
+    int port, user_agent;      /* user_agent: the user's headers have one */
     tn_http_response *resp;
     size_t body_cap;
     tn_timer timer;
@@ -6638,8 +7488,10 @@ static void tn__fetch_free(tn__fetch *fe) {
     if (fe->timer_armed) tn_cancel_timer(fe->cl->loop, fe->timer);
     tn_http_response_free(fe->resp);
     TN_FREE(fe->method);
-    TN_FREE(fe->body);
+    if (fe->body && fe->opts.body_free) fe->opts.body_free((void *)(uintptr_t)fe->body);
+    else TN_FREE((void *)(uintptr_t)fe->body);
     TN_FREE(fe->hdrs);
+    TN_FREE(fe->host_hdr);
     TN_FREE(fe->url);
     TN_FREE(fe->host);
     TN_FREE(fe->target);
@@ -6707,8 +7559,7 @@ static void tn__hconn_free(tn__hconn *hc) {
     tn__hpool *p = hc->pool;
     tn_http_client *c = hc->cl;
     if (hc->idle_timer_armed) tn_cancel_timer(c->loop, hc->idle_timer);
-    tn__buf_release(c->loop, &hc->s.in);
-    tn__buf_release(c->loop, &hc->s.out);
+    tn__stream_in_release(&hc->s);
     p->active--;
     TN_FREE(hc);
     /* A slot freed up: start the next queued fetch. */
@@ -6739,36 +7590,48 @@ static void tn__hconn_idle_timeout(tn_loop *l, void *arg) {
     tn__hconn_close(hc);
 }
 
-/* Builds and queues the request bytes. */
+/* Builds and queues the request: the head in one reservation (all of it or
+ * nothing: a partial write would corrupt the connection), then the body by
+ * reference (the fetch keeps it until it ends: a redirect may send it
+ * again). */
 static int tn__fetch_send(tn__fetch *fe) {
     tn__hconn *hc = fe->conn;
     tn_stream *s = &hc->s;
-    char line[64];
-    int rc = 0;
-    rc |= tn__stream_queue(s, fe->method, strlen(fe->method));
-    rc |= tn__stream_queue(s, " ", 1);
-    rc |= tn__stream_queue(s, fe->target, strlen(fe->target));
-    rc |= tn__stream_queue(s, " HTTP/1.1\r\nHost: ", 17);
-    rc |= tn__stream_queue(s, fe->host, strlen(fe->host));
-    if (fe->port != 80) {
-        snprintf(line, sizeof line, ":%d", fe->port);
-        rc |= tn__stream_queue(s, line, strlen(line));
+    size_t ml = strlen(fe->method), tl = strlen(fe->target), hl = strlen(fe->host);
+    size_t hh = fe->host_hdr ? strlen(fe->host_hdr) : 0;
+    int framed = fe->opts.body_len || strcmp(fe->method, "POST") == 0 || strcmp(fe->method, "PUT") == 0 ||
+                 strcmp(fe->method, "PATCH") == 0;
+    char *p = tn__stream_room(s, ml + tl + hl + hh + fe->hdrs_len + 128), *start = p;
+    if (!p) return TN_ENOMEM;
+    p = tn__put(p, fe->method, ml);
+    *p++ = ' ';
+    p = tn__put(p, fe->target, tl);
+    p = tn__put(p, " HTTP/1.1\r\nHost: ", 17);
+    if (fe->host_hdr) {
+        p = tn__put(p, fe->host_hdr, hh);
+    } else {
+        p = tn__put(p, fe->host, hl);
+        if (fe->port != 80) {
+            *p++ = ':';
+            p = tn__put_u64(p, (uint64_t)fe->port, 0);
+        }
     }
-    rc |= tn__stream_queue(s, "\r\n", 2);
-    if (fe->hdrs_len) rc |= tn__stream_queue(s, fe->hdrs, fe->hdrs_len);
-    if (!fe->hdrs || !strstr(fe->hdrs, "\nUser-Agent:")) rc |= tn__stream_queue(s, "User-Agent: tornado.h\r\n", 23);
-    if (fe->opts.body_len || strcmp(fe->method, "POST") == 0 || strcmp(fe->method, "PUT") == 0 ||
-        strcmp(fe->method, "PATCH") == 0) {
-        snprintf(line, sizeof line, "Content-Length: %lu\r\n", (unsigned long)fe->opts.body_len);
-        rc |= tn__stream_queue(s, line, strlen(line));
+    p = tn__put(p, "\r\n", 2);
+    if (fe->hdrs_len) p = tn__put(p, fe->hdrs, fe->hdrs_len);
+    if (!fe->user_agent) p = tn__put(p, "User-Agent: tornado.h\r\n", 23);
+    if (framed) {
+        p = tn__put(p, "Content-Length: ", 16);
+        p = tn__put_u64(p, (uint64_t)fe->opts.body_len, 0);
+        p = tn__put(p, "\r\n", 2);
     }
-    rc |= tn__stream_queue(s, "\r\n", 2);
-    if (fe->opts.body_len) rc |= tn__stream_queue(s, fe->body, fe->opts.body_len);
-    if (rc) return TN_ENOMEM;
+    p = tn__put(p, "\r\n", 2);
+    tn__stream_commit(s, (size_t)(p - start));
+    if (fe->opts.body_len && tn__stream_queue_ref(s, NULL, 0, fe->body, -1, 0, fe->opts.body_len, NULL, 0, NULL, NULL))
+        return TN_ENOMEM; /* the head alone is out: the connection is closed by the caller */
     hc->state = TN__H_HEAD;
     hc->prev_len = 0;
     hc->got_bytes = 0;
-    memset(&hc->chunked, 0, sizeof hc->chunked);
+    hc->interim = 0;
     /* A failed write already ran on_error, which retried or failed the
      * fetch and freed hc: returning an error made the callers read
      * hc->fetch from freed memory (a pooled connection reset while idle). */
@@ -6803,7 +7666,12 @@ static void tn__hconn_failed(tn__hconn *hc, int err) {
 static void tn__hconn_on_read(tn_stream *s);
 static void tn__hconn_on_drain(tn_stream *s);
 static void tn__hconn_on_error(tn_stream *s, int err);
-static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error, 0};
+static size_t tn__hconn_in_limit(tn_stream *s) {
+    (void)s;
+    return TN_HTTP_MAX_HEAD + 1; /* a whole head or trailer section, and a byte to tell it is over */
+}
+static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error,
+                                             tn__hconn_in_limit, 0};
 
 static void tn__hconn_connected(tn__connector *cn, int fd, int err) {
     tn__hconn *hc = (tn__hconn *)((char *)cn - offsetof(tn__hconn, cn));
@@ -6943,18 +7811,18 @@ static int tn__resp_from_head(tn__fetch *fe, const tn_http_message *m) {
 
 /* Resolves a Location against the current URL: absolute http(s) URLs,
  * "//host/..." and "/path" and relative "path". */
-static char *tn__resolve_location(const tn__fetch *fe, const char *loc) {
+static char *tn__resolve_location(const tn__fetch *fe, const char *loc, const char *host) {
     size_t n = strlen(loc);
     char *out;
     if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0) return tn__strndup(loc, n);
-    out = (char *)TN_MALLOC(strlen(fe->host) + strlen(fe->target) + n + 32);
+    out = (char *)TN_MALLOC(strlen(host) + strlen(fe->target) + n + 32);
     if (!out) return NULL;
     if (loc[0] == '/' && loc[1] == '/') sprintf(out, "http:%s", loc);
-    else if (loc[0] == '/') sprintf(out, "http://%s:%d%s", fe->host, fe->port, loc);
+    else if (loc[0] == '/') sprintf(out, "http://%s:%d%s", host, fe->port, loc);
     else {
         const char *slash = strrchr(fe->target, '/');
         size_t dl = slash ? (size_t)(slash - fe->target) + 1 : 1;
-        sprintf(out, "http://%s:%d%.*s%s", fe->host, fe->port, (int)dl, slash ? fe->target : "/", loc);
+        sprintf(out, "http://%s:%d%.*s%s", host, fe->port, (int)dl, slash ? fe->target : "/", loc);
     }
     return out;
 }
@@ -6967,9 +7835,12 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
     int st = r->status;
     hc->fetch = NULL;
     fe->conn = NULL;
-    if (keep_alive && !(hc->s.flags & (TN__S_EOF | TN__S_CLOSED)) && hc->s.in.len == hc->s.in.off) {
+    /* Reusable only if nothing is left either way: the server may have
+     * answered before it read our whole body (a 413, say). */
+    if (keep_alive && !(hc->s.flags & (TN__S_EOF | TN__S_CLOSED)) && !tn__stream_avail(&hc->s) &&
+        !tn__stream_pending(&hc->s)) {
         hc->state = TN__H_IDLE;
-        tn__buf_release(hc->cl->loop, &hc->s.in);
+        tn__stream_in_release(&hc->s);
         hc->next_idle = hc->pool->idle;
         hc->pool->idle = hc;
         hc->idle_timer_armed =
@@ -6990,12 +7861,23 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
             tn__fetch_fail(fe, TN_EREDIRECTS);
             return;
         }
-        next = tn__resolve_location(fe, loc);
-        rc = next ? tn__fetch_set_url(fe, next) : TN_ENOMEM;
-        TN_FREE(next);
-        if (rc) {
-            tn__fetch_fail(fe, rc);
-            return;
+        {
+            char *old_host = fe->host;
+            int old_port = fe->port;
+            fe->host = NULL; /* kept to compare */
+            next = tn__resolve_location(fe, loc, old_host);
+            rc = next ? tn__fetch_set_url(fe, next) : TN_ENOMEM;
+            TN_FREE(next);
+            /* A Host the user set names the first server, not another. */
+            if (!rc && (old_port != fe->port || strcmp(old_host, fe->host) != 0)) {
+                TN_FREE(fe->host_hdr);
+                fe->host_hdr = NULL;
+            }
+            TN_FREE(old_host);
+            if (rc) {
+                tn__fetch_fail(fe, rc);
+                return;
+            }
         }
         /* 303 (and 301/302 after a POST, as browsers and Tornado do) turn
          * into a GET without a body; 307/308 repeat the request as it was. */
@@ -7038,11 +7920,13 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
 static void tn__hconn_on_read(tn_stream *s) {
     tn__hconn *hc = (tn__hconn *)s;
     tn__fetch *fe = hc->fetch;
-    tn__buf *in = &s->in;
+    tn_http_limits lim;
+    memset(&lim, 0, sizeof lim);
     for (;;) {
-        size_t avail = in->data ? in->len - in->off : 0;
-        char *p = in->data ? in->data + in->off : NULL;
-        int rc;
+        size_t avail = tn__stream_avail(s);
+        char *p = avail ? s->io->in.data + s->io->in.off : NULL, *data;
+        size_t dlen;
+        int rc, done, eof = (s->flags & TN__S_EOF) != 0;
         if (!fe) { /* idle: any byte or a close ends it */
             tn__hconn_close(hc);
             return;
@@ -7051,105 +7935,61 @@ static void tn__hconn_on_read(tn_stream *s) {
         if (hc->state == TN__H_HEAD) {
             tn_http_message m;
             tn_http_header hdr[TN__FETCH_MAX_HEADERS];
-            tn_http_limits lim;
-            memset(&lim, 0, sizeof lim);
             rc = tn_http_parse_response(p, avail, hc->prev_len, &m, hdr, TN__FETCH_MAX_HEADERS, &lim, fe->method);
             if (rc == TN_EAGAIN) {
                 hc->prev_len = avail;
-                if (s->flags & TN__S_EOF) tn__hconn_failed(hc, TN_ECLOSED);
+                if (eof) tn__hconn_failed(hc, TN_ECLOSED);
                 return;
             }
             if (rc < 0) {
                 tn__fetch_fail(fe, rc == TN_EHEADERS ? TN_EHEADERS : TN_EMALFORMED);
                 return;
             }
+            s->io->in.off += (size_t)rc;
+            hc->prev_len = 0;
             if (m.status >= 100 && m.status < 200 && m.status != 101) {
-                in->off += (size_t)rc; /* 100 Continue and friends: skip */
-                hc->prev_len = 0;
+                /* 100 Continue and friends: skipped, but not forever (a
+                 * server that sends them without end held the client's
+                 * buffer growing for minutes). */
+                if (++hc->interim > TN_HTTP_MAX_INTERIM) {
+                    tn__fetch_fail(fe, TN_EINTERIM);
+                    return;
+                }
                 continue;
             }
-            {
-                size_t head_len = (size_t)rc;
-                if ((rc = tn__resp_from_head(fe, &m)) != 0) {
-                    tn__fetch_fail(fe, rc);
-                    return;
-                }
-                in->off += head_len;
+            if ((rc = tn__resp_from_head(fe, &m)) != 0) {
+                tn__fetch_fail(fe, rc);
+                return;
             }
-            hc->prev_len = 0;
             hc->keep = m.keep_alive;
-            if (m.chunked) {
-                hc->state = TN__H_BODY_CHUNKED;
-            } else if (m.close_delimited) {
-                hc->state = TN__H_BODY_CLOSE;
-            } else if (m.content_length > 0) {
-                if (!fe->opts.on_chunk && (uint64_t)m.content_length > fe->opts.max_body_bytes) {
-                    tn__fetch_fail(fe, TN_ETOOLARGE);
-                    return;
-                }
-                hc->state = TN__H_BODY_CL;
-                hc->body_left = (uint64_t)m.content_length;
-            } else {
+            if (m.content_length > 0 && !fe->opts.on_chunk && (uint64_t)m.content_length > fe->opts.max_body_bytes) {
+                tn__fetch_fail(fe, TN_ETOOLARGE);
+                return;
+            }
+            tn__body_start(&hc->body, &m, fe->opts.on_chunk ? 0 : fe->opts.max_body_bytes);
+            if (hc->body.kind == TN__B_NONE) {
                 tn__fetch_complete(fe, m.keep_alive);
                 return;
             }
+            hc->state = TN__H_BODY;
             continue;
         }
-        if (hc->state == TN__H_BODY_CL) {
-            size_t take = avail < hc->body_left ? avail : (size_t)hc->body_left;
-            if ((rc = tn__resp_append(fe, p, take)) != 0) {
-                tn__fetch_fail(fe, rc);
-                return;
-            }
-            in->off += take;
-            hc->body_left -= take;
-            if (hc->body_left == 0) {
-                tn__fetch_complete(fe, hc->keep);
-                return;
-            }
-            if (s->flags & TN__S_EOF) {
-                tn__fetch_fail(fe, TN_ECLOSED); /* cut off: never a short body as success */
-                return;
-            }
-            if (in->off == in->len) in->off = in->len = 0;
+        if (hc->state != TN__H_BODY) return;
+        rc = tn__body_feed(&hc->body, p, avail, eof, &lim, &data, &dlen, &done);
+        if (rc < 0) { /* TN_ECLOSED: cut off, never a short body as success */
+            tn__fetch_fail(fe, rc);
             return;
         }
-        if (hc->state == TN__H_BODY_CHUNKED) {
-            size_t out_len = 0;
-            tn_http_limits lim;
-            memset(&lim, 0, sizeof lim);
-            rc = tn_http_chunked_decode(&hc->chunked, p, avail, &out_len,
-                                        fe->opts.on_chunk ? 0 : fe->opts.max_body_bytes, &lim);
-            if (rc < 0) {
-                tn__fetch_fail(fe, rc);
-                return;
-            }
-            in->off += (size_t)rc;
-            if ((rc = tn__resp_append(fe, p, out_len)) != 0) {
-                tn__fetch_fail(fe, rc);
-                return;
-            }
-            if (hc->chunked.done) {
-                tn__fetch_complete(fe, hc->keep);
-                return;
-            }
-            if (s->flags & TN__S_EOF) {
-                tn__fetch_fail(fe, TN_ECLOSED);
-                return;
-            }
-            if (in->off == in->len) in->off = in->len = 0;
+        s->io->in.off += (size_t)rc;
+        if ((rc = tn__resp_append(fe, data, dlen)) != 0) {
+            tn__fetch_fail(fe, rc);
             return;
         }
-        if (hc->state == TN__H_BODY_CLOSE) {
-            if ((rc = tn__resp_append(fe, p, avail)) != 0) {
-                tn__fetch_fail(fe, rc);
-                return;
-            }
-            in->off += avail;
-            if (in->off == in->len) in->off = in->len = 0;
-            if (s->flags & TN__S_EOF) tn__fetch_complete(fe, 0);
+        if (done) {
+            tn__fetch_complete(fe, hc->body.kind == TN__B_CLOSE ? 0 : hc->keep);
             return;
         }
+        if (s->io->in.off == s->io->in.len) s->io->in.off = s->io->in.len = 0;
         return;
     }
 }
@@ -7161,14 +8001,51 @@ static void tn__hconn_on_error(tn_stream *s, int err) {
     tn__hconn_failed(hc, err == -ECONNRESET || err == -EPIPE ? TN_ECLOSED : err);
 }
 
+/* The user's "Name: value" headers, checked and copied into fe->hdrs: the
+ * defaults (Host, User-Agent) give way to the user's, whatever their case;
+ * the framing is the client's (Content-Length, Transfer-Encoding refused). */
+static int tn__fetch_headers(tn__fetch *fe, const char *const *headers) {
+    size_t i, total = 0;
+    for (i = 0; headers[i]; i++) total += strlen(headers[i]) + 3;
+    if (!total) return 0;
+    if (!(fe->hdrs = (char *)TN_MALLOC(total))) return TN_ENOMEM;
+    for (i = 0; headers[i]; i++) {
+        const char *h = headers[i], *colon = strchr(h, ':'), *v, *ve, *q;
+        size_t nl, vl;
+        if (!colon || colon == h) return TN_EINVAL;
+        nl = (size_t)(colon - h);
+        for (q = h; q < colon; q++)
+            if (!tn__http_is_tchar((unsigned char)*q)) return TN_EINVAL;
+        for (v = colon + 1; *v == ' ' || *v == '\t'; v++) {}
+        for (ve = v + strlen(v); ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--) {}
+        vl = (size_t)(ve - v);
+        for (q = v; q < ve; q++) /* never smuggle a line (or a NUL-cut one) */
+            if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f) return TN_EINVAL;
+        if (tn__http_ieq(h, nl, "content-length") || tn__http_ieq(h, nl, "transfer-encoding")) return TN_EINVAL;
+        if (tn__http_ieq(h, nl, "host")) {
+            TN_FREE(fe->host_hdr);
+            if (!vl || !tn__http_valid_host(v, vl)) return TN_EINVAL;
+            if (!(fe->host_hdr = tn__strndup(v, vl))) return TN_ENOMEM;
+            continue;
+        }
+        if (tn__http_ieq(h, nl, "user-agent")) fe->user_agent = 1;
+        memcpy(fe->hdrs + fe->hdrs_len, h, nl);
+        memcpy(fe->hdrs + fe->hdrs_len + nl, ": ", 2);
+        memcpy(fe->hdrs + fe->hdrs_len + nl + 2, v, vl);
+        memcpy(fe->hdrs + fe->hdrs_len + nl + 2 + vl, "\r\n", 2);
+        fe->hdrs_len += nl + vl + 4;
+    }
+    return 0;
+}
+
 tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts) {
     tn_future *f = tn_future_new(c->loop);
-    tn__fetch *fe;
+    tn__fetch *fe = f ? (tn__fetch *)TN_MALLOC(sizeof *fe) : NULL;
     int rc = 0;
-    if (!f) return NULL;
-    fe = (tn__fetch *)TN_MALLOC(sizeof *fe);
     if (!fe) {
-        tn_future_fail(f, TN_ENOMEM);
+        /* The body given by reference is ours from the call on. */
+        if (opts && opts->body && opts->body_free) opts->body_free((void *)(uintptr_t)opts->body);
+        if (f) tn_future_fail(f, TN_ENOMEM);
         return f;
     }
     memset(fe, 0, sizeof *fe);
@@ -7184,40 +8061,23 @@ tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch
     if (!fe->opts.queue_timeout_ms) fe->opts.queue_timeout_ms = fe->opts.request_timeout_ms;
     if (!fe->opts.max_redirects) fe->opts.max_redirects = 5;
     if (!fe->opts.max_body_bytes) fe->opts.max_body_bytes = c->opts.max_body_bytes;
+    if (fe->opts.body_free) {
+        fe->body = fe->opts.body; /* by reference: freed with the fetch */
+        if (!fe->body) fe->opts.body_len = 0;
+    } else if (fe->opts.body_len) {
+        char *copy = tn__strndup(fe->opts.body ? fe->opts.body : "", fe->opts.body_len);
+        fe->body = copy;
+        if (!copy) rc = TN_ENOMEM;
+    }
     {
         const char *m = fe->opts.method ? fe->opts.method : (fe->opts.body_len ? "POST" : "GET");
         const char *p;
         for (p = m; *p; p++)
             if (!tn__http_is_tchar((unsigned char)*p)) rc = TN_EINVAL;
         if (!*m) rc = TN_EINVAL;
-        fe->method = tn__strndup(m, strlen(m));
-        if (!fe->method) rc = TN_ENOMEM;
+        if (!rc && !(fe->method = tn__strndup(m, strlen(m)))) rc = TN_ENOMEM;
     }
-    if (!rc && fe->opts.body_len) {
-        fe->body = tn__strndup(fe->opts.body ? fe->opts.body : "", fe->opts.body_len);
-        if (!fe->body) rc = TN_ENOMEM;
-    }
-    if (!rc && fe->opts.headers) { /* "Name: value" lines, checked and copied */
-        size_t i, total = 0;
-        for (i = 0; fe->opts.headers[i]; i++) total += strlen(fe->opts.headers[i]) + 2;
-        fe->hdrs = (char *)TN_MALLOC(total + 1);
-        if (!fe->hdrs) rc = TN_ENOMEM;
-        for (i = 0; !rc && fe->opts.headers[i]; i++) {
-            const char *h = fe->opts.headers[i], *colon = strchr(h, ':'), *q;
-            size_t n = strlen(h);
-            if (!colon || colon == h) rc = TN_EINVAL;
-            for (q = h; !rc && q < colon; q++)
-                if (!tn__http_is_tchar((unsigned char)*q)) rc = TN_EINVAL;
-            for (q = h; !rc && *q; q++)
-                if (*q == '\r' || *q == '\n') rc = TN_EINVAL; /* never smuggle a line */
-            if (!rc) {
-                memcpy(fe->hdrs + fe->hdrs_len, h, n);
-                memcpy(fe->hdrs + fe->hdrs_len + n, "\r\n", 2);
-                fe->hdrs_len += n + 2;
-                fe->hdrs[fe->hdrs_len] = 0;
-            }
-        }
-    }
+    if (!rc && fe->opts.headers) rc = tn__fetch_headers(fe, fe->opts.headers);
     fe->opts.method = NULL;
     fe->opts.body = NULL;
     fe->opts.headers = NULL;
