@@ -2,9 +2,12 @@
  *
  *   fetch [-X METHOD] [-d BODY] [-H 'Name: value']... [-i] URL...
  *
- * Several URLs are fetched concurrently (tn_all) and printed in the order
- * given; -i prints the status line and headers first. The exit status is
- * non-zero if any fetch failed, with the reason on stderr. */
+ * Several URLs are fetched concurrently and printed in the order given; -i
+ * prints the status line and headers first. Bodies are written as they
+ * arrive (on_chunk), so memory stays a buffer's worth whatever their size:
+ * one URL without -i goes straight to stdout, others wait in temporary
+ * files for their turn. The exit status is non-zero if any fetch failed,
+ * with the reason on stderr. */
 #define TORNADO_IMPLEMENTATION
 #include "../tornado.h"
 
@@ -24,14 +27,23 @@ struct job {
     tn_future *fs[MAX_URLS];
     int errs[MAX_URLS];
     tn_http_response *resp[MAX_URLS];
+    FILE *out[MAX_URLS];
 };
+
+static int write_chunk(const char *data, size_t len, void *arg) {
+    return fwrite(data, 1, len, (FILE *)arg) == len ? 0 : -5 /* -EIO */;
+}
 
 /* Awaits each fetch in order (they all run at once from the start). */
 static int run(tn_co *co) {
     struct job *j = (struct job *)co;
     TN_BEGIN(co);
-    for (j->i = 0; j->i < j->n; j->i++)
-        j->fs[j->i] = tn_http_fetch(j->client, j->urls[j->i], &j->opts);
+    for (j->i = 0; j->i < j->n; j->i++) {
+        tn_http_fetch_opts o = j->opts;
+        o.on_chunk = write_chunk;
+        o.chunk_arg = j->out[j->i];
+        j->fs[j->i] = tn_http_fetch(j->client, j->urls[j->i], &o);
+    }
     for (j->i = 0; j->i < j->n; j->i++) {
         TN_AWAIT(co, j->fs[j->i]);
         j->errs[j->i] = co->err;
@@ -66,6 +78,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "fetch: give 1 to %d URLs\n", MAX_URLS);
         return 2;
     }
+    for (i = 0; i < j.n; i++)
+        if (!(j.out[i] = (j.n == 1 && !j.show_headers) ? stdout : tmpfile())) {
+            perror("fetch: tmpfile");
+            return 1;
+        }
     if (tn_loop_new(&loop, NULL) || tn_http_client_new(loop, NULL, &j.client)) return 1;
     tn_run_sync(loop, tn_spawn(loop, &j.co, run), 0, NULL);
     for (i = 0; i < j.n; i++) {
@@ -81,13 +98,20 @@ int main(int argc, char **argv) {
             for (h = 0; h < r->num_headers; h++) printf("%s: %s\r\n", r->headers[h].name, r->headers[h].value);
             printf("\r\n");
         }
-        fwrite(r->body, 1, r->body_len, stdout);
+        if (j.out[i] != stdout) { /* its turn: copy it out */
+            char buf[16384];
+            size_t n;
+            rewind(j.out[i]);
+            while ((n = fread(buf, 1, sizeof buf, j.out[i])) > 0) fwrite(buf, 1, n, stdout);
+        }
         if (r->status >= 400) {
             fprintf(stderr, "fetch: %s: HTTP %d %s\n", j.urls[i], r->status, r->reason);
             j.failed = 1;
         }
         tn_http_response_free(r);
     }
+    for (i = 0; i < j.n; i++)
+        if (j.out[i] != stdout) fclose(j.out[i]);
     tn_http_client_free(j.client);
     tn_loop_free(loop);
     return j.failed;

@@ -1,21 +1,29 @@
 /* httpbin: the test target of the suite and a tour of the server API.
  *
- *   httpbin [--host 127.0.0.1] [--port 8888] [--workers N]
+ *   httpbin [--host 127.0.0.1] [--port 8888] [--workers N] [LIMITS]
  *   (--port 0: any free port; --workers N: N processes, each with its own
  *   loop and SO_REUSEPORT socket on the same port, which must then be fixed)
+ *   LIMITS, each a tn_http_server_opts field (0 or absent: its default):
+ *   --max-connections N  --max-body BYTES  --max-buffered BYTES
+ *   --header-timeout MS  --body-timeout MS  --idle-timeout MS
+ *   --write-timeout MS  --linger-timeout MS
  *
  *   GET|HEAD /         Hello, world!
  *   POST|PUT /echo     the decoded request body back
  *   GET /status/{code} an empty response with that status
  *   GET /delay/{ms}    a coroutine sleeps, then answers
  *   GET /stream/{n}    n lines, streamed (chunked), with backpressure
- *   GET /bytes/{n}     n bytes (a pattern), Content-Length
+ *   GET /bytes/{n}     n bytes (a pattern), Content-Length, streamed by a
+ *                      coroutine that waits for the output to drain: memory
+ *                      stays one buffer's worth whatever n (up to 100 MiB)
  *   GET /headers       the request's header fields back, one per line
  *   GET /query?a=..    the decoded query parameters a and b
  *   POST /upload       a streamed body: its length and a checksum
  *   GET /proxy?url=U   fetches U with the HTTP client while serving: its
  *                      status and body; 502 if it fails, 504 if it times
- *                      out (&timeout=MS, default 10000)
+ *                      out (&timeout=MS, default 10000, at most 30000).
+ *                      Loopback targets only (127.0.0.0/8, ::1,
+ *                      localhost): 403 for any other, so it is no open proxy
  *   GET /site/{page}   a small linked site for examples/crawler
  *
  * SIGINT or SIGTERM shuts it down gracefully (requests in flight finish). */
@@ -46,37 +54,62 @@ static void hello(tn_http_request *req, void *arg) {
     tn_http_respond(req, 200, NULL, "Hello, world!", 13);
 }
 
+/* The body lives until the handler returns, and the answer is written
+ * after that: a copy goes out by reference (the server frees it). Memory:
+ * at most max_body_bytes per request, as the body itself. */
 static void echo(tn_http_request *req, void *arg) {
     size_t len;
     const char *body = tn_http_body(req, &len);
     const char *ctype = tn_http_get_header(req, "Content-Type");
+    char *copy = (char *)malloc(len ? len : 1);
     (void)arg;
-    tn_http_respond(req, 200, ctype ? ctype : "application/octet-stream", body, len);
+    if (!copy) {
+        tn_http_respond(req, 503, NULL, "out of memory\n", 14);
+        return;
+    }
+    memcpy(copy, body, len);
+    tn_http_respond_ref(req, 200, ctype ? ctype : "application/octet-stream", copy, len, free, copy);
 }
 
 static void status(tn_http_request *req, void *arg) {
     long code = param_num(req, "code", 999);
     (void)arg;
-    if (code < 200) {
-        tn_http_respond(req, 400, NULL, "status must be 200..999\n", 24);
+    if (code < 200 || code > 599) {
+        tn_http_respond(req, 400, NULL, "status must be 200..599\n", 24);
         return;
     }
     tn_http_respond(req, (int)code, NULL, "", 0);
 }
 
-static void bytes(tn_http_request *req, void *arg) {
-    long n = param_num(req, "n", 100L * 1024 * 1024), i;
-    char chunk[4096];
-    (void)arg;
-    if (n < 0) {
-        tn_http_respond(req, 400, NULL, "bad length\n", 11);
-        return;
+/* /bytes/{n}: a coroutine writes 16 KiB pieces and awaits tn_http_drain
+ * every 64 KiB, so a slow reader holds at most the server's write buffer
+ * (a plain handler could queue only TN_HTTP_WRITE_HIGH bytes of it). */
+struct bytes_frame {
+    tn_http_co h;
+    long n, i;
+};
+static int bytes(tn_co *co) {
+    struct bytes_frame *f = (struct bytes_frame *)co;
+    static char chunk[16384];
+    long k;
+    TN_BEGIN(co);
+    for (k = 0; k < (long)sizeof chunk; k++) chunk[k] = (char)('a' + k % 26);
+    f->n = param_num(f->h.req, "n", 100L * 1024 * 1024);
+    if (f->n < 0) {
+        tn_http_respond(f->h.req, 400, NULL, "bad length\n", 11);
+        TN_RETURN(co, NULL);
     }
-    for (i = 0; i < (long)sizeof chunk; i++) chunk[i] = (char)('a' + i % 26);
-    tn_http_begin(req, 200, "application/octet-stream", n);
-    for (i = 0; i < n; i += (long)sizeof chunk)
-        tn_http_write(req, chunk, (size_t)(n - i < (long)sizeof chunk ? n - i : (long)sizeof chunk));
-    tn_http_finish(req);
+    tn_http_begin(f->h.req, 200, "application/octet-stream", f->n);
+    for (f->i = 0; f->i < f->n; f->i += (long)sizeof chunk) {
+        size_t len = (size_t)(f->n - f->i < (long)sizeof chunk ? f->n - f->i : (long)sizeof chunk);
+        if (tn_http_write(f->h.req, chunk, len)) TN_FAIL(co, TN_ECLOSED);
+        if ((f->i / (long)sizeof chunk) % 4 == 3) {
+            TN_AWAIT(co, tn_http_drain(f->h.req));
+            if (co->err) TN_FAIL(co, co->err);
+        }
+    }
+    tn_http_finish(f->h.req);
+    TN_END(co);
 }
 
 static void headers(tn_http_request *req, void *arg) {
@@ -184,6 +217,27 @@ static int upload(tn_co *co) {
 /* /proxy: the handler awaits the client's fetch, so the loop serves other
  * requests meanwhile. */
 static tn_http_client *client;
+
+/* Whether url names a loopback host: "http://127.x.y.z", "http://[::1]",
+ * "http://localhost", with a port or not. */
+static int loopback_url(const char *url) {
+    const char *h, *end;
+    size_t n;
+    if (strncmp(url, "http://", 7) != 0) return 0;
+    h = url + 7;
+    if (strncmp(h, "[::1]", 5) == 0) return h[5] == ':' || h[5] == '/' || h[5] == 0;
+    end = h + strcspn(h, ":/?#");
+    n = (size_t)(end - h);
+    if (n == 9 && strncmp(h, "localhost", 9) == 0) return 1;
+    if (n >= 7 && strncmp(h, "127.", 4) == 0) {
+        const char *p;
+        for (p = h + 4; p < end; p++)
+            if (!(*p == '.' || (*p >= '0' && *p <= '9'))) return 0;
+        return 1;
+    }
+    return 0;
+}
+
 struct proxy_frame {
     tn_http_co h;
     tn_http_fetch_opts opts;
@@ -198,7 +252,15 @@ static int proxy(tn_co *co) {
         tn_http_respond(f->h.req, 400, NULL, "url= is required\n", 17);
         TN_RETURN(co, NULL);
     }
-    f->opts.request_timeout_ms = timeout ? (unsigned)atoi(timeout) : 10000;
+    if (!loopback_url(url)) {
+        tn_http_respond(f->h.req, 403, NULL, "loopback targets only\n", 22);
+        TN_RETURN(co, NULL);
+    }
+    f->opts.request_timeout_ms = 10000;
+    if (timeout) {
+        long t = atol(timeout);
+        f->opts.request_timeout_ms = t <= 0 ? 1 : t > 30000 ? 30000 : (unsigned)t;
+    }
     f->opts.connect_timeout_ms = f->opts.request_timeout_ms;
     TN_AWAIT(co, tn_http_fetch(client, url, &f->opts));
     if (co->err) {
@@ -284,15 +346,26 @@ int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
     int port = 8888, workers = 1, i, rc;
     tn_http_server_opts opts = {0};
-    tn_http_route_opts up = {0}, str = {0}, del = {0}, prx = {0};
+    tn_http_route_opts up = {0}, str = {0}, del = {0}, prx = {0}, byt = {0};
     for (i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--host") == 0) host = argv[i + 1];
-        else if (strcmp(argv[i], "--port") == 0) port = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--workers") == 0) workers = atoi(argv[i + 1]);
+        const char *o = argv[i], *v = argv[i + 1];
+        if (strcmp(o, "--host") == 0) host = v;
+        else if (strcmp(o, "--port") == 0) port = atoi(v);
+        else if (strcmp(o, "--workers") == 0) workers = atoi(v);
+        else if (strcmp(o, "--max-connections") == 0) opts.max_connections = strtoul(v, NULL, 10);
+        else if (strcmp(o, "--max-body") == 0) opts.max_body_bytes = strtoul(v, NULL, 10);
+        else if (strcmp(o, "--max-buffered") == 0) opts.max_buffered_bytes = strtoul(v, NULL, 10);
+        else if (strcmp(o, "--header-timeout") == 0) opts.header_timeout_ms = (unsigned)atoi(v);
+        else if (strcmp(o, "--body-timeout") == 0) opts.body_timeout_ms = (unsigned)atoi(v);
+        else if (strcmp(o, "--idle-timeout") == 0) opts.idle_timeout_ms = (unsigned)atoi(v);
+        else if (strcmp(o, "--write-timeout") == 0) opts.write_timeout_ms = (unsigned)atoi(v);
+        else if (strcmp(o, "--linger-timeout") == 0) opts.linger_timeout_ms = (unsigned)atoi(v);
         else break;
     }
     if (i < argc) {
-        fprintf(stderr, "usage: httpbin [--host HOST] [--port PORT] [--workers N]\n");
+        fprintf(stderr, "usage: httpbin [--host HOST] [--port PORT] [--workers N] [--max-connections N]\n"
+                        "  [--max-body B] [--max-buffered B] [--header-timeout MS] [--body-timeout MS]\n"
+                        "  [--idle-timeout MS] [--write-timeout MS] [--linger-timeout MS]\n");
         return 2;
     }
     if (workers < 1 || (workers > 1 && port == 0)) {
@@ -310,12 +383,13 @@ int main(int argc, char **argv) {
     up.frame_size = sizeof(struct upload_frame);
     up.max_body_bytes = (size_t)1 << 40; /* streamed: no buffer to bound */
     str.frame_size = sizeof(struct stream_frame);
+    byt.frame_size = sizeof(struct bytes_frame);
     del.frame_size = sizeof(struct delay_frame);
     tn_http_route(server, "GET", "/", hello, NULL, NULL);
     tn_http_route(server, "POST", "/echo", echo, NULL, NULL);
     tn_http_route(server, "PUT", "/echo", echo, NULL, NULL);
     tn_http_route(server, "GET", "/status/{code}", status, NULL, NULL);
-    tn_http_route(server, "GET", "/bytes/{n}", bytes, NULL, NULL);
+    tn_http_route_co(server, "GET", "/bytes/{n}", bytes, NULL, &byt);
     tn_http_route(server, "GET", "/headers", headers, NULL, NULL);
     tn_http_route(server, "GET", "/query", query, NULL, NULL);
     tn_http_route_co(server, "GET", "/delay/{ms}", delay, NULL, &del);
