@@ -566,7 +566,8 @@ TN__API tn_future *tn_spawn(tn_loop *loop, tn_co *co, tn_co_fn fn);
  * ends. NULL on TN_ENOMEM. */
 TN__API void *tn_co_new(tn_loop *loop, size_t size);
 #define TN_CO_NEW(loop, type) ((type *)tn_co_new((loop), sizeof(type)))
-/* True once the coroutine's completion future was cancelled. */
+/* True once the coroutine's completion future was cancelled (it stays true;
+ * the cancellation itself is delivered once, see TN_AWAIT). */
 #define TN_CANCELLED(co) (((co)->flags & 2u) != 0)
 
 /* Internal entry points the macros expand to. */
@@ -574,6 +575,7 @@ TN__API int tn__co_await(tn_co *co, tn_future *f);
 TN__API void tn__co_yield(tn_co *co);
 TN__API int tn__co_wait(tn_co *co);
 TN__API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value);
+TN__API int tn__co_take_cancel(tn_co *co);
 
 /* Continuations: labels-as-values with TN_CO_LABELS (GCC/clang; a `switch`
  * may then enclose an await), else a portable switch on a number, where a
@@ -603,14 +605,22 @@ TN__API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value
 #define TN__MARK(n) TN__CAT(tn__lc_, n):
 #define TN__END_BODY
 #else
-#define TN_BEGIN(co) switch ((co)->lc.line) { case 0:
+/* The default case catches a resume at a number no case of this switch has:
+ * an await inside a switch of the user's (its case label went to that
+ * switch). It fails the coroutine with TN_ECORESUME instead of ending it
+ * quietly with err 0. */
+#define TN_BEGIN(co) switch ((co)->lc.line) { default: return tn__co_return((co), TN_ECORESUME, NULL, NULL); case 0:
 #define TN__SET(co, n) (co)->lc.line = (n) + 1 /* 0 is the start */
 #define TN__MARK(n) case (n) + 1:
 #define TN__END_BODY }
 #endif
 
 /* Awaits future expression f: afterwards co->err is 0 or its error and
- * co->value its value (yours). f may be NULL (then co->err is TN_ENOMEM). */
+ * co->value its value (yours). f may be NULL (then co->err is TN_ENOMEM).
+ * Cancellation (of the coroutine's future) is delivered once, as asyncio
+ * and Tornado do: the await under way, or the next one, yield or wait,
+ * returns TN_ECANCELLED; later awaits work normally, so a cancelled
+ * coroutine can still await its cleanup. */
 #define TN_AWAIT(co, f) TN__AWAIT(co, f, TN__ID)
 #define TN__AWAIT(co, f, n)                        \
     do {                                           \
@@ -638,8 +648,11 @@ TN__API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value
     do {                                                      \
         TN__SET(co, n);                                       \
         if (0) { TN__MARK(n); } /* no fall-through into a label */ \
-        if (!(cond) && !TN_CANCELLED(co)) return tn__co_wait(co); \
-        (co)->err = (cond) ? 0 : TN_ECANCELLED;               \
+        (co)->err = 0;                                        \
+        if (!(cond)) {                                        \
+            if (!tn__co_take_cancel(co)) return tn__co_wait(co); \
+            (co)->err = TN_ECANCELLED;                        \
+        }                                                     \
     } while (0)
 /* End the coroutine: resolve its future with value, or fail it with err. */
 #define TN_RETURN(co, value) return tn__co_return((co), 0, (value), NULL)
@@ -654,11 +667,21 @@ TN__API int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value
 typedef int (*tn_work_fn)(void *arg, void **result);
 /* Runs fn(arg) on the loop's thread pool; the future resolves on the loop
  * thread with *result (freed with free_result if nobody takes it, e.g. after
- * a cancel) or fails with fn's error. Cancelling a job that has not started
- * removes it; a running one runs to its end. arg stays yours.
- * NULL on TN_ENOMEM. Under TN_NO_THREADS fn runs inline, before this
+ * a cancel) or fails with fn's error, or with -EAGAIN if no pool thread
+ * could start. Cancelling a job that has not started removes it (the future
+ * fails with TN_ECANCELLED at once); a running one cannot be stopped, so its
+ * future fails with TN_ECANCELLED only once fn has returned: a coroutine
+ * awaiting it stays suspended until then, and whatever arg points into (its
+ * frame, say) stays valid while fn runs. arg stays yours.
+ * NULL only on TN_ENOMEM. Under TN_NO_THREADS fn runs inline, before this
  * returns, and the future comes back already done. */
 TN__API tn_future *tn_run_in_executor(tn_loop *loop, tn_work_fn fn, void *arg, tn_free_fn free_result);
+/* The same, and the job owns arg: free_arg(arg) runs on the loop thread
+ * once fn has returned, or when the job is dropped without running
+ * (cancelled while queued, or by tn_loop_free), or at once if this fails:
+ * so a heap arg is never leaked nor freed under a running fn. */
+TN__API tn_future *tn_run_in_executor_owned(tn_loop *loop, tn_work_fn fn, void *arg, tn_free_fn free_arg,
+                                           tn_free_fn free_result);
 
 /* ------------------------------------------------------------------------
  * Event and Queue (tornado.locks.Event, tornado.queues.Queue)
@@ -2161,10 +2184,14 @@ int tn_loop_step(tn_loop *l, int max_wait_ms) {
         tn__handler *h;
         if ((size_t)r.fd >= l->handlers_cap) continue;
         h = &l->handlers[r.fd];
+        unsigned ev;
         /* Removed (or removed and re-added) since the event was collected:
          * the event belongs to an fd that no longer exists for us. */
         if (h->gen != r.gen || !h->cb) continue;
-        h->cb(l, r.fd, r.events, h->arg);
+        /* And only what it still asks for: a callback earlier in this batch
+         * may have paused it (or turned writing off). */
+        if (!h->events || !(ev = r.events & (h->events | TN_ERROR))) continue;
+        h->cb(l, r.fd, ev, h->arg);
     }
     l->nready = 0;
     return rc;
@@ -2613,6 +2640,14 @@ int tn_run_sync(tn_loop *l, tn_future *f, uint64_t timeout_ms, void **value) {
 #define TN__CO_OWNED 1u     /* frame from tn_co_new: freed at the end */
 #define TN__CO_CANCELLED 2u /* matches TN_CANCELLED() */
 #define TN__CO_WAITING 4u   /* on the TN_WAIT_UNTIL list */
+#define TN__CO_CANCEL_PENDING 8u /* cancelled, not yet delivered to an await */
+
+/* 1 (and it is delivered now) if a cancellation waits to be delivered. */
+int tn__co_take_cancel(tn_co *co) {
+    if (!(co->flags & TN__CO_CANCEL_PENDING)) return 0;
+    co->flags &= ~TN__CO_CANCEL_PENDING;
+    return 1;
+}
 
 void *tn_co_new(tn_loop *l, size_t size) {
     tn_co *co;
@@ -2638,9 +2673,10 @@ static int tn__co_step(tn_co *co) {
 static void tn__co_cancelled(tn_future *f, void *arg) {
     tn_co *co = (tn_co *)arg;
     (void)f;
-    co->flags |= TN__CO_CANCELLED;
-    /* Cancellation reaches the coroutine at its await: it resumes with
-     * TN_ECANCELLED. A yield or a wait resumes by itself. */
+    co->flags |= TN__CO_CANCELLED | TN__CO_CANCEL_PENDING;
+    /* Cancellation reaches the coroutine at its await: cancelling what it
+     * awaits makes it resume now, with TN_ECANCELLED (see tn__co_on_done).
+     * A yield or a wait resumes by itself. */
     if (co->awaiting) tn_future_cancel(co->awaiting);
 }
 
@@ -2668,39 +2704,45 @@ tn_future *tn_spawn(tn_loop *l, tn_co *co, tn_co_fn fn) {
     return f;
 }
 
+/* The await's outcome: f's, unless a cancellation waits to be delivered
+ * (then f's value, if any, stays with f, which frees an owned one). */
+static void tn__co_settle_await(tn_co *co, tn_future *f) {
+    co->err = tn__co_take_cancel(co) ? TN_ECANCELLED : tn_future_error(f);
+    co->value = co->err ? NULL : tn_future_take(f);
+    tn_future_release(f);
+}
+
 static void tn__co_on_done(tn_future *f, void *arg) {
     tn_co *co = (tn_co *)arg;
     co->awaiting = NULL;
-    co->err = tn_future_error(f);
-    co->value = co->err ? NULL : tn_future_take(f);
-    tn_future_release(f);
+    tn__co_settle_await(co, f);
     tn__co_step(co);
 }
 
 int tn__co_await(tn_co *co, tn_future *f) {
     if (!f) {
-        co->err = TN_ENOMEM;
+        co->err = tn__co_take_cancel(co) ? TN_ECANCELLED : TN_ENOMEM;
         co->value = NULL;
         return 1;
     }
-    if (tn_future_done(f) && !(co->flags & TN__CO_CANCELLED)) {
+    if (tn_future_done(f)) {
         /* Already done: continue at once, as awaiting a done asyncio future
          * does. The future's own done callback rule is unaffected. */
-        co->err = tn_future_error(f);
-        co->value = co->err ? NULL : tn_future_take(f);
-        tn_future_release(f);
+        tn__co_settle_await(co, f);
         return 1;
     }
     co->awaiting = f;
     tn_future_on_done(f, tn__co_on_done, co);
-    if (co->flags & TN__CO_CANCELLED) tn_future_cancel(f);
+    /* Cancelled while not awaiting (in a yield, or before the first
+     * await): this is the await that delivers it, so stop f now. */
+    if (co->flags & TN__CO_CANCEL_PENDING) tn_future_cancel(f);
     return 0;
 }
 
 static void tn__co_yield_cb(tn_loop *l, void *arg) {
     tn_co *co = (tn_co *)arg;
     (void)l;
-    co->err = (co->flags & TN__CO_CANCELLED) ? TN_ECANCELLED : 0;
+    co->err = tn__co_take_cancel(co) ? TN_ECANCELLED : 0;
     co->value = NULL;
     tn__co_step(co);
 }
@@ -2764,11 +2806,23 @@ int tn__co_return(tn_co *co, int err, void *value, tn_free_fn free_value) {
 struct tn__job {
     tn_work_fn fn;
     void *arg, *result;
-    tn_free_fn free_result;
+    tn_free_fn free_arg, free_result;
     tn_future *f;
     tn__job *next;
     int err, state; /* 0 queued, 1 running, 2 finished */
 };
+
+/* The job's end on the loop thread: its arg goes, and its future completes
+ * (a cancelled one fails, whatever fn returned). */
+static void tn__job_settle(tn__job *j) {
+    if (j->free_arg) j->free_arg(j->arg);
+    if (j->err || (j->f->flags & TN__F_CANCEL_ASKED)) {
+        if (j->result && j->free_result) j->free_result(j->result);
+        tn_future_fail(j->f, j->err && !(j->f->flags & TN__F_CANCEL_ASKED) ? j->err : TN_ECANCELLED);
+    } else {
+        tn_future_resolve_owned(j->f, j->result, j->free_result);
+    }
+}
 
 #ifndef TN_NO_THREADS
 struct tn__executor {
@@ -2868,12 +2922,14 @@ static void tn__job_cancelled(tn_future *f, void *arg) {
             break;
         }
         pthread_mutex_unlock(&ex->lock);
-        tn_future_fail(j->f, TN_ECANCELLED);
+        j->err = TN_ECANCELLED;
+        tn__job_settle(j);
         f->loop->njobs--;
         tn__job_recycle(f->loop, j);
         return;
     }
-    /* Running: it finishes on its own; its result is then freed. */
+    /* Running: it finishes on its own (its future is settled then, failed,
+     * and its result freed): see tn__jobs_complete. */
     pthread_mutex_unlock(&ex->lock);
 }
 
@@ -2888,42 +2944,47 @@ static void tn__jobs_complete(tn_loop *l, tn__job *done) {
     while (rev) {
         tn__job *j = rev;
         rev = j->next;
-        if (j->err) {
-            if (j->result && j->free_result) j->free_result(j->result);
-            tn_future_fail(j->f, j->err);
-        } else {
-            tn_future_resolve_owned(j->f, j->result, j->free_result);
-        }
+        tn__job_settle(j);
         l->njobs--;
         tn__job_recycle(l, j);
     }
 }
 
-tn_future *tn_run_in_executor(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_result) {
+tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_arg,
+                                    tn_free_fn free_result) {
     tn__job *j;
-    tn_future *f;
+    tn_future *f = tn_future_new(l);
     tn__executor *ex;
-    if (!l->executor && tn__executor_start(l)) return NULL;
+    int rc;
+    if (!f) {
+        if (free_arg) free_arg(arg);
+        return NULL;
+    }
+    if (!l->executor && (rc = tn__executor_start(l)) != 0) {
+        if (free_arg) free_arg(arg);
+        if (rc == TN_ENOMEM) {
+            tn__future_abandon(f);
+            return NULL;
+        }
+        tn_future_fail(f, rc); /* no thread could start */
+        return f;
+    }
     ex = l->executor;
     if ((j = (tn__job *)l->job_free) != NULL) {
         l->job_free = *(void **)j;
         l->njob_free--;
-    } else {
-        j = (tn__job *)TN_MALLOC(sizeof *j);
-    }
-    f = tn_future_new(l);
-    if (!j || !f) {
-        TN_FREE(j);
-        if (f) {
-            tn__future_abandon(f);
-        }
+    } else if (!(j = (tn__job *)TN_MALLOC(sizeof *j))) {
+        if (free_arg) free_arg(arg);
+        tn__future_abandon(f);
         return NULL;
     }
     memset(j, 0, sizeof *j);
     j->fn = fn;
     j->arg = arg;
+    j->free_arg = free_arg;
     j->free_result = free_result;
     j->f = f;
+    f->flags |= TN__F_SETTLES_OWN_CANCEL; /* a running job is settled when it ends */
     tn_future_on_cancel(f, tn__job_cancelled, j);
     l->njobs++;
     pthread_mutex_lock(&ex->lock);
@@ -2951,9 +3012,8 @@ static void tn__executor_free(tn_loop *l) {
     for (i = 0; i < ex->nthreads; i++) pthread_join(ex->threads[i], NULL);
     while (q) {
         tn__job *n = q->next;
-        tn_future_on_cancel(q->f, NULL, NULL); /* we are the producer here */
-        tn_future_cancel(q->f);
-        tn_future_fail(q->f, TN_ECANCELLED);
+        q->err = TN_ECANCELLED; /* dropped without running */
+        tn__job_settle(q);
         l->njobs--;
         TN_FREE(q);
         q = n;
@@ -2988,12 +3048,17 @@ static void tn__drain_threadsafe(tn_loop *l) {
     tn__jobs_complete(l, done);
 }
 #else
-tn_future *tn_run_in_executor(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_result) {
+tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_arg,
+                                    tn_free_fn free_result) {
     tn_future *f = tn_future_new(l);
     void *result = NULL;
     int err;
-    if (!f) return NULL;
+    if (!f) {
+        if (free_arg) free_arg(arg);
+        return NULL;
+    }
     err = fn(arg, &result);
+    if (free_arg) free_arg(arg);
     if (err) {
         if (result && free_result) free_result(result);
         tn_future_fail(f, err);
@@ -3007,6 +3072,10 @@ static void tn__executor_free(tn_loop *l) { (void)l; }
 static void tn__drain_threadsafe(tn_loop *l) { (void)l; }
 #endif
 #endif
+
+tn_future *tn_run_in_executor(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_result) {
+    return tn_run_in_executor_owned(l, fn, arg, NULL, free_result);
+}
 /* ---------------------------------------------------------- Event, Queue */
 /* A FIFO of waiting futures (each with an item, for queue putters). The
  * waiter's future is produced by the Event/Queue; its cancel hook takes it

@@ -864,3 +864,83 @@ TEST(co_awaits_with_timeout_inside) {
     CHECK_EQ_INT(tn_loop_step(l, 0), 0);
     FREE_LOOP_CLEAN(l);
 }
+
+/* -------------------------------------- cancellation is delivered once */
+/* As asyncio and Tornado: cancelling a coroutine ends the await under way
+ * with TN_ECANCELLED once; it may then await its cleanup (later awaits and
+ * yields work normally), and its future still fails with TN_ECANCELLED
+ * when it ends. */
+struct yield_cancel_frame {
+    tn_co co;
+    int yield_err, await_err, cleanup_err, done;
+};
+static int co_yield_then_await(tn_co *co) {
+    struct yield_cancel_frame *f = (struct yield_cancel_frame *)co;
+    TN_BEGIN(co);
+    TN_SLEEP(co, 10000);
+    f->await_err = co->err;
+    TN_SLEEP(co, 2);
+    f->cleanup_err = co->err;
+    TN_YIELD(co);
+    f->yield_err = co->err; /* delivered already: 0 */
+    f->done = 1;
+    TN_END(co);
+}
+TEST(co_cancellation_is_delivered_once_then_cleanup_can_await) {
+    tn_loop *l = new_loop();
+    struct yield_cancel_frame f;
+    tn_future *fut;
+    int i;
+    memset(&f, 0, sizeof f);
+    fut = tn_spawn(l, &f.co, co_yield_then_await);
+    REQUIRE(fut != NULL);
+    CHECK_EQ_INT(tn_future_cancel(fut), 0);
+    for (i = 0; i < 200 && !tn_future_done(fut); i++) CHECK_EQ_INT(tn_loop_step(l, 20), 0);
+    REQUIRE(tn_future_done(fut));
+    CHECK_EQ_INT(f.await_err, TN_ECANCELLED);
+    CHECK_EQ_INT(f.cleanup_err, 0);
+    CHECK_EQ_INT(f.yield_err, 0);
+    CHECK_EQ_INT(f.done, 1);
+    CHECK(TN_CANCELLED(&f.co));
+    CHECK_EQ_INT(tn_future_error(fut), TN_ECANCELLED);
+    tn_future_release(fut);
+    FREE_LOOP_CLEAN(l);
+}
+
+#ifndef TN_CO_LABELS
+/* With the portable continuation an await inside a switch of the user's
+ * cannot resume (its case label went to that switch): the coroutine fails
+ * with TN_ECORESUME instead of ending quietly with err 0. */
+struct switch_frame {
+    tn_co co;
+    int which, after;
+};
+static int co_await_in_switch(tn_co *co) {
+    struct switch_frame *f = (struct switch_frame *)co;
+    TN_BEGIN(co);
+    switch (f->which) {
+    case 7:
+        TN_SLEEP(co, 1);
+        f->after = 1;
+        break;
+    default: break;
+    }
+    TN_END(co);
+}
+TEST(co_await_inside_a_switch_fails_with_ecoresume) {
+    tn_loop *l = new_loop();
+    struct switch_frame f;
+    tn_future *fut;
+    int i;
+    memset(&f, 0, sizeof f);
+    f.which = 7;
+    fut = tn_spawn(l, &f.co, co_await_in_switch);
+    REQUIRE(fut != NULL);
+    for (i = 0; i < 100 && !tn_future_done(fut); i++) CHECK_EQ_INT(tn_loop_step(l, 10), 0);
+    REQUIRE(tn_future_done(fut));
+    CHECK_EQ_INT(tn_future_error(fut), TN_ECORESUME);
+    CHECK_EQ_INT(f.after, 0);
+    tn_future_release(fut);
+    FREE_LOOP_CLEAN(l);
+}
+#endif

@@ -297,12 +297,17 @@ TEST(executor_cancel_running_job_frees_its_result) {
     for (i = 0; i < 5000 && !locked_get(&blockers_started); i++) sleep_ms(1);
     REQUIRE(locked_get(&blockers_started) == 1); /* it is running */
     CHECK_EQ_INT(tn_future_cancel(f), 0);
-    CHECK_EQ_INT(tn_future_error(f), TN_ECANCELLED);
-    tn_future_release(f);
+    /* A running job cannot be stopped: its future stays pending (so what
+     * its arg points into stays valid) until it has returned. */
+    CHECK(!tn_future_done(f));
     REQUIRE(write(p[1], "x", 1) == 1);
-    /* It runs to its end; its result, which nobody can take, is freed. */
+    /* It runs to its end; then the future fails, and its result, which
+     * nobody can take, is freed. */
     for (i = 0; i < 1000 && live_jobs(l); i++) CHECK_EQ_INT(tn_loop_step(l, 100), 0);
     CHECK_EQ_INT(live_jobs(l), 0);
+    CHECK(tn_future_done(f));
+    CHECK_EQ_INT(tn_future_error(f), TN_ECANCELLED);
+    tn_future_release(f);
     CHECK_EQ_INT(frees, 1);
     FREE_LOOP_CLEAN(l);
     close(p[0]);
@@ -415,3 +420,64 @@ TEST(executor_inline_without_threads) {
     tn_loop_free(l);
 }
 #endif /* TN_NO_THREADS */
+
+/* -------------------------------------------------- the job owns its arg */
+struct owned_arg {
+    int *freed; /* set when free_arg ran */
+    int seen_freed; /* what fn saw of it, after its work */
+};
+static int owned_frees;
+static void owned_free(void *p) {
+    struct owned_arg *a = (struct owned_arg *)p;
+    __atomic_store_n(a->freed, 1, __ATOMIC_SEQ_CST);
+    locked_add(&owned_frees, 1);
+    free(a);
+}
+static int work_owned(void *arg, void **result) {
+    struct owned_arg *a = (struct owned_arg *)arg;
+    char c;
+    (void)result;
+    locked_add(&blockers_started, 1);
+    if (read(block_rd, &c, 1) != 1) return -EIO;
+    a->seen_freed = __atomic_load_n(a->freed, __ATOMIC_SEQ_CST); /* arg still ours here */
+    return a->seen_freed ? -EIO : 0;
+}
+
+/* A running job's arg is freed after fn returns (never under it), a queued
+ * job's when it is cancelled (never leaked), and both futures fail with
+ * TN_ECANCELLED only then. */
+TEST(executor_owned_arg_is_freed_after_the_job_or_when_dropped) {
+    tn_loop *l = new_loop_threads(1);
+    int p[2], i, freed_running = 0, freed_queued = 0;
+    struct owned_arg *a = (struct owned_arg *)calloc(1, sizeof *a), *b = (struct owned_arg *)calloc(1, sizeof *b);
+    tn_future *running, *queued;
+    REQUIRE(pipe(p) == 0 && a && b);
+    block_rd = p[0];
+    blockers_started = 0;
+    owned_frees = 0;
+    a->freed = &freed_running;
+    b->freed = &freed_queued;
+    running = tn_run_in_executor_owned(l, work_owned, a, owned_free, NULL);
+    for (i = 0; i < 5000 && !locked_get(&blockers_started); i++) sleep_ms(1);
+    REQUIRE(locked_get(&blockers_started) == 1);
+    queued = tn_run_in_executor_owned(l, work_owned, b, owned_free, NULL); /* one thread: it waits */
+    REQUIRE(running && queued);
+    CHECK_EQ_INT(tn_future_cancel(queued), 0);
+    CHECK(tn_future_done(queued));
+    CHECK_EQ_INT(tn_future_error(queued), TN_ECANCELLED);
+    CHECK_EQ_INT(freed_queued, 1); /* dropped: freed at once */
+    CHECK_EQ_INT(tn_future_cancel(running), 0);
+    CHECK(!tn_future_done(running));
+    CHECK_EQ_INT(__atomic_load_n(&freed_running, __ATOMIC_SEQ_CST), 0);
+    REQUIRE(write(p[1], "x", 1) == 1);
+    for (i = 0; i < 1000 && live_jobs(l); i++) CHECK_EQ_INT(tn_loop_step(l, 100), 0);
+    CHECK(tn_future_done(running));
+    CHECK_EQ_INT(tn_future_error(running), TN_ECANCELLED);
+    CHECK_EQ_INT(freed_running, 1);
+    CHECK_EQ_INT(locked_get(&owned_frees), 2);
+    tn_future_release(running);
+    tn_future_release(queued);
+    FREE_LOOP_CLEAN(l);
+    close(p[0]);
+    close(p[1]);
+}

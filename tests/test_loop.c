@@ -1229,3 +1229,42 @@ TEST(handler_paused_fd_does_not_spin_on_hangup) {
     close(sv[0]);
     FREE_LOOP_CLEAN(l);
 }
+
+/* Two fds ready in the same batch; whichever callback runs first pauses
+ * the other (or turns its reading off): the other's event, collected
+ * already, must not be delivered. */
+static int pause_calls[2], pause_fds[2];
+static unsigned pause_mode; /* what the first callback leaves the other with */
+static void pause_other(tn_loop *l, int fd, unsigned events, void *arg) {
+    int me = (int)(intptr_t)arg;
+    (void)events;
+    (void)fd;
+    pause_calls[me]++;
+    CHECK_EQ_INT(tn_update_handler(l, pause_fds[1 - me], pause_mode), 0);
+}
+TEST(handler_paused_in_the_same_batch_gets_no_stale_event) {
+    unsigned modes[2] = {0, TN_WRITE};
+    int m;
+    for (m = 0; m < 2; m++) {
+        tn_loop *l = new_loop();
+        int a[2], b[2], i;
+        REQUIRE(pipe(a) == 0 && pipe(b) == 0);
+        pause_fds[0] = a[0];
+        pause_fds[1] = b[0];
+        pause_calls[0] = pause_calls[1] = 0;
+        pause_mode = modes[m]; /* paused; or asking for writes only, which a pipe's read end never has */
+        CHECK_EQ_INT(tn_add_handler(l, a[0], TN_READ, pause_other, (void *)(intptr_t)0), 0);
+        CHECK_EQ_INT(tn_add_handler(l, b[0], TN_READ, pause_other, (void *)(intptr_t)1), 0);
+        REQUIRE(write(a[1], "x", 1) == 1 && write(b[1], "y", 1) == 1);
+        for (i = 0; i < 3; i++) CHECK_EQ_INT(tn_loop_step(l, 0), 0);
+        /* The first stays readable and runs each step; the other never. */
+        CHECK((pause_calls[0] == 0) != (pause_calls[1] == 0));
+        CHECK_EQ_INT(tn_remove_handler(l, a[0]), 0);
+        CHECK_EQ_INT(tn_remove_handler(l, b[0]), 0);
+        close(a[0]);
+        close(a[1]);
+        close(b[0]);
+        close(b[1]);
+        FREE_LOOP_CLEAN(l);
+    }
+}
