@@ -2028,3 +2028,136 @@ TEST(python_tornado_client_against_httpbin) {
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     rm_rf(dir);
 }
+
+/* ------------------------------------------------------------------ */
+/* Bounds and headers                                                  */
+/* ------------------------------------------------------------------ */
+
+/* Answers with the request head as the body (for header checks). */
+static int route_echo_head(rawsrv *rs, int fd, rreq *r) {
+    (void)rs;
+    respond(fd, 200, NULL, r->head);
+    return 0;
+}
+
+/* Counts lines of the head starting with name (case-insensitive). */
+static int count_lines(const char *head, const char *name) {
+    int n = 0;
+    size_t nl = strlen(name);
+    const char *p = head;
+    while ((p = strstr(p, "\r\n")) != NULL) {
+        p += 2;
+        if (strncasecmp(p, name, nl) == 0) n++;
+    }
+    return n;
+}
+
+/* The user's Host and User-Agent replace the client's, whatever their case
+ * and place; framing headers are the client's (TN_EINVAL); an empty list
+ * is fine. */
+TEST(client_header_overrides_replace_the_defaults) {
+    rawsrv *rs = raw_router(route_echo_head);
+    cli k;
+    tn_http_response *r;
+    tn_http_fetch_opts o;
+    const char *ua_first[] = {"user-agent: mine/1", "X-A: 1", NULL};
+    const char *host[] = {"X-B: 2", "HOST: example.test:81", NULL};
+    const char *cl[] = {"Content-Length: 5", NULL};
+    const char *te[] = {"transfer-encoding: chunked", NULL};
+    const char *none[] = {NULL};
+    char url[128];
+    cli_new(&k, NULL);
+    memset(&o, 0, sizeof o);
+    o.headers = ua_first;
+    REQUIRE(fetch(&k, rs->port, "/ua", &o, &r) == 0);
+    CHECK_EQ_INT(count_lines(r->body, "User-Agent:"), 1);
+    CHECK(strstr(r->body, "user-agent: mine/1\r\n") != NULL);
+    tn_http_response_free(r);
+    o.headers = host;
+    REQUIRE(fetch(&k, rs->port, "/host", &o, &r) == 0);
+    CHECK_EQ_INT(count_lines(r->body, "Host:"), 1);
+    CHECK(strstr(r->body, "Host: example.test:81\r\n") != NULL);
+    CHECK_EQ_INT(count_lines(r->body, "Content-Length:"), 0); /* a GET with no body */
+    tn_http_response_free(r);
+    o.headers = none;
+    REQUIRE(fetch(&k, rs->port, "/none", &o, &r) == 0);
+    CHECK_EQ_INT(count_lines(r->body, "User-Agent:"), 1);
+    CHECK_EQ_INT(count_lines(r->body, "Host:"), 1);
+    tn_http_response_free(r);
+    o.headers = cl;
+    url_of(url, sizeof url, rs->port, "/cl");
+    CHECK_EQ_INT(tn_run_sync(k.loop, tn_http_fetch(k.c, url, &o), 5000, NULL), TN_EINVAL);
+    o.headers = te;
+    CHECK_EQ_INT(tn_run_sync(k.loop, tn_http_fetch(k.c, url, &o), 5000, NULL), TN_EINVAL);
+    cli_free(&k);
+    raw_stop(rs);
+}
+
+/* A server that sends interim responses without end: the client stops
+ * after TN_HTTP_MAX_INTERIM of them with TN_EINTERIM (it skipped them
+ * forever, its buffer growing). */
+static void endless_1xx_conn(rawsrv *rs, int fd, int idx) {
+    rreq r;
+    int i;
+    (void)idx;
+    if (rd_req(rs, fd, &r)) return;
+    for (i = 0; i < 10000; i++) {
+        struct pollfd p;
+        p.fd = fd;
+        p.events = POLLOUT;
+        if (poll(&p, 1, 1000) <= 0) return;
+        if (send(fd, "HTTP/1.1 100 Continue\r\n\r\n", 25, MSG_NOSIGNAL) != 25) return;
+    }
+}
+TEST(client_endless_interim_responses_end_with_einterim) {
+    rawsrv *rs = raw_start(endless_1xx_conn, NULL);
+    cli k;
+    tn_http_response *r = NULL;
+    cli_new(&k, NULL);
+    CHECK_EQ_INT(fetch(&k, rs->port, "/", NULL, &r), TN_EINTERIM);
+    CHECK(r == NULL);
+    cli_free(&k);
+    raw_stop(rs);
+}
+
+/* A body handed over by reference is sent as it is (no copy) and freed by
+ * the client when the fetch ends: after a redirect that repeats it (307),
+ * and when the fetch cannot even start. */
+static int route_307_then_echo(rawsrv *rs, int fd, rreq *r) {
+    (void)rs;
+    if (strcmp(r->target, "/first") == 0) respond(fd, 307, "Location: /second\r\n", "");
+    else respond(fd, 200, NULL, r->body);
+    return 0;
+}
+static int g_body_frees;
+static void body_free_count(void *p) {
+    g_body_frees++;
+    free(p);
+}
+TEST(client_body_by_reference_is_freed_when_the_fetch_ends) {
+    rawsrv *rs = raw_router(route_307_then_echo);
+    cli k;
+    tn_http_response *r;
+    tn_http_fetch_opts o;
+    char *b = strdup("payload by reference");
+    cli_new(&k, NULL);
+    memset(&o, 0, sizeof o);
+    o.method = "PUT";
+    o.body = b;
+    o.body_len = strlen(b);
+    o.body_free = body_free_count;
+    g_body_frees = 0;
+    REQUIRE(fetch(&k, rs->port, "/first", &o, &r) == 0);
+    CHECK_EQ_INT(r->status, 200);
+    CHECK(strcmp(r->body, "payload by reference") == 0); /* repeated after the 307 */
+    CHECK_EQ_INT(r->redirects, 1);
+    tn_http_response_free(r);
+    CHECK_EQ_INT(g_body_frees, 1);
+    /* a fetch that fails at once (a bad URL) frees it too */
+    o.body = strdup("x");
+    o.body_len = 1;
+    CHECK_EQ_INT(tn_run_sync(k.loop, tn_http_fetch(k.c, "ftp://nowhere/", &o), 1000, NULL), TN_EINVAL);
+    CHECK_EQ_INT(g_body_frees, 2);
+    cli_free(&k);
+    raw_stop(rs);
+}

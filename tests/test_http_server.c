@@ -16,8 +16,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -2163,4 +2165,466 @@ TEST(write_timeout_closes_a_stalled_reader_not_a_slow_one) {
     cli_close(slow);
     CHECK_EQ_INT(wait_connections(s, 0), 0);
     server_stop(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bounds: what one peer can make the server hold                     */
+/* ------------------------------------------------------------------ */
+
+static int g_rc1, g_rc2, g_rc3;
+static int g_ref_frees;
+static void count_ref_free(void *p) {
+    __atomic_add_fetch(&g_ref_frees, 1, __ATOMIC_SEQ_CST);
+    free(p);
+}
+
+/* A copy over TN_HTTP_WRITE_HIGH is refused (and nothing was sent, so the
+ * server answers 500); by reference the same body goes out. */
+static void h_copy_too_big(tn_http_request *req, void *arg) {
+    size_t n = TN_HTTP_WRITE_HIGH + 1;
+    char *b = (char *)calloc(1, n);
+    (void)arg;
+    SET(g_rc1, tn_http_respond(req, 200, NULL, b, n));
+    free(b);
+}
+static void h_write_until_full(tn_http_request *req, void *arg) {
+    static char piece[4096];
+    size_t total = 0;
+    int rc = 0;
+    (void)arg;
+    tn_http_begin(req, 200, NULL, -1);
+    while (total < 8 * TN_HTTP_WRITE_HIGH && (rc = tn_http_write(req, piece, sizeof piece)) == 0) total += sizeof piece;
+    SET(g_rc2, rc);
+    SET(g_rc3, (int)(total / 1024)); /* KiB queued before the refusal */
+}
+static void h_ref_big(tn_http_request *req, void *arg) {
+    size_t n = 4 * TN_HTTP_WRITE_HIGH, i;
+    char *b = (char *)malloc(n);
+    (void)arg;
+    for (i = 0; i < n; i++) b[i] = (char)pattern_byte(i);
+    SET(g_rc1, tn_http_respond_ref(req, 200, NULL, b, n, count_ref_free, b));
+}
+/* Replace semantics and framing rules of the response headers. */
+static void h_headers_set(tn_http_request *req, void *arg) {
+    (void)arg;
+    tn_http_set_header(req, "X-One", "a");
+    tn_http_set_header(req, "x-one", "b"); /* replaces, whatever the case */
+    tn_http_add_header(req, "X-Two", "1");
+    tn_http_add_header(req, "X-Two", "2"); /* adds */
+    tn_http_set_header(req, "Content-Type", "application/json");
+    tn_http_set_header(req, "Content-Type", "text/html"); /* one Content-Type */
+    tn_http_add_header(req, "X-Gone", "x");
+    SET(g_rc2, tn_http_clear_header(req, "x-gone"));
+    SET(g_rc3, tn_http_clear_header(req, "X-Never"));
+    SET(g_rc1, tn_http_respond(req, 600, NULL, "", 0) == TN_EINVAL && tn_http_respond(req, 101, NULL, "", 0) == TN_EINVAL);
+    tn_http_respond(req, 200, NULL, "{}", 2); /* NULL: the one set */
+}
+static void h_short_body(tn_http_request *req, void *arg) {
+    (void)arg;
+    tn_http_begin(req, 200, NULL, 100);
+    tn_http_write(req, "0123456789", 10);
+    SET(g_rc1, tn_http_finish(req));
+}
+/* The body is NUL-terminated even with a pipelined request right behind. */
+static void h_body_strlen(tn_http_request *req, void *arg) {
+    size_t len;
+    const char *b = tn_http_body(req, &len);
+    char out[64];
+    int n = snprintf(out, sizeof out, "len=%zu strlen=%zu", len, strlen(b));
+    (void)arg;
+    tn_http_respond(req, 200, NULL, out, (size_t)n);
+}
+/* Streams n bytes (HEAD: none are sent) awaiting drain after each 16 KiB,
+ * and counts the loop iterations that ran meanwhile. */
+static volatile int g_turns, g_turning;
+static void turn_cb(tn_loop *l, void *arg) {
+    (void)arg;
+    g_turns++;
+    if (g_turning) tn_add_callback(l, turn_cb, NULL);
+}
+struct spin_frame {
+    tn_http_co h;
+    long n, i;
+    int turns0;
+};
+static int co_spin(tn_co *co) {
+    struct spin_frame *f = (struct spin_frame *)co;
+    static char piece[16384];
+    TN_BEGIN(co);
+    f->n = atol(tn_http_param(f->h.req, "n"));
+    g_turning = 1;
+    tn_add_callback(co->loop, turn_cb, NULL);
+    f->turns0 = g_turns;
+    tn_http_begin(f->h.req, 200, NULL, f->n);
+    for (f->i = 0; f->i < f->n; f->i += (long)sizeof piece) {
+        if (tn_http_write(f->h.req, piece, sizeof piece)) TN_FAIL(co, TN_ECLOSED);
+        TN_AWAIT(co, tn_http_drain(f->h.req));
+        if (co->err) TN_FAIL(co, co->err);
+    }
+    g_turning = 0;
+    SET(g_rc1, g_turns - f->turns0);
+    tn_http_finish(f->h.req);
+    TN_END(co);
+}
+
+static void bounds_routes(tn_http_server *srv) {
+    tn_http_route_opts spin = {0}, co = {0};
+    spin.frame_size = sizeof(struct spin_frame);
+    co.frame_size = sizeof(tn_http_co);
+    REQUIRE(tn_http_route(srv, "GET", "/", h_hello, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/hello", h_hello, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/copy-too-big", h_copy_too_big, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/write-until-full", h_write_until_full, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/ref-big", h_ref_big, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/headers-set", h_headers_set, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/short", h_short_body, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "POST", "/strlen", h_body_strlen, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "POST", "/echo", h_echo, NULL, NULL) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/spin/{n}", co_spin, NULL, &spin) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/sleep200", co_sleepy, (void *)(uintptr_t)200, &co) == 0);
+}
+
+TEST(a_plain_handler_cannot_queue_more_than_the_write_high_water_mark) {
+    server *s = server_start(NULL, bounds_routes);
+    client *c = cli_open(s->port);
+    response r;
+    size_t i, bad = 0;
+    REQUIRE(roundtrip(c, "GET /copy-too-big HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(GET(g_rc1), TN_EFULL);
+    CHECK_EQ_INT(r.status, 500); /* it did not respond */
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /write-until-full HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(GET(g_rc2), TN_EFULL);
+    CHECK(GET(g_rc3) * 1024 <= TN_HTTP_WRITE_HIGH && GET(g_rc3) * 1024 > TN_HTTP_WRITE_HIGH / 2);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, (size_t)GET(g_rc3) * 1024); /* what was accepted, whole */
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /ref-big HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(GET(g_rc1), 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 4 * TN_HTTP_WRITE_HIGH);
+    for (i = 0; i < r.body_len; i++)
+        if ((unsigned char)r.body[i] != pattern_byte(i)) bad++;
+    CHECK_EQ_INT(bad, 0);
+    resp_free(&r);
+    CHECK_EQ_INT(GET(g_ref_frees), 1); /* freed once written */
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(response_headers_replace_add_clear_and_final_statuses_only) {
+    server *s = server_start(NULL, bounds_routes);
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(roundtrip(c, "GET /headers-set HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "X-One", "b"));
+    CHECK(strstr(r.head, "X-One: a") == NULL);
+    CHECK(strstr(r.head, "X-Two: 1\r\nX-Two: 2\r\n") != NULL);
+    CHECK(header_is(&r, "Content-Type", "text/html"));
+    CHECK(strstr(r.head, "application/json") == NULL);
+    CHECK(strstr(r.head, "X-Gone") == NULL);
+    CHECK_EQ_INT(GET(g_rc2), 0);
+    CHECK_EQ_INT(GET(g_rc3), TN_ENOENT);
+    CHECK_EQ_INT(GET(g_rc1), 1); /* 600 and 101 refused */
+    resp_free(&r);
+    /* a short body is an error, and the connection closes (the client
+     * reads what came, then the close) */
+    REQUIRE(cli_sends(c, "GET /short HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    while (cli_fill(c) > 0) {} /* the head and 10 bytes, then the close */
+    CHECK(cli_find(c, 0, "\r\n\r\n0123456789") > 0); /* fill returned 0: closed */
+    CHECK_EQ_INT(GET(g_rc1), TN_EINVAL);
+    cli_close(c);
+    server_stop(s);
+}
+
+TEST(a_buffered_body_is_nul_terminated) {
+    server *s = server_start(NULL, bounds_routes);
+    client *c = cli_open(s->port);
+    response r;
+    /* the body is followed by another request in the same write, and a
+     * chunked body by the next request too */
+    REQUIRE(cli_sends(c, "POST /strlen HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+                         "POST /strlen HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                         "GET / HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK(body_is(&r, "len=5 strlen=5"));
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK(body_is(&r, "len=3 strlen=3"));
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0); /* the byte under the NUL was put back */
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "Hello, world!"));
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* A streaming handler whose drains all resolve at once (HEAD: nothing is
+ * sent) still gives the loop a turn every TN_HTTP_WRITE_HIGH bytes. */
+TEST(a_streaming_handler_yields_to_the_loop) {
+    server *s = server_start(NULL, bounds_routes);
+    client *c = cli_open(s->port);
+    response r;
+    long n = 40L * TN_HTTP_WRITE_HIGH;
+    char req[128];
+    snprintf(req, sizeof req, "HEAD /spin/%ld HTTP/1.1\r\nHost: t\r\n\r\n", n);
+    REQUIRE(cli_sends(c, req) == 0);
+    REQUIRE(read_response(c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    CHECK(GET(g_rc1) >= 40);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Two uploads that each need more than their connection's first buffer,
+ * with a budget for one: the second gets 503 while the first is in; once
+ * the first is done, the budget is back. */
+TEST(buffered_bodies_share_a_server_wide_budget) {
+    tn_http_server_opts o;
+    server *s;
+    client *a, *b, *c;
+    response r;
+    size_t n = 200000;
+    char *body = (char *)malloc(n), head[160];
+    memset(&o, 0, sizeof o);
+    o.max_buffered_bytes = 300000; /* one body (~184 KB beyond the first 16 KiB), not two */
+    REQUIRE(body != NULL);
+    memset(body, 'x', n);
+    s = server_start(&o, bounds_routes);
+    a = cli_open(s->port);
+    b = cli_open(s->port);
+    snprintf(head, sizeof head, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", n);
+    REQUIRE(cli_sends(a, head) == 0);
+    REQUIRE(cli_send(a, body, n / 2) == 0);
+    sleep_ms(50);
+    REQUIRE(cli_sends(b, head) == 0);
+    REQUIRE(read_response(b, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 503);
+    resp_free(&r);
+    REQUIRE(cli_send(a, body + n / 2, n - n / 2) == 0);
+    REQUIRE(read_response(a, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, n);
+    resp_free(&r);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, head) == 0);
+    REQUIRE(cli_send(c, body, n) == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    /* a single body larger than max_body_bytes is still a 413 */
+    REQUIRE(cli_sends(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    cli_close(a);
+    cli_close(b);
+    cli_close(c);
+    free(body);
+    server_stop(s);
+}
+
+/* A response written to a peer that is gone: without MSG_NOSIGNAL the
+ * write raised SIGPIPE, which kills an application that did not ignore it
+ * (the test runner ignores it; this test puts the default back). The peer
+ * is a socketpair (an AF_UNIX peer closed: the first write is an EPIPE),
+ * served with tn_http_serve_fd. */
+static int g_pair_fd;
+static void do_serve_fd(server *s, void *arg) {
+    (void)arg;
+    SET(g_rc1, tn_http_serve_fd(s->srv, GET(g_pair_fd)));
+}
+TEST(a_write_to_a_gone_client_raises_no_sigpipe) {
+    server *s;
+    client *c;
+    response r;
+    int sv[2], i;
+    signal(SIGPIPE, SIG_DFL);
+    s = server_start(NULL, bounds_routes);
+    for (i = 0; i < 3; i++) {
+        REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+        REQUIRE(write(sv[1], "GET /ref-big HTTP/1.1\r\nHost: t\r\n\r\n", 35) == 35);
+        close(sv[1]); /* gone before the answer */
+        SET(g_pair_fd, sv[0]);
+        on_loop(s, do_serve_fd, NULL);
+        CHECK_EQ_INT(GET(g_rc1), 0);
+    }
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0); /* alive */
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Graceful shutdown lets a body that is still arriving finish (with
+ * Connection: close); a connection that has sent nothing yet gets its
+ * first request answered. */
+TEST(graceful_shutdown_finishes_bodies_in_flight) {
+    server *s = server_start(NULL, bounds_routes);
+    client *up, *fresh;
+    response r;
+    unsigned deadline = 5000;
+    size_t n = 100000;
+    char *body = (char *)malloc(n), head[160];
+    REQUIRE(body != NULL);
+    memset(body, 'u', n);
+    up = cli_open(s->port);
+    fresh = cli_open(s->port);
+    snprintf(head, sizeof head, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", n);
+    REQUIRE(cli_sends(up, head) == 0);
+    REQUIRE(cli_send(up, body, n / 3) == 0);
+    sleep_ms(50);
+    CHECK_EQ_INT(wait_connections(s, 2), 2);
+    on_loop(s, do_shutdown, &deadline);
+    REQUIRE(cli_send(up, body + n / 3, n - n / 3) == 0);
+    REQUIRE(read_response(up, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, n);
+    CHECK(header_is(&r, "Connection", "close"));
+    resp_free(&r);
+    REQUIRE(roundtrip(fresh, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Connection", "close"));
+    resp_free(&r);
+    CHECK(wait_flag(&g_shutdown_done));
+    CHECK_EQ_INT(server_connections(s), 0);
+    cli_close(up);
+    cli_close(fresh);
+    free(body);
+    server_stop(s);
+}
+
+/* At max_connections the 503 is readable by a client that sent its request
+ * (and a body) before reading: the server reads and drops it (lingering)
+ * instead of closing on unread bytes, which makes the kernel send a reset
+ * that can destroy the answer. */
+TEST(the_503_at_the_connection_limit_is_readable) {
+    tn_http_server_opts o;
+    server *s;
+    client *held, *extra;
+    response r;
+    static char body[200000];
+    int k;
+    memset(&o, 0, sizeof o);
+    o.max_connections = 1;
+    s = server_start(&o, bounds_routes);
+    held = cli_open(s->port);
+    REQUIRE(roundtrip(held, GET_HELLO, &r) == 0);
+    resp_free(&r);
+    memset(body, 'b', sizeof body);
+    for (k = 0; k < 5; k++) {
+        extra = cli_open(s->port);
+        cli_sends(extra, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n");
+        cli_send(extra, body, sizeof body); /* may stop early: the server has answered */
+        REQUIRE(read_response(extra, &r, 0) == 0);
+        CHECK_EQ_INT(r.status, 503);
+        CHECK(resp_header(&r, "Retry-After") != NULL);
+        resp_free(&r);
+        cli_close(extra);
+    }
+    /* the held connection is still served */
+    REQUIRE(roundtrip(held, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(held);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A client that reads nothing is cut within 1.25 x write_timeout_ms of its
+ * last progress (the clock looks every quarter): looking once per timeout,
+ * it was cut at about twice the timeout. An upper bound, with slack for a
+ * loaded machine (and more under valgrind), and a lower one: not early. */
+TEST(write_timeout_is_not_doubled) {
+    tn_http_server_opts o;
+    server *s;
+    client *stalled;
+    uint64_t t0, took;
+    unsigned bound;
+    memset(&o, 0, sizeof o);
+    o.write_timeout_ms = 1000;
+    bound = getenv("TN_VALGRIND") ? 3000 : 1700;
+    s = server_start(&o, std_routes);
+    stalled = cli_open2(s->port, 4096);
+    REQUIRE(cli_sends(stalled, "GET /blob/6291456 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    t0 = now_ms();
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    took = now_ms() - t0;
+    CHECK(took >= 900);
+    CHECK(took <= bound);
+    if (took > bound) fprintf(stderr, "    cut after %llu ms\n", (unsigned long long)took);
+    cli_close(stalled);
+    server_stop(s);
+}
+
+/* At EMFILE the server pauses accepting on a timer; freeing the server
+ * cancels it (it read the freed server before: server_stop checks that no
+ * timer is left). The clients here share the process's fd table, so a low
+ * RLIMIT_NOFILE puts the server's accept at EMFILE. */
+TEST(accept_at_emfile_pauses_and_free_cancels_the_pause) {
+    server *s = server_start(NULL, std_routes);
+    struct rlimit rl, low;
+    int fds[64], n = 0, i, probe;
+    response r;
+    client *c;
+    REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    probe = dup(0); /* the lowest free fd: everything below is in use */
+    REQUIRE(probe >= 0);
+    close(probe);
+    low = rl;
+    low.rlim_cur = (rlim_t)probe + 8;
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    /* Connect until the table is full: the server's accepts then fail. */
+    for (i = 0; i < 64; i++) {
+        int fd = tcp_connect(s->port, 0);
+        if (fd < 0) break;
+        fds[n++] = fd;
+    }
+    CHECK(n > 0 && n < 64);
+    sleep_ms(300); /* the server meets EMFILE, pauses, retries, pauses */
+    CHECK(server_connections(s) < (size_t)n); /* some wait in the backlog */
+    for (i = 0; i < n; i++) close(fds[i]);
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    /* accepting resumes */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
+
+/* Freed while paused at EMFILE: the pause timer must go with the server. */
+TEST(server_freed_while_accept_is_paused_leaves_no_timer) {
+    server *s = server_start(NULL, std_routes);
+    struct rlimit rl, low;
+    int fds[64], n = 0, i, probe;
+    REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    probe = dup(0);
+    REQUIRE(probe >= 0);
+    close(probe);
+    low = rl;
+    low.rlim_cur = (rlim_t)probe + 6;
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    for (i = 0; i < 64; i++) {
+        int fd = tcp_connect(s->port, 0);
+        if (fd < 0) break;
+        fds[n++] = fd;
+    }
+    CHECK(n > 0);
+    sleep_ms(250);
+    server_stop(s); /* checks: no timer left on the loop */
+    for (i = 0; i < n; i++) close(fds[i]);
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
 }

@@ -1268,3 +1268,28 @@ TEST(handler_paused_in_the_same_batch_gets_no_stale_event) {
         FREE_LOOP_CLEAN(l);
     }
 }
+
+/* A signal whose disposition cannot be set (glibc reserves 32 and 33 for
+ * its threads: sigaction refuses them) fails cleanly and leaves no trace:
+ * the loop did not become the process's signal owner (another loop could
+ * then never own signals: TN_EEXIST). The poll backend's concern: epoll's
+ * signalfd takes those numbers. */
+#ifdef TN_BACKEND_POLL
+static void sig_noop(tn_loop *l, int signo, void *arg) {
+    (void)l;
+    (void)signo;
+    (void)arg;
+}
+TEST(signal_add_that_fails_leaves_no_owner) {
+    tn_loop *a = new_loop(), *b = new_loop();
+    struct sigaction probe;
+    int bad = 32;
+    if (sigaction(bad, NULL, &probe) == 0 && sigaction(bad, &probe, NULL) == 0) bad = 33;
+    CHECK(tn_signal_add(a, bad, sig_noop, NULL) < 0);
+    CHECK_EQ_INT(tn_signal_remove(a, bad), TN_ENOENT);
+    CHECK_EQ_INT(tn_signal_add(b, SIGUSR1, sig_noop, NULL), 0);
+    CHECK_EQ_INT(tn_signal_remove(b, SIGUSR1), 0);
+    FREE_LOOP_CLEAN(a);
+    FREE_LOOP_CLEAN(b);
+}
+#endif

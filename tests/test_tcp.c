@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
@@ -731,4 +733,59 @@ TEST(tcp_resolve_failure) {
     CHECK_EQ_INT(st.handlers, 0);
     CHECK_EQ_INT(st.timers, 0);
     tn_loop_free(l);
+}
+
+/* A listener at EMFILE: accept fails and the listener stays readable; the
+ * loop must not spin on it (it pauses the listener 100 ms at a time), and
+ * accepting resumes once fds are free. */
+static int emfile_accepted;
+static void emfile_on_accept(tn_stream *s, void *arg) {
+    (void)arg;
+    emfile_accepted++;
+    tn_stream_close(s);
+}
+TEST(tcp_listener_at_emfile_does_not_spin) {
+    tn_loop *l = new_loop();
+    struct rlimit rl, low;
+    int lfd, port, fds[64], n = 0, i, probe, steps = 0;
+    struct timespec t0, t1;
+    REQUIRE(tn_tcp_listen(l, "127.0.0.1", 0, emfile_on_accept, NULL, &lfd, &port) == 0);
+    REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    probe = dup(0);
+    REQUIRE(probe >= 0);
+    close(probe);
+    low = rl;
+    low.rlim_cur = (rlim_t)probe + 4;
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    for (i = 0; i < 64; i++) {
+        struct sockaddr_in a;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) break;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+            close(fd);
+            break;
+        }
+        fds[n++] = fd;
+    }
+    REQUIRE(n > 0);
+    /* The table is full: the accepts fail. 300 ms of steps of up to 50 ms
+     * each: a spinning listener makes each return at once. */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        CHECK_EQ_INT(tn_loop_step(l, 50), 0);
+        steps++;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+    } while ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 300);
+    CHECK(steps < 100);
+    if (steps >= 100) fprintf(stderr, "    %d steps in 300 ms\n", steps);
+    for (i = 0; i < n; i++) close(fds[i]);
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    for (i = 0; i < 40 && emfile_accepted < n; i++) CHECK_EQ_INT(tn_loop_step(l, 50), 0);
+    CHECK_EQ_INT(emfile_accepted, n); /* the backlog drains once fds are free */
+    tn_tcp_unlisten(l, lfd);
+    FREE_LOOP_CLEAN(l);
 }
