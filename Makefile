@@ -1,6 +1,6 @@
 # tornado.h: everything is built next to its sources (the top level is fixed).
 #   make run      build and serve examples/hello on http://127.0.0.1:8888
-#   make test     the whole suite, once per backend (epoll, poll)
+#   make test     the whole suite: epoll, poll, and without threads (TN_NO_THREADS)
 #   make check    sanitizers, valgrind, the compile matrix, the symbol check, the fuzzer
 #   make bench    benchmarks (bench/README.md)
 CC      ?= cc
@@ -16,7 +16,7 @@ EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 .PHONY: all test check examples bench run clean test-epoll test-poll \
         check-asan check-valgrind check-matrix check-symbols check-fuzz
 
-all: tests/tn_tests-epoll tests/tn_tests-poll examples
+all: tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads examples
 
 # Each test binary is built from the suite's files in one compiler call;
 # only tests/impl.c defines TORNADO_IMPLEMENTATION.
@@ -24,9 +24,13 @@ tests/tn_tests-epoll: $(TEST_DEPS)
 	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 tests/tn_tests-poll: $(TEST_DEPS)
 	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -DTN_BACKEND_POLL -o $@ $(TEST_SRCS) $(LDLIBS)
+# The library without pthreads (the executor runs inline); the tests still
+# use threads of their own to play clients.
+tests/tn_tests-nothreads: $(TEST_DEPS)
+	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -DTN_NO_THREADS -o $@ $(TEST_SRCS) $(LDLIBS)
 
-test: tests/tn_tests-epoll tests/tn_tests-poll examples
-	@sh tests/run.sh tests/tn_tests-epoll tests/tn_tests-poll
+test: tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads examples
+	@sh tests/run.sh tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads
 
 examples: $(EXAMPLES)
 examples/%: examples/%.c $(HDR)
@@ -71,3 +75,18 @@ bench:
 clean:
 	rm -f tests/tn_tests-* tests/fuzz_http $(EXAMPLES) tests/*.o
 	-$(MAKE) -C bench clean
+
+# ---- make check-failinject ---------------------------------------------
+# Allocation-failure injection (tests/failinject.c): the workload once per
+# allocation N with the N-th TN_MALLOC/TN_REALLOC failing, then with every
+# one from N on failing; each run under ASan+UBSan+LeakSanitizer, on one
+# thread (TN_NO_THREADS), pools off.
+.PHONY: check-failinject clean-failinject
+check: check-failinject
+clean: clean-failinject
+tests/failinject: tests/failinject.c $(HDR)
+	$(CC) $(WARN) -O1 -g $(SAN) $(NOPOOL) -DTN_NO_THREADS -D_GNU_SOURCE -o $@ tests/failinject.c
+check-failinject: tests/failinject
+	@ASAN_OPTIONS=detect_leaks=1 ./tests/failinject
+clean-failinject:
+	rm -f tests/failinject

@@ -1368,6 +1368,12 @@ struct tn_loop {
     int nsignals;
 #endif
 
+    /* Callbacks that must not be lost when the ring cannot grow: future
+     * dispatches and coroutine yields, linked through the objects (no
+     * allocation: see tn__future_schedule), run after the ring's. */
+    tn_future *overflow_head, *overflow_tail;
+    tn_co *yield_head, *yield_tail;
+
     /* coroutines waiting in TN_WAIT_UNTIL */
     tn_co **waiters, **waiters_spare;
     size_t nwaiters, waiters_cap, waiters_spare_cap;
@@ -2141,15 +2147,34 @@ void tn_loop_get_stats(const tn_loop *l, tn_loop_stats *o) {
 }
 
 /* ----------------------------------------------------------- iteration */
+static void tn__future_dispatch(tn_loop *l, void *arg);
+static void tn__co_yield_cb(tn_loop *l, void *arg);
+static tn_future *tn__overflow_next(tn_future *f);
+
 static void tn__run_callbacks(tn_loop *l) {
     /* Only those queued before this pass: a callback that re-queues itself
      * runs once per iteration, and I/O is never starved. */
     size_t n = l->cb_count;
+    tn_future *f = l->overflow_head;
+    tn_co *co = l->yield_head;
+    l->overflow_head = l->overflow_tail = NULL;
+    l->yield_head = l->yield_tail = NULL;
     while (n--) {
         tn__cb c = l->cbs[l->cb_head];
         l->cb_head = (l->cb_head + 1) & (l->cb_cap - 1);
         l->cb_count--;
         c.fn(l, c.arg);
+    }
+    while (f) {
+        tn_future *next = tn__overflow_next(f);
+        tn__future_dispatch(l, f);
+        f = next;
+    }
+    while (co) {
+        tn_co *next = (tn_co *)co->value;
+        co->value = NULL;
+        tn__co_yield_cb(l, co);
+        co = next;
     }
 }
 
@@ -2157,7 +2182,7 @@ static void tn__run_waiters(tn_loop *l);
 
 int tn_loop_next_timeout(tn_loop *l) {
     uint64_t now, delta;
-    if (l->cb_count || l->waiters_progress || l->stop_requested) return 0;
+    if (l->cb_count || l->overflow_head || l->yield_head || l->waiters_progress || l->stop_requested) return 0;
     tn__heap_prune_top(l);
     if (!l->heap_len) return -1;
     now = tn__clock_ns();
@@ -2232,6 +2257,8 @@ struct tn_future {
     unsigned flags;
 };
 
+static tn_future *tn__overflow_next(tn_future *f) { return (tn_future *)f->cancel_arg; }
+
 tn_future *tn_future_new(tn_loop *l) {
     tn_future *f = (tn_future *)l->future_free;
     if (f) { /* reuse: futures come and go at the rate of awaits */
@@ -2286,6 +2313,15 @@ static void tn__future_dispatch(tn_loop *l, void *arg) {
  * dispatch holds the future alive, so let it go (without calling the done
  * callback) and the future frees itself if both its parts have ended. */
 static void tn__drop_callbacks(tn_loop *l) {
+    while (l->overflow_head) {
+        tn_future *f = l->overflow_head;
+        l->overflow_head = tn__overflow_next(f);
+        f->flags &= ~TN__F_DISPATCH;
+        f->done_fn = NULL;
+        tn__future_maybe_free(f);
+    }
+    l->overflow_tail = NULL;
+    l->yield_head = l->yield_tail = NULL; /* frames are their owners' (see tn_loop_free) */
     while (l->cb_count) {
         tn__cb c = l->cbs[l->cb_head];
         l->cb_head = (l->cb_head + 1) & (l->cb_cap - 1);
@@ -2303,9 +2339,18 @@ static void tn__drop_callbacks(tn_loop *l) {
  * resolve, means a producer never finds itself re-entered by its consumer. */
 static void tn__future_schedule(tn_future *f) {
     if (!f->done_fn || (f->flags & TN__F_DISPATCH)) return;
-    if (tn_add_callback(f->loop, tn__future_dispatch, f) == 0) f->flags |= TN__F_DISPATCH;
-    /* else: out of memory; the callback is lost. Nothing better to do that
-     * does not allocate; the consumer can still poll tn_future_done. */
+    if (tn_add_callback(f->loop, tn__future_dispatch, f) != 0) {
+        /* The ring could not grow: the dispatch must not be lost (its
+         * consumer would wait forever), so it queues through the future
+         * itself. A done future has no use for its cancel hook. */
+        tn_loop *l = f->loop;
+        f->cancel_fn = NULL;
+        f->cancel_arg = NULL;
+        if (l->overflow_tail) l->overflow_tail->cancel_arg = f;
+        else l->overflow_head = f;
+        l->overflow_tail = f;
+    }
+    f->flags |= TN__F_DISPATCH;
 }
 
 static int tn__future_complete(tn_future *f, int err, void *value, tn_free_fn free_value) {
@@ -2349,6 +2394,7 @@ int tn_future_on_done(tn_future *f, tn_future_fn fn, void *arg) {
 
 int tn_future_cancel(tn_future *f) {
     tn_future_fn fn = f->cancel_fn;
+    void *fn_arg = f->cancel_arg; /* read now: once done, the field links the overflow list */
     if (f->flags & TN__F_DONE) return TN_ESTATE;
     if (f->flags & TN__F_SETTLES_OWN_CANCEL) {
         /* A coroutine's future: like asyncio's Task.cancel, this asks the
@@ -2365,7 +2411,7 @@ int tn_future_cancel(tn_future *f) {
     f->cancel_fn = NULL;
     tn__future_schedule(f);
     /* The producer still holds its part, so f stays valid during fn. */
-    if (fn) fn(f, f->cancel_arg);
+    if (fn) fn(f, fn_arg);
     return 0;
 }
 
@@ -2748,11 +2794,15 @@ static void tn__co_yield_cb(tn_loop *l, void *arg) {
 }
 
 void tn__co_yield(tn_co *co) {
-    while (tn_add_callback(co->loop, tn__co_yield_cb, co)) {
-        /* Out of memory with a coroutine that must run again: nothing can be
-         * dropped here, so wait for memory rather than lose it. */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
+    if (tn_add_callback(co->loop, tn__co_yield_cb, co)) {
+        /* The ring could not grow: waiting for memory here would wait
+         * forever (nothing else runs on this thread), so the coroutine
+         * queues through its frame (co->value is unused until it resumes). */
+        tn_loop *l = co->loop;
+        co->value = NULL;
+        if (l->yield_tail) l->yield_tail->value = co;
+        else l->yield_head = co;
+        l->yield_tail = co;
     }
 }
 
@@ -2812,6 +2862,7 @@ struct tn__job {
     int err, state; /* 0 queued, 1 running, 2 finished */
 };
 
+#ifndef TN_NO_THREADS
 /* The job's end on the loop thread: its arg goes, and its future completes
  * (a cancelled one fails, whatever fn returned). */
 static void tn__job_settle(tn__job *j) {
@@ -2824,7 +2875,6 @@ static void tn__job_settle(tn__job *j) {
     }
 }
 
-#ifndef TN_NO_THREADS
 struct tn__executor {
     tn_loop *loop;
     pthread_mutex_t lock;
@@ -5673,6 +5723,7 @@ struct tn_http_request {
     size_t rh_len, rh_cap;
     int status;
     int headers_sent, finished, chunked_out, no_body, closed, is_head, has_ctype;
+    int write_failed; /* the last body write failed: the body has a hole unless a write retries it */
     int nul_state;
     char nul_saved;
     int64_t length_out;
@@ -6213,10 +6264,15 @@ int tn_http_write(tn_http_request *r, const char *data, size_t len) {
     int rc = tn__write_check(r, len, 1);
     char line[24], *p;
     size_t ll = 0;
+    if (rc == TN_EFULL) r->write_failed = 1; /* a hole, unless the handler retries */
     if (rc) return rc > 0 ? 0 : rc;
     if (r->chunked_out) ll = tn__chunk_line(line, len);
     /* One reservation: a chunk is all written or not at all. */
-    if (!(p = tn__stream_room(&c->s, ll + len + (ll ? 2 : 0)))) return TN_ENOMEM;
+    if (!(p = tn__stream_room(&c->s, ll + len + (ll ? 2 : 0)))) {
+        r->write_failed = 1;
+        return TN_ENOMEM;
+    }
+    r->write_failed = 0;
     p = tn__put(p, line, ll);
     p = tn__put(p, data, len);
     if (ll) p = tn__put(p, "\r\n", 2);
@@ -6237,6 +6293,7 @@ int tn_http_write_ref(tn_http_request *r, const char *data, size_t len, tn_free_
     }
     if (r->chunked_out) ll = tn__chunk_line(line, len);
     rc = tn__stream_queue_ref(&c->s, line, ll, data, -1, 0, len, "\r\n", ll ? 2 : 0, free_fn, free_arg);
+    r->write_failed = rc != 0;
     if (rc) return rc;
     r->out_len += len;
     if (tn__stream_pending(&c->s) >= TN_HTTP_WRITE_LOW) tn__conn_maybe_flush(c);
@@ -6250,6 +6307,17 @@ int tn_http_finish(tn_http_request *r) {
     if (!r->headers_sent) {
         rc = tn__send_head(r, 200, NULL, 0, 0);
         if (rc && rc != TN_ECLOSED) return rc;
+    }
+    if (r->write_failed && !r->closed) {
+        /* A piece of the body could not be queued and was not retried:
+         * a chunked body's last chunk now would pass the rest off as the
+         * whole body. Cut it: close without the last chunk. (A
+         * close-delimited HTTP/1.0 body cannot tell; a length-delimited
+         * one is caught below as short.) */
+        c->s.oflags |= TN__C_CLOSE_AFTER;
+        r->finished = 1;
+        tn__conn_maybe_flush(c);
+        return TN_ENOMEM;
     }
     if (r->length_out >= 0 && !r->no_body && r->out_len != (uint64_t)r->length_out) {
         /* A short body: the client must not take it for the whole one, nor
@@ -6341,6 +6409,19 @@ static void tn__req_settle_drain(tn_http_request *r, int err) {
     r->drain = NULL;
     if (err) tn_future_fail(f, err);
     else tn_future_resolve(f, NULL);
+}
+
+/* An answer the server owes (a route's 404/405, a failed handler's 500, a
+ * 503) that could not even be built (out of memory): nothing was sent, so
+ * close the connection. Left open, the client waits for an answer that
+ * never comes (until a timeout), and with pipelining the next request's
+ * answer would stand in for this one. */
+static void tn__req_answer_or_close(tn__conn *c, tn_http_request *r, int status, const char *body, size_t len) {
+    tn_http_respond(r, status, NULL, body, len);
+    if (!r->headers_sent) {
+        r->finished = 1;
+        c->s.oflags |= TN__C_CLOSE_AFTER;
+    }
 }
 
 /* ---------------------------------------------------- error responses */
@@ -6742,7 +6823,7 @@ static void tn__req_co_done(tn_future *f, void *arg) {
     c->s.oflags |= TN__C_IN_BATCH;
     if (!r->headers_sent) {
         (void)err; /* a failed or silent handler is a server error */
-        tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
+        tn__req_answer_or_close(c, r, 500, "500 Internal Server Error\n", 26);
     } else if (!r->finished) {
         if (err) {
             /* A cut-off body must not look whole: close, and without the
@@ -6842,7 +6923,7 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
     }
     if (rt->fn) {
         rt->fn(r, rt->arg);
-        if (!r->headers_sent) tn_http_respond(r, 500, NULL, "500 Internal Server Error\n", 26);
+        if (!r->headers_sent) tn__req_answer_or_close(c, r, 500, "500 Internal Server Error\n", 26);
         else if (!r->finished) tn_http_finish(r);
         tn__conn_end_request(c);
         return;
@@ -6852,7 +6933,7 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
         tn_future *f = tn_spawn(c->srv->loop, r->frame, rt->co_fn);
         if (!f) {
             r->frame = NULL;
-            tn_http_respond(r, 503, NULL, "503 Service Unavailable\n", 24);
+            tn__req_answer_or_close(c, r, 503, "503 Service Unavailable\n", 24);
             tn__conn_end_request(c);
             return;
         }
@@ -6924,7 +7005,7 @@ static void tn__req_answer_here(tn__conn *c, tn_http_request *r, int status, con
     r->state = TN__RQ_HANDLER;
     if (r->msg.chunked || r->msg.content_length > 0) c->s.oflags |= TN__C_CLOSE_AFTER;
     r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
-    tn_http_respond(r, status, NULL, body, len);
+    tn__req_answer_or_close(c, r, status, body, len);
     tn__conn_end_request(c);
 }
 
@@ -7757,8 +7838,12 @@ static void tn__hconn_connected(tn__connector *cn, int fd, int err) {
         hc->state = TN__H_IDLE;
         hc->s.flags |= TN__S_CLOSED;
         if (fe) tn__fetch_fail(fe, TN_ENOMEM);
+        else tn__hconn_close(hc); /* the fetch went away while connecting: nobody else frees hc */
         return;
     }
+    /* Connected: from here on tn__hconn_close must close the stream (its fd
+     * is registered with hc as the handler's arg), not abort a connect. */
+    hc->state = TN__H_IDLE;
     {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

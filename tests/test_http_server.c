@@ -45,6 +45,7 @@ typedef struct server {
     tn_http_server *srv;
     pthread_t thread;
     int port;
+    int call_pipe[2]; /* the test thread's calls into the loop (see on_loop) */
 } server;
 
 typedef void (*routes_fn)(tn_http_server *srv);
@@ -55,10 +56,14 @@ static void *server_main(void *arg) {
     return NULL;
 }
 
+static void call_pipe_io(tn_loop *l, int fd, unsigned events, void *arg);
+
 static server *server_start(const tn_http_server_opts *opts, routes_fn routes) {
     server *s = (server *)calloc(1, sizeof *s);
     REQUIRE(s != NULL);
     REQUIRE(tn_loop_new(&s->loop, NULL) == 0);
+    REQUIRE(pipe(s->call_pipe) == 0);
+    REQUIRE(tn_add_handler(s->loop, s->call_pipe[0], TN_READ, call_pipe_io, s) == 0);
     REQUIRE(tn_http_server_new(s->loop, opts, &s->srv) == 0);
     routes(s->srv);
     REQUIRE(tn_http_listen(s->srv, "127.0.0.1", 0) == 0);
@@ -68,7 +73,10 @@ static server *server_start(const tn_http_server_opts *opts, routes_fn routes) {
     return s;
 }
 
-/* Runs fn(s, arg) on the loop thread and waits for it. */
+/* Runs fn(s, arg) on the loop thread and waits for it. The call goes
+ * through a pipe the loop watches (a pointer per write, atomic for a pipe):
+ * not tn_add_callback_threadsafe, which under TN_NO_THREADS is the plain
+ * tn_add_callback, so the suite runs in that configuration too. */
 typedef void (*loop_fn)(server *s, void *arg);
 struct loop_call {
     server *s;
@@ -79,14 +87,20 @@ struct loop_call {
     pthread_cond_t cv;
 };
 
-static void loop_call_cb(tn_loop *l, void *arg) {
-    struct loop_call *c = (struct loop_call *)arg;
-    (void)l;
+static void loop_call_run(struct loop_call *c) {
     c->fn(c->s, c->arg);
     pthread_mutex_lock(&c->mu);
     c->done = 1;
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
+}
+
+static void call_pipe_io(tn_loop *l, int fd, unsigned events, void *arg) {
+    struct loop_call *c;
+    (void)l;
+    (void)events;
+    (void)arg;
+    if (read(fd, &c, sizeof c) == (ssize_t)sizeof c) loop_call_run(c);
 }
 
 static void on_loop(server *s, loop_fn fn, void *arg) {
@@ -99,7 +113,10 @@ static void on_loop(server *s, loop_fn fn, void *arg) {
     c.done = 0;
     pthread_mutex_init(&c.mu, NULL);
     pthread_cond_init(&c.cv, NULL);
-    REQUIRE(tn_add_callback_threadsafe(s->loop, loop_call_cb, &c) == 0);
+    {
+        struct loop_call *cp = &c;
+        REQUIRE(write(s->call_pipe[1], &cp, sizeof cp) == (ssize_t)sizeof cp);
+    }
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 10;
     pthread_mutex_lock(&c.mu);
@@ -139,6 +156,9 @@ static void server_stop(server *s) {
     on_loop(s, do_stop, NULL);
     REQUIRE(pthread_join(s->thread, NULL) == 0);
     tn_http_server_free(s->srv);
+    tn_remove_handler(s->loop, s->call_pipe[0]);
+    close(s->call_pipe[0]);
+    close(s->call_pipe[1]);
     tn_loop_get_stats(s->loop, &st);
     CHECK_EQ_INT(st.handlers, 0);
     CHECK_EQ_INT(st.timers, 0);
@@ -2237,6 +2257,7 @@ static void h_body_strlen(tn_http_request *req, void *arg) {
 /* Streams n bytes (HEAD: none are sent) awaiting drain after each 16 KiB,
  * and counts the loop iterations that ran meanwhile. */
 static volatile int g_turns, g_turning;
+static int g_spin_done;
 static void turn_cb(tn_loop *l, void *arg) {
     (void)arg;
     g_turns++;
@@ -2263,6 +2284,7 @@ static int co_spin(tn_co *co) {
     }
     g_turning = 0;
     SET(g_rc1, g_turns - f->turns0);
+    SET(g_spin_done, 1);
     tn_http_finish(f->h.req);
     TN_END(co);
 }
@@ -2293,12 +2315,16 @@ TEST(a_plain_handler_cannot_queue_more_than_the_write_high_water_mark) {
     CHECK_EQ_INT(GET(g_rc1), TN_EFULL);
     CHECK_EQ_INT(r.status, 500); /* it did not respond */
     resp_free(&r);
-    REQUIRE(roundtrip(c, "GET /write-until-full HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    /* A handler that stops at TN_EFULL and returns has left a hole: the
+     * body is cut (no last chunk, then the close), never passed off as
+     * whole. */
+    REQUIRE(cli_sends(c, "GET /write-until-full HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CHECK(read_response(c, &r, 0) != 0);
+    resp_free(&r);
     CHECK_EQ_INT(GET(g_rc2), TN_EFULL);
     CHECK(GET(g_rc3) * 1024 <= TN_HTTP_WRITE_HIGH && GET(g_rc3) * 1024 > TN_HTTP_WRITE_HIGH / 2);
-    CHECK_EQ_INT(r.status, 200);
-    CHECK_EQ_INT(r.body_len, (size_t)GET(g_rc3) * 1024); /* what was accepted, whole */
-    resp_free(&r);
+    cli_close(c);
+    c = cli_open(s->port);
     REQUIRE(roundtrip(c, "GET /ref-big HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(GET(g_rc1), 0);
     CHECK_EQ_INT(r.status, 200);
@@ -2374,6 +2400,7 @@ TEST(a_streaming_handler_yields_to_the_loop) {
     REQUIRE(read_response(c, &r, 1) == 0);
     CHECK_EQ_INT(r.status, 200);
     resp_free(&r);
+    CHECK(wait_flag(&g_spin_done)); /* the head went out first: wait for the handler's end */
     CHECK(GET(g_rc1) >= 40);
     cli_close(c);
     server_stop(s);
@@ -2558,12 +2585,13 @@ TEST(write_timeout_is_not_doubled) {
     s = server_start(&o, std_routes);
     stalled = cli_open2(s->port, 4096);
     REQUIRE(cli_sends(stalled, "GET /blob/6291456 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(cli_fill_max(stalled, 1) > 0); /* the answer has begun: the clock runs */
     t0 = now_ms();
     CHECK_EQ_INT(wait_connections(s, 0), 0);
     took = now_ms() - t0;
     CHECK(took >= 900);
     CHECK(took <= bound);
-    if (took > bound) fprintf(stderr, "    cut after %llu ms\n", (unsigned long long)took);
+    if (took > bound || took < 900) fprintf(stderr, "    cut after %llu ms\n", (unsigned long long)took);
     cli_close(stalled);
     server_stop(s);
 }
