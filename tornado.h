@@ -9,8 +9,10 @@
  * Python's Tornado made one model popular: one thread, one event loop,
  * futures and coroutines, so that thousands of mostly idle connections cost
  * almost nothing. This header brings that model to C for small tools,
- * daemons and firmware-like programs on Linux (epoll) or any POSIX system
- * with poll().
+ * daemons and firmware-like programs on Linux (epoll), or with
+ * -DTN_BACKEND_POLL on any POSIX system with poll() (off Linux, and with
+ * -DTN_POSIX_ONLY, only POSIX calls are used: no accept4, SOCK_NONBLOCK,
+ * MSG_NOSIGNAL, TIOCOUTQ or sendfile; the compile matrix checks it).
  *
  * QUICK START ---------------------------------------------------------------
  * Copy tornado.h into your project. In exactly ONE .c file, include it first
@@ -84,7 +86,9 @@
  * one loop per process can then own signals (others get TN_EEXIST).
  * Level-triggered: a callback may remove or close any fd, its own included;
  * an event collected for an fd that was removed is never delivered, even if
- * the number is reused in the same batch (registrations carry a generation).
+ * the number is reused in the same batch (registrations carry a generation),
+ * nor one for an fd that a callback earlier in the batch paused or stopped
+ * asking for.
  *
  * OWNERSHIP ----------------------------------------------------------------
  *   FUTURES: a future has one producer and one consumer; the producer's part
@@ -100,7 +104,13 @@
  *   Loops, servers, events and queues: the creator frees them. fds you
  * register stay yours. Strings passed in are copied unless said otherwise.
  * Request strings (tn_http_method, tn_http_get_header, tn_http_body...)
- * belong to the request and live until its response is finished.
+ * belong to the request and live until its handler ends (a plain
+ * handler's return, a coroutine's end); a buffered body is NUL-terminated.
+ * By reference: memory given to a _ref call (tn_http_respond_ref,
+ * tn_http_write_ref) or as tn_http_fetch_opts.body with body_free is the
+ * library's from the call on, in every case, success or not: it is freed
+ * with the function given once written or no longer needed. An executor
+ * job started with tn_run_in_executor_owned owns its arg the same way.
  *
  * COROUTINES ----------------------------------------------------------------
  * Stackless, in the style of Adam Dunkels' protothreads: a coroutine is a
@@ -127,10 +137,14 @@
  * of its end; a frame from tn_co_new/TN_CO_NEW is freed when it ends.
  * After TN_AWAIT, co->err is 0 or the future's error (a coroutine decides
  * whether to handle or propagate it) and co->value its value (yours).
- * Cancelling the coroutine's future cancels what it awaits: the await
- * returns TN_ECANCELLED; TN_CANCELLED(co) tells.
+ * Cancelling the coroutine's future cancels what it awaits: that await (or,
+ * if none is under way, the next await, yield or wait) returns
+ * TN_ECANCELLED, once, as in asyncio and Tornado; later awaits work
+ * normally, so a coroutine can await its cleanup. TN_CANCELLED(co) tells,
+ * and the future fails with TN_ECANCELLED when the coroutine ends.
  * Caveats: with the portable continuation (a switch on a number) an await
- * must not sit inside a `switch` of your own; -DTN_CO_LABELS uses GCC/clang
+ * must not sit inside a `switch` of your own (the coroutine would resume
+ * nowhere: it then fails with TN_ECORESUME); -DTN_CO_LABELS uses GCC/clang
  * labels-as-values instead, which lifts that. Two awaits may share a line
  * (__COUNTER__). TN_WAIT_UNTIL re-checks its condition after each loop
  * iteration that ran anything, so it costs nothing while the loop sleeps.
@@ -145,7 +159,10 @@
  * TN_ECONNECTTIMEOUT, TN_ETIMEOUT (the request), TN_ERESOLVE, TN_EREFUSED,
  * TN_ECLOSED (cut off: a short body is never reported as success),
  * TN_EMALFORMED, TN_EHEADERS, TN_ETOOLARGE, TN_EREDIRECTS (5 by default),
- * TN_ENOTLS (https is not supported). Redirects are followed (303, and
+ * TN_EINTERIM (more than TN_HTTP_MAX_INTERIM 1xx answers), TN_ENOTLS
+ * (https is not supported). The user's Host and User-Agent replace the
+ * defaults; the client frames the body itself (Content-Length and
+ * Transfer-Encoding in opts->headers are TN_EINVAL). Redirects are followed (303, and
  * 301/302 after POST, become GET). A pooled connection the server closed
  * is retried once for idempotent methods, never for POST or PATCH.
  * Streaming: tn_http_fetch_opts.on_chunk receives the body in pieces.
@@ -164,7 +181,18 @@
  * 404, 405 (with Allow), 501 for unknown methods. A plain handler must
  * respond before it returns; a coroutine handler (tn_http_route_co) gets a
  * frame that begins with a tn_http_co and may await anything. A handler
- * that fails, or returns without responding, gets a 500. The request parser
+ * that fails, or returns without responding, gets a 500. A client that
+ * half-closes after sending a whole request still gets the answer (its
+ * EOF only drops a request not yet received); one that resets cancels
+ * the handler. A plain handler's body copies are capped (TN_EFULL past
+ * TN_HTTP_WRITE_HIGH: see LIMITS); larger bodies go by reference or from
+ * a coroutine that awaits tn_http_drain, which also gives the loop a turn
+ * every TN_HTTP_WRITE_HIGH bytes. Graceful shutdown (tn_http_server_shutdown)
+ * takes in the connections the kernel has accepted, finishes the requests
+ * under way (heads and bodies still arriving included) and first requests
+ * of connections that have sent nothing yet, answers them with
+ * "Connection: close", closes idle ones at once and the rest at the
+ * deadline. The request parser
  * (tn_http_parse_request) and response parser (tn_http_parse_response) are
  * pure functions over bytes, usable on their own, sharing their field-line
  * and chunked code.
@@ -176,8 +204,11 @@
  * TN_ESTATE, TN_ENOTSUP, TN_EAGAIN (parser: need more bytes), TN_ERESOLVE,
  * TN_EREFUSED, and the HTTP ones named by their status: TN_EMALFORMED (400),
  * TN_ETOOLARGE (413), TN_EURILONG (414), TN_EHEADERS (431), TN_ENOTIMPL
- * (501), TN_EVERSION (505). Functions returning a pointer return NULL only
- * for TN_ENOMEM.
+ * (501), TN_EVERSION (505), TN_EINTERIM (client: endless 1xx),
+ * TN_ECORESUME (an await inside a switch, see COROUTINES). Functions
+ * returning a pointer return NULL only for TN_ENOMEM (and tn_co_new for a
+ * size smaller than a tn_co): every other failure comes back as a future
+ * already failed with its code.
  *
  * CONFIGURATION MACROS (define before including; defaults shown) -----------
  *   TORNADO_IMPLEMENTATION  compile the implementation in this file
@@ -185,12 +216,16 @@
  *   TN_MALLOC(sz), TN_REALLOC(p, sz), TN_FREE(p)   malloc, realloc, free
  *   TN_ASSERT(c)            assert(c)
  *   TN_BACKEND_POLL         use poll(2), a self-pipe and sigaction
+ *   TN_POSIX_ONLY           no Linux-only calls even on Linux (what BSD and
+ *                           macOS builds get; with TN_BACKEND_POLL)
  *   TN_NO_THREADS           no pthreads: the executor runs work inline
+ *   TN_NO_SIGNALS           no signal handling (tn_signal_add and friends)
  *   TN_CO_LABELS            labels-as-values continuations (GCC, clang)
  *   TN_EXECUTOR_THREADS     4       pool threads (tn_loop_opts can override)
  *   TN_BUF_SIZE             16384   pooled I/O buffer size
- *   TN_BUF_POOL             64      free buffers a loop keeps
+ *   TN_BUF_POOL             64      free buffers (and stream I/O states) a loop keeps
  *   TN_FREE_LIST_MAX        1024    freed futures and executor jobs kept for reuse
+ *   TN_STREAM_MAX_BUFFER    100 MiB a tn_stream read's size and queued output
  *   TN_HTTP_MAX_HEAD        65536   request head limit (431)
  *   TN_HTTP_MAX_TARGET      8192    request-target limit (414)
  *   TN_HTTP_MAX_HEADERS     100     header fields per request (431)
@@ -198,15 +233,24 @@
  *   TN_HTTP_MAX_BODY        1 MiB   buffered request body (413)
  *   TN_HTTP_MAX_PARAMS      8       path parameters per route
  *   TN_HTTP_WRITE_LOW       64 KiB  tn_http_drain resolves below this
- *   TN_HTTP_WRITE_HIGH      256 KiB stop reading pipelined requests above
+ *   TN_HTTP_WRITE_HIGH      256 KiB a response's unsent body copies (TN_EFULL
+ *                                   past it); stop reading pipelined requests
+ *                                   above it; a streaming handler's yield
  *   TN_HTTP_REQ_POOL        64      request objects a server keeps
+ *   TN_HTTP_MAX_BUFFERED    64 MiB  server-wide input beyond each connection's
+ *                                   first TN_BUF_SIZE (503)
+ *   TN_HTTP_MAX_CONNECTIONS 10000   connections per server (503 beyond)
+ *   TN_HTTP_MAX_INTERIM     16      1xx answers the client skips (TN_EINTERIM)
  * Run-time options are structs where zero means the default
  * (tn_loop_opts, tn_http_server_opts, tn_http_route_opts).
  *
  * COST OF EACH OPERATION ----------------------------------------------------
  *   tn_add_callback           O(1) amortized, no allocation once warm
  *   tn_call_later/at/every    O(log n) (binary heap), no allocation once warm
- *   tn_cancel_timer           O(log n); a stale handle is detected, O(1)
+ *   tn_cancel_timer           O(1): lazy, the heap entry is skipped when it
+ *                             reaches the top (the heap is rebuilt when stale
+ *                             entries outnumber live ones); a stale handle
+ *                             is detected
  *   timer dispatch            O(log n) per timer
  *   tn_add/update/remove_handler  O(1) plus one epoll_ctl (none if the
  *                             interest did not change)
@@ -220,14 +264,55 @@
  *                             (pooled buffers and request objects), one
  *                             read and one write per batch of pipelined
  *                             requests, Date formatted once per second
- *   idle keep-alive connection  ~220 bytes of user-space memory (measured by
- *                             make bench): the connection (168 bytes on
- *                             LP64, a 176-byte malloc chunk) and its
- *                             fd-table entry (24 bytes, in an array that
- *                             grows by doubling); no buffer (back in the
- *                             pool) and no timer of its own (the header,
- *                             body and idle timeouts are lists in deadline
- *                             order, one timer each)
+ *   idle keep-alive connection  the connection (96 bytes on LP64, a 112-byte
+ *                             malloc chunk) and its fd-table entry (24
+ *                             bytes, in an array that grows by doubling);
+ *                             no buffer and no I/O state (back in the
+ *                             loop's pools) and no timer of its own (the
+ *                             header, body and idle timeouts are lists in
+ *                             deadline order, one timer each)
+ *   active connection         + a 144-byte stream I/O state, a 16 KiB input
+ *                             buffer, a 4 KiB request object, output copies
+ *
+ * LIMITS AND SECURITY -------------------------------------------------------
+ * Everything a peer can make the library hold has a bound (defaults shown;
+ * tn_http_server_opts / tn_http_client_opts / the macros above change them).
+ * Server, per connection:
+ *   head        max_head_bytes 64 KiB (431), target 8 KiB (414), 100 fields
+ *               (431); a head must arrive within header_timeout_ms 10 s (408)
+ *   body        buffered: max_body_bytes 1 MiB (413), within body_timeout_ms
+ *               60 s (408); streamed (on_body): one read at a time
+ *   input       16 KiB; more only for a longer head or a buffered body, out of
+ *               the server-wide max_buffered_bytes 64 MiB (503 when spent)
+ *   output      a response's unsent body copies: TN_HTTP_WRITE_HIGH 256 KiB
+ *               (TN_EFULL); pipelined requests wait while more than that is
+ *               queued; a peer that takes no output for write_timeout_ms 60 s
+ *               is cut (within 1.25x of it)
+ *   idle        idle_timeout_ms 60 s; after an error answer, lingering reads
+ *               and drops for at most linger_timeout_ms 5 s
+ *   chunked     extensions TN_HTTP_MAX_CHUNK_EXT 4 KiB, trailers as a head
+ * Server, all connections: max_connections 10000; beyond it a connection is
+ * answered 503 (Retry-After: 1) and closed lingering, up to 64 +
+ * max_connections / 8 at a time; past that it is closed at once. At EMFILE
+ * accepting pauses 100 ms at a time (no spin).
+ * Worst case of the defaults, in user space: per connection 96 B + request
+ * 4 KiB + scratch (3 x target + 64, at most 24 KiB) + input 16 KiB + output
+ * 256 KiB + a head (~1 KiB + the handler's headers) = ~300 KiB, so 10000
+ * connections ~3 GiB, plus 64 MiB of buffered input: a small device sets
+ * max_connections (100 connections: ~30 MiB + the budget).
+ * Client: a response head 64 KiB (TN_EHEADERS), 100 fields, at most
+ * TN_HTTP_MAX_INTERIM 1xx (TN_EINTERIM), a body max_body_bytes 100 MiB when
+ * buffered (TN_ETOOLARGE; streamed with on_chunk: one read at a time),
+ * request_timeout_ms 20 s from leaving the queue, 5 redirects.
+ * Streams (tn_stream): input at most what the pending read asks for (one
+ * buffer when none), a read at most TN_STREAM_MAX_BUFFER, queued output at
+ * most TN_STREAM_MAX_BUFFER (TN_EFULL).
+ * Writes use MSG_NOSIGNAL (or SO_NOSIGPIPE): no SIGPIPE, whether or not the
+ * application ignores it. Request framing follows RFC 9112 strictly (bare
+ * CR/LF, obs-fold, duplicate Host, CL with TE, unknown codings are refused
+ * and the connection closed); the parsers and whole connections are fuzzed
+ * (make check-fuzz) and every allocation failure is injected
+ * (make check-failinject).
  */
 #ifndef TORNADO_H
 #define TORNADO_H
@@ -7326,7 +7411,11 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
         return f;
     }
     srv->shutdown_f = f;
-    tn_call_later(srv->loop, deadline_ms, tn__server_force_close, srv, &srv->shutdown_timer);
+    /* No timer (out of memory) would mean no deadline: close now instead. */
+    if (tn_call_later(srv->loop, deadline_ms, tn__server_force_close, srv, &srv->shutdown_timer)) {
+        srv->shutdown_timer = 0;
+        tn__server_force_close(srv->loop, srv);
+    }
     /* Requests under way (a head or a body still arriving, a handler, a
      * response going out) finish, with "Connection: close"; so does the
      * first request of a connection that has sent nothing yet (accepted
