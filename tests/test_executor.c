@@ -421,6 +421,7 @@ TEST(executor_inline_without_threads) {
 }
 #endif /* TN_NO_THREADS */
 
+#ifndef TN_NO_THREADS
 /* -------------------------------------------------- the job owns its arg */
 struct owned_arg {
     int *freed; /* set when free_arg ran */
@@ -481,3 +482,4 @@ TEST(executor_owned_arg_is_freed_after_the_job_or_when_dropped) {
     close(p[0]);
     close(p[1]);
 }
+#endif /* TN_NO_THREADS */
