@@ -10,11 +10,11 @@ LDLIBS   = -pthread
 HDR      = tornado.h
 
 TEST_SRCS = $(sort $(wildcard tests/test_*.c)) tests/main.c tests/impl.c
-TEST_DEPS = $(TEST_SRCS) tests/tn_test.h $(HDR)
+TEST_DEPS = $(TEST_SRCS) tests/tn_test.h tests/http_util.h $(HDR)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 
 .PHONY: all test check examples bench run clean test-epoll test-poll \
-        check-asan check-valgrind check-matrix check-symbols check-fuzz
+        check-asan check-valgrind check-matrix check-symbols check-macros check-fuzz
 
 all: tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads examples
 
@@ -51,7 +51,7 @@ tests/tn_tests-asan-poll: $(TEST_DEPS)
 tests/tn_tests-vg: $(TEST_DEPS)
 	$(CC) $(WARN) -O0 -g $(NOPOOL) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 
-check: check-symbols check-matrix check-asan check-valgrind check-fuzz
+check: check-symbols check-macros check-matrix check-asan check-valgrind check-fuzz
 
 check-asan: tests/tn_tests-asan tests/tn_tests-asan-poll
 	@ASAN_OPTIONS=detect_leaks=1 TN_TEST_SLOW=1 sh tests/run.sh tests/tn_tests-asan tests/tn_tests-asan-poll
@@ -64,6 +64,10 @@ check-matrix:
 
 check-symbols:
 	@sh tests/symbols.sh
+
+# Every configuration macro in the code is in the manual and the README.
+check-macros:
+	@sh tests/macros.sh
 
 # The HTTP parsers under libFuzzer (clang), FUZZ_SECS seconds (60).
 check-fuzz:

@@ -67,6 +67,17 @@
  *   RequestHandler              a plain handler, or a coroutine handler
  *   stream_request_body         tn_http_route_opts.on_body
  *   RequestHandler.flush        tn_http_drain (a future: backpressure)
+ *   get_argument(s)             tn_http_argument(s); get_query_argument(s),
+ *                               get_body_argument(s): tn_http_query_argument(s),
+ *                               tn_http_body_argument(s)
+ *   request.files               tn_http_file_count / tn_http_file_at / tn_http_get_file
+ *   get_cookie / set_cookie     tn_http_cookie / tn_http_set_cookie, tn_http_clear_cookie
+ *   set_status / redirect       tn_http_set_status / tn_http_redirect
+ *   set_header / add_header / clear_header  tn_http_set_header / _add_header / _clear_header
+ *   send_error / write_error    tn_http_send_error / tn_http_server_opts.on_error
+ *   compute_etag, 304           automatic for tn_http_respond (no_etag opts out)
+ *   log_request                 tn_http_server_opts.on_access (+ tn_http_access_combined)
+ *   json_encode (strings)       tn_json_escape
  *
  * THE LOOP -----------------------------------------------------------------
  * One iteration: run the callbacks queued before it began (FIFO), run the
@@ -196,6 +207,14 @@
  * (tn_http_parse_request) and response parser (tn_http_parse_response) are
  * pure functions over bytes, usable on their own, sharing their field-line
  * and chunked code.
+ * The web layer (Tornado's RequestHandler conveniences): arguments from the
+ * query and from urlencoded and multipart bodies (parsed before the
+ * handler; a malformed body is 400), file parts, an incremental multipart
+ * parser for streamed uploads (tn_multipart_feed from on_body), cookies,
+ * Basic auth, set_status, redirects, error pages through one hook
+ * (on_error), ETag/If-None-Match and Last-Modified/If-Modified-Since 304s,
+ * an access-log hook. What it derives from a request lives in a per-request
+ * arena freed with it: at most a few times the request's own bytes.
  *
  * ERRORS --------------------------------------------------------------------
  * Functions return 0 or a negative code; tn_strerror names it. System
@@ -241,6 +260,9 @@
  *                                   first TN_BUF_SIZE (503)
  *   TN_HTTP_MAX_CONNECTIONS 10000   connections per server (503 beyond)
  *   TN_HTTP_MAX_INTERIM     16      1xx answers the client skips (TN_EINTERIM)
+ *   TN_HTTP_MAX_ARGS        1000    query / urlencoded body pairs (414 / 413)
+ *   TN_HTTP_MAX_PARTS       128     multipart/form-data parts (413)
+ *   TN_HTTP_MAX_PART_HEAD   2048    bytes of a part's head (400)
  * Run-time options are structs where zero means the default
  * (tn_loop_opts, tn_http_server_opts, tn_http_route_opts).
  *
@@ -403,6 +425,15 @@
 #endif
 #ifndef TN_HTTP_MAX_INTERIM      /* 1xx responses the client skips before one final */
 #define TN_HTTP_MAX_INTERIM 16
+#endif
+#ifndef TN_HTTP_MAX_ARGS         /* query or urlencoded-body pairs (413 beyond) */
+#define TN_HTTP_MAX_ARGS 1000
+#endif
+#ifndef TN_HTTP_MAX_PARTS        /* parts of a multipart/form-data body (413 beyond) */
+#define TN_HTTP_MAX_PARTS 128
+#endif
+#ifndef TN_HTTP_MAX_PART_HEAD    /* bytes of a multipart part's head (400 beyond) */
+#define TN_HTTP_MAX_PART_HEAD 2048
 #endif
 
 #ifdef __cplusplus
@@ -1028,6 +1059,26 @@ TN__API int tn_stream_fd(const tn_stream *s);
 typedef struct tn_http_server tn_http_server;
 typedef struct tn_http_request tn_http_request;
 
+/* One finished request, for the access log (tn_http_server_opts.on_access;
+ * tn_http_access_combined formats it). The strings are the request's. */
+typedef struct tn_http_access {
+    const char *method, *target;
+    int version_minor, status;
+    uint64_t bytes;       /* body bytes sent */
+    uint64_t duration_us; /* from its first byte to its end */
+    int64_t time;         /* when it ended, seconds since the epoch */
+    const char *user_agent, *referer, *user; /* NULL when absent */
+    char peer[46];        /* the client's address, "" if unknown */
+} tn_http_access;
+typedef void (*tn_http_access_fn)(const tn_http_access *entry, void *arg);
+/* The error answer hook (Tornado's write_error): called with the request
+ * and the status of every error answer (404, 405, 501, a failed handler's
+ * 500, a 413/503 to a parsed head, tn_http_send_error); it may respond
+ * (tn_http_respond, headers...). If it does not, the server's short text
+ * answer goes. Framing errors of an unparsed head (400, 414, 431, 505, a
+ * head's 408) are answered by the server alone. */
+typedef void (*tn_http_error_fn)(tn_http_request *req, int status, void *arg);
+
 /* Run-time options; zero means the default given. */
 typedef struct tn_http_server_opts {
     size_t max_head_bytes;      /* request line + fields: 65536 (TN_HTTP_MAX_HEAD) -> 431 */
@@ -1046,6 +1097,11 @@ typedef struct tn_http_server_opts {
                                    read and dropped this long before closing: 5000 */
     int backlog;                /* listen(2) backlog: 511 */
     int reuseport;              /* set SO_REUSEPORT (one listener per worker) */
+    int no_etag;                /* 1: no automatic ETag / 304 (see tn_http_respond) */
+    tn_http_error_fn on_error;  /* error answers (see tn_http_error_fn); NULL: text */
+    void *on_error_arg;
+    tn_http_access_fn on_access; /* once per finished request; NULL: no log */
+    void *on_access_arg;
 } tn_http_server_opts;
 
 /* A handler of a plain route: it must respond before it returns (else 500). */
@@ -1067,6 +1123,7 @@ typedef struct tn_http_route_opts {
     size_t max_body_bytes;  /* raise (or lower) the body limit for this route */
     tn_http_body_fn on_body; /* stream the body to this callback instead of buffering it */
     size_t frame_size;      /* coroutine routes: sizeof your frame (>= sizeof(tn_http_co)) */
+    int no_etag;            /* 1: no automatic ETag / 304 for this route */
 } tn_http_route_opts;
 
 /* Creates a server on loop; *out is yours (tn_http_server_free). */
@@ -1107,8 +1164,44 @@ TN__API const char *tn_http_path(const tn_http_request *req);   /* percent-decod
 TN__API int tn_http_version_minor(const tn_http_request *req);
 /* A path parameter ({name} in the route), percent-decoded; NULL if absent. */
 TN__API const char *tn_http_param(tn_http_request *req, const char *name);
-/* A query parameter, percent-decoded ('+' is a space); NULL if absent. */
+/* A query parameter, percent-decoded ('+' is a space); the first if
+ * repeated; NULL if absent. */
 TN__API const char *tn_http_query(tn_http_request *req, const char *name);
+/* Arguments, as Tornado's RequestHandler: the query's and (for a buffered
+ * application/x-www-form-urlencoded or multipart/form-data body, parsed
+ * before the handler runs: a malformed one is answered 400, more than
+ * TN_HTTP_MAX_ARGS pairs (414 in the query, 413 in the body) or
+ * TN_HTTP_MAX_PARTS parts 413) the body's.
+ * _argument gives the last value (or def), _arguments every value in order
+ * (up to max in out; the count is returned). Strings are the request's. */
+TN__API const char *tn_http_argument(tn_http_request *req, const char *name, const char *def);
+TN__API size_t tn_http_arguments(tn_http_request *req, const char *name, const char **out, size_t max);
+TN__API const char *tn_http_query_argument(tn_http_request *req, const char *name, const char *def);
+TN__API size_t tn_http_query_arguments(tn_http_request *req, const char *name, const char **out, size_t max);
+TN__API const char *tn_http_body_argument(tn_http_request *req, const char *name, const char *def);
+TN__API size_t tn_http_body_arguments(tn_http_request *req, const char *name, const char **out, size_t max);
+/* All arguments, query first: i < tn_http_argument_count (TN_ENOENT past). */
+TN__API size_t tn_http_argument_count(tn_http_request *req);
+TN__API int tn_http_argument_at(tn_http_request *req, size_t i, const char **name, const char **value);
+/* The file parts of a multipart/form-data body (Tornado's request.files). */
+typedef struct tn_http_file {
+    const char *name;         /* the form field */
+    const char *filename;     /* as the client sent it: never use it as a path */
+    const char *content_type; /* application/octet-stream if none was given */
+    const char *data;         /* the bytes (within the body; not NUL-terminated) */
+    size_t len;
+} tn_http_file;
+TN__API size_t tn_http_file_count(const tn_http_request *req);
+TN__API const tn_http_file *tn_http_file_at(const tn_http_request *req, size_t i);
+/* The first file part of field name, or NULL. */
+TN__API const tn_http_file *tn_http_get_file(const tn_http_request *req, const char *name);
+/* A cookie's value (the last if repeated; quotes removed), or NULL. */
+TN__API const char *tn_http_cookie(tn_http_request *req, const char *name);
+TN__API size_t tn_http_cookie_count(tn_http_request *req);
+TN__API int tn_http_cookie_at(tn_http_request *req, size_t i, const char **name, const char **value);
+/* Basic credentials from Authorization: 0 (*user, *pass: the request's),
+ * TN_ENOENT (none, or another scheme), TN_EMALFORMED. */
+TN__API int tn_http_basic_auth(tn_http_request *req, const char **user, const char **pass);
 /* A header field value (case-insensitive name; the first if repeated). */
 TN__API const char *tn_http_get_header(const tn_http_request *req, const char *name);
 TN__API size_t tn_http_header_count(const tn_http_request *req);
@@ -1141,8 +1234,42 @@ TN__API int tn_http_set_header(tn_http_request *req, const char *name, const cha
 TN__API int tn_http_add_header(tn_http_request *req, const char *name, const char *value);
 /* Removes the headers of that name: 0, or TN_ENOENT if there was none. */
 TN__API int tn_http_clear_header(tn_http_request *req, const char *name);
+/* The status for an answer that names none (tn_http_write's, tn_http_finish's
+ * first head; 200 otherwise): Tornado's set_status. */
+TN__API int tn_http_set_status(tn_http_request *req, int status);
+/* Cookie attributes; zero means absent (path: "/"). */
+typedef struct tn_http_cookie_opts {
+    const char *path, *domain;
+    int64_t max_age;   /* seconds; 0: none (a session cookie); < 0: Max-Age=0 */
+    int64_t expires;   /* seconds since the epoch; 0: none */
+    int secure, http_only;
+    const char *same_site; /* "Lax", "Strict", "None" or NULL */
+} tn_http_cookie_opts;
+/* Adds a Set-Cookie. TN_EINVAL if name is not a token, value not
+ * cookie-octets (no space, quote, comma, semicolon, backslash, control:
+ * nothing can be injected), or an attribute holds ';' or control bytes. */
+TN__API int tn_http_set_cookie(tn_http_request *req, const char *name, const char *value,
+                               const tn_http_cookie_opts *opts);
+/* Expires the cookie (path and domain as it was set with; NULL: "/", none). */
+TN__API int tn_http_clear_cookie(tn_http_request *req, const char *name, const char *path, const char *domain);
+/* Answers 301, 302 (status 0), 303, 307 or 308 with Location: url, absolute
+ * or relative, as given (TN_EINVAL for another status or CR/LF in url). */
+TN__API int tn_http_redirect(tn_http_request *req, const char *url, int status);
+/* An error answer (400..599) through the server's error hook (see
+ * tn_http_error_fn), the handler's headers dropped: Tornado's send_error. */
+TN__API int tn_http_send_error(tn_http_request *req, int status);
+/* 401 with WWW-Authenticate: Basic realm="realm". */
+TN__API int tn_http_auth_challenge(tn_http_request *req, const char *realm);
+/* Apache's combined log line for entry into buf (snprintf rules): the
+ * length it needs. */
+TN__API size_t tn_http_access_combined(const tn_http_access *entry, char *buf, size_t cap);
 /* Responds with a whole body (copied; TN_EFULL over TN_HTTP_WRITE_HIGH);
- * Content-Length is set. */
+ * Content-Length is set. A 200 to GET or HEAD gets an ETag (a hash of the
+ * body, as Tornado's compute_etag) unless the handler set one or the route
+ * or server sets no_etag, and becomes a 304 without a body when the
+ * request's If-None-Match has it (weak comparison, "*", lists) or, with no
+ * If-None-Match, when If-Modified-Since is not older than a Last-Modified
+ * the handler set. */
 TN__API int tn_http_respond(tn_http_request *req, int status, const char *content_type,
                            const char *body, size_t len);
 /* The same with the body by reference: it must stay valid until
@@ -1169,6 +1296,43 @@ TN__API tn_future *tn_http_drain(tn_http_request *req);
 TN__API int tn_http_finish(tn_http_request *req);
 /* The reason phrase of a status code ("Not Found"); "Unknown" otherwise. */
 TN__API const char *tn_http_reason(int status);
+
+/* --- multipart/form-data, incrementally (for a streamed body: on_body) ---
+ * tn_multipart_begin takes the request's Content-Type (its boundary);
+ * tn_multipart_feed takes the body in pieces of any size and calls fn with
+ * TN_MP_BEGIN (part: name, filename or NULL, content_type or NULL; valid
+ * until the next part), TN_MP_DATA (data, len: the part's bytes, in order)
+ * and TN_MP_END; fn returns 0 to go on, else feed stops with that code.
+ * tn_multipart_end tells whether the closing delimiter came. Errors:
+ * TN_EMALFORMED (400), TN_ETOOLARGE (more than TN_HTTP_MAX_PARTS parts).
+ * Memory: the struct (about 4 KiB with the default TN_HTTP_MAX_PART_HEAD),
+ * nothing else: a part's data is never buffered. */
+typedef struct tn_http_part {
+    const char *name, *filename, *content_type;
+} tn_http_part;
+#define TN_MP_BEGIN 1
+#define TN_MP_DATA 2
+#define TN_MP_END 3
+typedef int (*tn_multipart_fn)(void *arg, int event, const tn_http_part *part, const char *data, size_t len);
+typedef struct tn_multipart {
+    /* private */
+    char delim[4 + 70 + 1]; /* CRLF "--" boundary */
+    size_t dlen, match, parts, head_len;
+    int state, err;
+    tn_http_part part;
+    char head[TN_HTTP_MAX_PART_HEAD];
+    char strs[TN_HTTP_MAX_PART_HEAD];
+} tn_multipart;
+TN__API int tn_multipart_begin(tn_multipart *mp, const char *content_type);
+TN__API int tn_multipart_feed(tn_multipart *mp, const char *data, size_t len, tn_multipart_fn fn, void *arg);
+TN__API int tn_multipart_end(tn_multipart *mp);
+
+/* --- JSON ---
+ * Writes s[0..len) as a JSON string literal (RFC 8259: quotes, \" \\ and
+ * control bytes escaped; bytes >= 0x80 pass as they are, so give UTF-8)
+ * into dst with a NUL, snprintf-like: returns the length it needs. For
+ * parsing JSON use a library (the examples use cJSON). */
+TN__API size_t tn_json_escape(char *dst, size_t cap, const char *s, size_t len);
 
 /* ------------------------------------------------------------------------
  * HTTP client (Tornado's AsyncHTTPClient and HTTPClient)
@@ -5800,9 +5964,14 @@ struct tn_http_request {
         size_t name_len, raw_len;
     } params[TN_HTTP_MAX_PARAMS];
     size_t nparams;
-    const char *query_pairs; /* "name\0value\0..." in scratch, once parsed */
-    size_t query_pairs_len;
-    int query_parsed;
+    /* the web layer's, in the arena (see "request arena") */
+    struct tn__arena *arena;
+    struct tn__kv *qargs, *bargs, *cookies;
+    size_t nq, nb, ncookies, nfiles;
+    tn_http_file *files;
+    int args_state, cookies_parsed, status_set, in_error_hook, has_etag;
+    uint64_t etag;
+    uint64_t start_ns;
     /* response */
     char *rh; /* header lines set by the handler, "Name: value\r\n"... */
     size_t rh_len, rh_cap;
@@ -5926,21 +6095,50 @@ const char *tn_http_reason(int status) {
     }
 }
 
-/* The Date header, formatted at most once per second. */
-static void tn__http_date(tn_http_server *srv) {
+/* "Sun, 06 Nov 1994 08:49:37 GMT" (IMF-fixdate, RFC 9110 5.6.7): 29 bytes
+ * into buf, no NUL. */
+static size_t tn__fmt_http_date(char *buf, time_t t) {
     static const char days[] = "SunMonTueWedThuFriSat";
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    uint64_t now = srv->loop->now_ns;
-    time_t t;
     struct tm tm;
+    char *p = buf;
+    int y;
+    gmtime_r(&t, &tm);
+    y = tm.tm_year + 1900;
+    if (y < 0) y = 0;
+    if (y > 9999) y = 9999;
+#define TN__2D(v) (*p++ = (char)('0' + (v) / 10 % 10), *p++ = (char)('0' + (v) % 10))
+    memcpy(p, days + 3 * tm.tm_wday, 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    TN__2D(tm.tm_mday);
+    *p++ = ' ';
+    memcpy(p, months + 3 * tm.tm_mon, 3);
+    p += 3;
+    *p++ = ' ';
+    TN__2D(y / 100);
+    TN__2D(y % 100);
+    *p++ = ' ';
+    TN__2D(tm.tm_hour);
+    *p++ = ':';
+    TN__2D(tm.tm_min);
+    *p++ = ':';
+    TN__2D(tm.tm_sec);
+#undef TN__2D
+    memcpy(p, " GMT", 4);
+    return 29;
+}
+
+/* The Date header, formatted at most once per second. */
+static void tn__http_date(tn_http_server *srv) {
+    uint64_t now = srv->loop->now_ns;
     if (srv->date_len && now - srv->date_at_ns < 1000000000u) return;
     srv->date_at_ns = now;
-    t = time(NULL);
-    gmtime_r(&t, &tm);
-    srv->date_len = (size_t)snprintf(srv->date, sizeof srv->date,
-                                     "Date: %.3s, %02d %.3s %04d %02d:%02d:%02d GMT\r\n",
-                                     days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
-                                     tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    memcpy(srv->date, "Date: ", 6);
+    tn__fmt_http_date(srv->date + 6, time(NULL));
+    memcpy(srv->date + 35, "\r\n", 2);
+    srv->date_len = 37;
 }
 
 /* ------------------------------------------------------- conn timers
@@ -6084,12 +6282,16 @@ static tn_http_request *tn__req_get(tn_http_server *srv) {
     r->rh_cap = rcap;
     r->srv = srv;
     r->length_out = -1;
+    r->start_ns = srv->loop->now_ns;
     return r;
 }
+
+static void tn__req_arena_free(tn_http_request *r);
 
 static void tn__req_put(tn_http_server *srv, tn_http_request *r) {
     if (r->frame && !r->co_future) TN_FREE(r->frame); /* made, never started */
     r->frame = NULL;
+    tn__req_arena_free(r);
     /* "n + 1 >": with TN_HTTP_REQ_POOL 0, "n >= 0" is a -Wtype-limits error */
     if (srv->nreq_free + 1 > TN_HTTP_REQ_POOL || r->scratch_cap > 65536 || r->rh_cap > 65536) {
         TN_FREE(r->scratch);
@@ -6179,6 +6381,7 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
     clen = ctype ? strlen(ctype) : 0;
     if (!(p = tn__stream_room(&c->s, sizeof "HTTP/1.1 999 \r\nServer: tornado.h\r\n" + rlen + srv->date_len +
                                          sizeof "Content-Type: \r\n" + clen + r->rh_len +
+                                         sizeof "ETag: \"0123456789abcdef\"\r\n" +
                                          sizeof "Content-Length: 18446744073709551615\r\n" +
                                          sizeof "Connection: keep-alive\r\n\r\n" + body_room)))
         return TN_ENOMEM;
@@ -6205,6 +6408,11 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
             p = tn__put(p, "\r\n", 2);
         }
         if (r->rh_len) p = tn__put(p, r->rh, r->rh_len);
+        if (r->has_etag) {
+            p = tn__put(p, "ETag: \"", 7);
+            p = tn__put_u64(p, r->etag, 1);
+            p = tn__put(p, "\"\r\n", 3);
+        }
         if (!bodyless) {
             if (length >= 0) {
                 p = tn__put(p, "Content-Length: ", 16);
@@ -6326,7 +6534,7 @@ int tn_http_begin(tn_http_request *r, int status, const char *ctype, int64_t len
 static int tn__write_check(tn_http_request *r, uint64_t len, int copy) {
     tn__conn *c = r->conn;
     int rc;
-    if (!r->headers_sent && (rc = tn__send_head(r, 200, NULL, -1, 0)) != 0) return rc;
+    if (!r->headers_sent && (rc = tn__send_head(r, r->status_set ? r->status_set : 200, NULL, -1, 0)) != 0) return rc;
     if (r->finished) return TN_ESTATE;
     if (r->closed || (c->s.flags & TN__S_CLOSED)) return TN_ECLOSED;
     r->since_yield += len;
@@ -6390,7 +6598,7 @@ int tn_http_finish(tn_http_request *r) {
     int rc = 0;
     if (r->finished) return TN_ESTATE;
     if (!r->headers_sent) {
-        rc = tn__send_head(r, 200, NULL, 0, 0);
+        rc = tn__send_head(r, r->status_set ? r->status_set : 200, NULL, 0, 0);
         if (rc && rc != TN_ECLOSED) return rc;
     }
     if (r->write_failed && !r->closed) {
@@ -6426,8 +6634,12 @@ static int tn__respond_head(tn_http_request *r, int status, const char *ctype, s
     return tn__send_head(r, status, ctype, (int64_t)len, copy);
 }
 
+static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len);
+
 int tn_http_respond(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
-    int rc = tn__respond_head(r, status, ctype, len, len);
+    int rc;
+    if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
+    rc = tn__respond_head(r, status, ctype, len, len);
     if (rc == 0 && !r->no_body && len) {
         memcpy(r->conn->s.io->out.data + r->conn->s.io->out.len, body, len); /* room reserved with the head */
         tn__stream_commit(&r->conn->s, len);
@@ -6442,7 +6654,9 @@ int tn_http_respond(tn_http_request *r, int status, const char *ctype, const cha
 
 int tn_http_respond_ref(tn_http_request *r, int status, const char *ctype, const char *body, size_t len,
                         tn_free_fn free_fn, void *free_arg) {
-    int rc = tn__respond_head(r, status, ctype, len, 0);
+    int rc;
+    if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
+    rc = tn__respond_head(r, status, ctype, len, 0);
     if (rc == 0 && !r->no_body && len) {
         rc = tn__stream_queue_ref(&r->conn->s, NULL, 0, body, -1, 0, len, NULL, 0, free_fn, free_arg);
         if (rc) r->conn->s.oflags |= TN__C_CLOSE_AFTER; /* the head promised a body */
@@ -6496,13 +6710,17 @@ static void tn__req_settle_drain(tn_http_request *r, int err) {
     else tn_future_resolve(f, NULL);
 }
 
-/* An answer the server owes (a route's 404/405, a failed handler's 500, a
- * 503) that could not even be built (out of memory): nothing was sent, so
- * close the connection. Left open, the client waits for an answer that
- * never comes (until a timeout), and with pipelining the next request's
- * answer would stand in for this one. */
-static void tn__req_answer_or_close(tn__conn *c, tn_http_request *r, int status, const char *body, size_t len) {
-    tn_http_respond(r, status, NULL, body, len);
+static int tn__req_error(tn_http_request *r, int status);
+static int tn__req_strings(tn_http_request *r);
+static void tn__req_log(tn_http_request *r);
+
+/* An error answer the server owes a request it routed (or failed to): a
+ * 404/405/501, a failed handler's 500, a 503. When it cannot even be built
+ * (out of memory) nothing was sent, so the connection closes: left open,
+ * the client waits for an answer that never comes, and with pipelining the
+ * next request's answer would stand in for this one. */
+static void tn__req_answer_or_close(tn__conn *c, tn_http_request *r, int status) {
+    tn__req_error(r, status);
     if (!r->headers_sent) {
         r->finished = 1;
         c->s.oflags |= TN__C_CLOSE_AFTER;
@@ -6525,7 +6743,14 @@ static int tn__conn_error(tn__conn *c, int status) {
         tn__conn_close(c);
         return 0;
     }
-    p = tn__stream_room(&c->s, 200 + 2 * rl + c->srv->date_len);
+    if (r) r->status = status;
+    /* A parsed head (413, 503, a body's 408...) goes through the error
+     * hook; without a hook, or an unparsed head, the answer below. */
+    if (r && r->head_len && c->srv->opts.on_error && tn__req_strings(r) == 0) {
+        if (status == 503) tn_http_set_header(r, "Retry-After", "1");
+        tn__req_error(r, status);
+    }
+    p = r && r->headers_sent ? NULL : tn__stream_room(&c->s, 200 + 2 * rl + c->srv->date_len);
     if (p) {
         char *start = p;
         p = tn__put(p, "HTTP/1.1 ", 9);
@@ -6547,6 +6772,7 @@ static int tn__conn_error(tn__conn *c, int status) {
         tn__stream_commit(&c->s, (size_t)(p - start));
     }
     if (r && r->state != TN__RQ_HANDLER) {
+        tn__req_log(r);
         c->req = NULL;
         tn__req_put(c->srv, r);
     }
@@ -6667,26 +6893,30 @@ static int tn__req_route(tn_http_request *r) {
     tn_http_server *srv = r->srv;
     const char *m = r->msg.method, *t;
     size_t ml = r->msg.method_len, pl, i;
-    int path_matched = 0, custom_method = 0;
+    int path_matched = 0, custom_method = 0, head = ml == 4 && memcmp(m, "HEAD", 4) == 0;
     /* authority-form (CONNECT) and asterisk-form (OPTIONS *) route nowhere */
     if (tn__req_raw_path(r, &t, &pl)) return (ml == 7 && memcmp(m, "OPTIONS", 7) == 0) ? 404 : 400;
+    /* HEAD: a HEAD route of the path first; else, in route order, the GET
+     * routes serve it along with any-method ones (a catch-all registered
+     * after the GET routes must not take their HEADs). */
+    if (head) {
+        for (i = 0; i < srv->nroutes; i++) {
+            const tn__route *rt = &srv->routes[i];
+            if (rt->method && strcmp(rt->method, "HEAD") == 0 && tn__route_match(rt->pattern, t, pl, r)) {
+                r->route = rt;
+                return 0;
+            }
+        }
+    }
     for (i = 0; i < srv->nroutes; i++) {
         const tn__route *rt = &srv->routes[i];
         if (rt->method && strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0) custom_method = 1;
         if (!tn__route_match(rt->pattern, t, pl, r)) continue;
         path_matched = 1;
-        if (!rt->method || (strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0)) {
+        if (!rt->method || (strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0) ||
+            (head && strcmp(rt->method, "GET") == 0)) {
             r->route = rt;
             return 0;
-        }
-    }
-    if (ml == 4 && memcmp(m, "HEAD", 4) == 0) {
-        for (i = 0; i < srv->nroutes; i++) {
-            const tn__route *rt = &srv->routes[i];
-            if (rt->method && strcmp(rt->method, "GET") == 0 && tn__route_match(rt->pattern, t, pl, r)) {
-                r->route = rt;
-                return 0;
-            }
         }
     }
     if (!custom_method && !tn__method_known(m, ml)) return 501;
@@ -6718,6 +6948,918 @@ static void tn__req_allow(tn_http_request *r, char *out, size_t cap) {
         if (strcmp(rt->method, "HEAD") == 0) has_head = 1;
     }
     if (has_get && !has_head && o + 7 < cap) memcpy(out + o, ", HEAD", 7);
+}
+
+/* ------------------------------------------------------ request arena
+ * What the web layer derives from a request (arguments, cookies, file
+ * parts, decoded credentials) lives in blocks freed with the request: at
+ * most a few times the request's own bytes (its head and buffered body). */
+typedef struct tn__arena {
+    struct tn__arena *next;
+    size_t used, cap;
+} tn__arena; /* the block's bytes follow it */
+
+static void *tn__req_alloc(tn_http_request *r, size_t n) {
+    tn__arena *a = r->arena;
+    n = (n + 7) & ~(size_t)7;
+    if (!a || a->cap - a->used < n) {
+        size_t cap = n > 4096 ? n : 4096;
+        if (!(a = (tn__arena *)TN_MALLOC(sizeof *a + cap))) return NULL;
+        a->next = r->arena;
+        a->used = 0;
+        a->cap = cap;
+        r->arena = a;
+    }
+    a->used += n;
+    return (char *)(a + 1) + a->used - n;
+}
+
+static void tn__req_arena_free(tn_http_request *r) {
+    while (r->arena) {
+        tn__arena *next = r->arena->next;
+        TN_FREE(r->arena);
+        r->arena = next;
+    }
+}
+
+static char *tn__req_strdup(tn_http_request *r, const char *s, size_t n) {
+    char *d = (char *)tn__req_alloc(r, n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+/* -------------------------------------------------------------- arguments
+ * Tornado's request arguments: the query's, and the body's for
+ * application/x-www-form-urlencoded and multipart/form-data (parsed at
+ * dispatch: a malformed one is answered 400 before the handler runs). */
+typedef struct tn__kv {
+    const char *name, *value;
+    size_t value_len;
+} tn__kv;
+
+/* Counts the pairs of a urlencoded string (what a parse will need). */
+static size_t tn__form_pairs(const char *s, size_t n) {
+    size_t k = 1, i;
+    for (i = 0; i < n; i++) k += s[i] == '&';
+    return k;
+}
+
+/* Decodes "a=1&b=2&a=3" into kv (its pairs, in order) with the strings in
+ * the arena. Returns the count, or (size_t)-1 out of memory. */
+static size_t tn__form_parse(tn_http_request *r, const char *q, size_t n, tn__kv **out) {
+    const char *end = q + n;
+    size_t cap = tn__form_pairs(q, n), k = 0;
+    tn__kv *kv = (tn__kv *)tn__req_alloc(r, cap * sizeof *kv);
+    char *o = (char *)tn__req_alloc(r, n + 2 * cap);
+    if (!kv || !o) return (size_t)-1;
+    while (q < end) {
+        const char *amp = (const char *)memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        const char *eq = (const char *)memchr(q, '=', (size_t)(stop - q));
+        const char *nend = eq ? eq : stop;
+        if (stop > q) {
+            kv[k].name = o;
+            o += tn__pct_decode(o, q, (size_t)(nend - q), 1) + 1;
+            kv[k].value = o;
+            kv[k].value_len = eq ? tn__pct_decode(o, eq + 1, (size_t)(stop - eq - 1), 1) : tn__pct_decode(o, "", 0, 1);
+            o += kv[k].value_len + 1;
+            k++;
+        }
+        q = stop + (amp ? 1 : 0);
+    }
+    *out = kv;
+    return k;
+}
+
+/* The query's arguments, decoded once on first use. */
+static void tn__req_query_args(tn_http_request *r) {
+    const char *t = r->msg.target, *q;
+    size_t n;
+    if (r->args_state & 1) return;
+    r->args_state |= 1;
+    q = (const char *)memchr(t, '?', r->msg.target_len);
+    if (!q) return;
+    q++;
+    n = r->msg.target_len - (size_t)(q - t);
+    n = (size_t)((const char *)memchr(q, '#', n) ? (const char *)memchr(q, '#', n) - q : (ptrdiff_t)n);
+    r->nq = tn__form_parse(r, q, n, &r->qargs);
+    if (r->nq == (size_t)-1) r->nq = 0; /* out of memory: none (the 503 is the handler's call) */
+}
+
+/* The last (or all) values of name among kv. */
+static const char *tn__kv_last(const tn__kv *kv, size_t n, const char *name) {
+    const char *v = NULL;
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (strcmp(kv[i].name, name) == 0) v = kv[i].value;
+    return v;
+}
+static size_t tn__kv_all(const tn__kv *kv, size_t n, const char *name, const char **out, size_t max, size_t k) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (strcmp(kv[i].name, name) == 0) {
+            if (k < max && out) out[k] = kv[i].value;
+            k++;
+        }
+    return k;
+}
+
+const char *tn_http_query(tn_http_request *r, const char *name) {
+    size_t i;
+    tn__req_query_args(r);
+    for (i = 0; i < r->nq; i++)
+        if (strcmp(r->qargs[i].name, name) == 0) return r->qargs[i].value;
+    return NULL;
+}
+
+const char *tn_http_query_argument(tn_http_request *r, const char *name, const char *def) {
+    const char *v;
+    tn__req_query_args(r);
+    v = tn__kv_last(r->qargs, r->nq, name);
+    return v ? v : def;
+}
+size_t tn_http_query_arguments(tn_http_request *r, const char *name, const char **out, size_t max) {
+    tn__req_query_args(r);
+    return tn__kv_all(r->qargs, r->nq, name, out, max, 0);
+}
+const char *tn_http_body_argument(tn_http_request *r, const char *name, const char *def) {
+    const char *v = tn__kv_last(r->bargs, r->nb, name);
+    return v ? v : def;
+}
+size_t tn_http_body_arguments(tn_http_request *r, const char *name, const char **out, size_t max) {
+    return tn__kv_all(r->bargs, r->nb, name, out, max, 0);
+}
+/* Tornado's get_argument: the query's and the body's, the last wins. */
+const char *tn_http_argument(tn_http_request *r, const char *name, const char *def) {
+    const char *v = tn__kv_last(r->bargs, r->nb, name);
+    if (!v) v = tn_http_query_argument(r, name, NULL);
+    return v ? v : def;
+}
+size_t tn_http_arguments(tn_http_request *r, const char *name, const char **out, size_t max) {
+    size_t k;
+    tn__req_query_args(r);
+    k = tn__kv_all(r->qargs, r->nq, name, out, max, 0);
+    return tn__kv_all(r->bargs, r->nb, name, out, max, k);
+}
+size_t tn_http_argument_count(tn_http_request *r) {
+    tn__req_query_args(r);
+    return r->nq + r->nb;
+}
+int tn_http_argument_at(tn_http_request *r, size_t i, const char **name, const char **value) {
+    const tn__kv *kv;
+    tn__req_query_args(r);
+    if (i >= r->nq + r->nb) return TN_ENOENT;
+    kv = i < r->nq ? &r->qargs[i] : &r->bargs[i - r->nq];
+    *name = kv->name;
+    *value = kv->value;
+    return 0;
+}
+
+size_t tn_http_file_count(const tn_http_request *r) { return r->nfiles; }
+const tn_http_file *tn_http_file_at(const tn_http_request *r, size_t i) { return i < r->nfiles ? &r->files[i] : NULL; }
+const tn_http_file *tn_http_get_file(const tn_http_request *r, const char *name) {
+    size_t i;
+    for (i = 0; i < r->nfiles; i++)
+        if (strcmp(r->files[i].name, name) == 0) return &r->files[i];
+    return NULL;
+}
+
+/* The media type of a Content-Type value equals type (case-insensitive,
+ * parameters ignored). */
+static int tn__ctype_is_n(const char *ct, size_t len, const char *type) {
+    size_t k = 0;
+    while (k < len && ct[k] != ';' && ct[k] != ' ' && ct[k] != '\t') k++;
+    return tn__http_ieq(ct, k, type);
+}
+static int tn__ctype_is(const char *ct, const char *type) { return ct && tn__ctype_is_n(ct, strlen(ct), type); }
+
+/* The buffered body's parts as arguments and files (see tn__req_body_args). */
+typedef struct tn__form_build {
+    tn_http_request *r;
+    size_t nb, nfiles, cap_b, cap_f;
+    int file; /* the current part is a file */
+    const char *data;
+    size_t len;
+    tn_http_part part;
+} tn__form_build;
+
+static int tn__form_on_part(void *arg, int event, const tn_http_part *part, const char *data, size_t len) {
+    tn__form_build *b = (tn__form_build *)arg;
+    tn_http_request *r = b->r;
+    if (event == TN_MP_BEGIN) {
+        b->part = *part;
+        b->file = part->filename != NULL;
+        b->data = NULL;
+        b->len = 0;
+        return 0;
+    }
+    if (event == TN_MP_DATA) {
+        /* Fed the whole body in one call, a part's data comes as one
+         * piece, within the body. */
+        if (!b->data) b->data = data;
+        b->len += len;
+        return 0;
+    }
+    if (b->file) {
+        tn_http_file *f;
+        if (b->nfiles == b->cap_f) return TN_ETOOLARGE; /* cannot happen: counted first */
+        f = &r->files[b->nfiles++];
+        if (!(f->name = tn__req_strdup(r, b->part.name, strlen(b->part.name))) ||
+            !(f->filename = tn__req_strdup(r, b->part.filename, strlen(b->part.filename))))
+            return TN_ENOMEM;
+        f->content_type = b->part.content_type ? tn__req_strdup(r, b->part.content_type, strlen(b->part.content_type))
+                                               : "application/octet-stream";
+        if (!f->content_type) return TN_ENOMEM;
+        f->data = b->data ? b->data : "";
+        f->len = b->len;
+    } else {
+        tn__kv *kv;
+        if (b->nb == b->cap_b) return TN_ETOOLARGE;
+        kv = &r->bargs[b->nb++];
+        if (!(kv->name = tn__req_strdup(r, b->part.name, strlen(b->part.name))) ||
+            !(kv->value = tn__req_strdup(r, b->data ? b->data : "", b->len)))
+            return TN_ENOMEM;
+        kv->value_len = b->len;
+    }
+    return 0;
+}
+
+/* Parses a buffered form body into the request's arguments and files.
+ * 0, or the status to answer instead of running the handler (400, 413,
+ * 503). */
+static int tn__req_body_args(tn_http_request *r) {
+    const char *ct = tn_http_get_header(r, "Content-Type");
+    size_t len;
+    const char *body = tn_http_body(r, &len);
+    if (!len || r->route->opts.on_body) return 0;
+    if (tn__ctype_is(ct, "application/x-www-form-urlencoded")) {
+        if (tn__form_pairs(body, len) > TN_HTTP_MAX_ARGS) return 413;
+        r->nb = tn__form_parse(r, body, len, &r->bargs);
+        if (r->nb == (size_t)-1) {
+            r->nb = 0;
+            return 503;
+        }
+        return 0;
+    }
+    if (tn__ctype_is(ct, "multipart/form-data")) {
+        tn_multipart mp;
+        tn__form_build b;
+        int rc;
+        memset(&b, 0, sizeof b);
+        b.r = r;
+        /* Room for every part either way; the parser bounds their number. */
+        b.cap_b = b.cap_f = TN_HTTP_MAX_PARTS;
+        if (tn_multipart_begin(&mp, ct)) return 400;
+        if (!(r->bargs = (tn__kv *)tn__req_alloc(r, b.cap_b * sizeof *r->bargs)) ||
+            !(r->files = (tn_http_file *)tn__req_alloc(r, b.cap_f * sizeof *r->files)))
+            return 503;
+        rc = tn_multipart_feed(&mp, body, len, tn__form_on_part, &b);
+        if (!rc) rc = tn_multipart_end(&mp);
+        r->nb = b.nb;
+        r->nfiles = b.nfiles;
+        if (rc == TN_ENOMEM) return 503;
+        if (rc == TN_ETOOLARGE) return 413;
+        if (rc) return 400;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- multipart
+ * multipart/form-data (RFC 7578; delimiters as RFC 2046 section 5.1.1): an
+ * incremental parser over any split of the body, for a buffered body (the
+ * server feeds it whole at dispatch) and a streamed one (on_body feeds it
+ * piece by piece: an upload to disk needs no whole-body buffer). Part
+ * heads reuse the head scan and the field-line parser. */
+#define TN__MP_PREAMBLE 0
+#define TN__MP_AFTER_DELIM 1 /* after "--boundary": LWSP, then CRLF or "--" */
+#define TN__MP_AFTER_DASH 2
+#define TN__MP_AFTER_CR 3
+#define TN__MP_HEAD 4
+#define TN__MP_DATA 5
+#define TN__MP_EPILOGUE 6 /* after the closing delimiter: ignored */
+
+/* The parameter want of a header value v[0..n) ("type; a=1; b=\"x\""):
+ * its value, decoded (a token or a quoted-string), copied to dst with a
+ * NUL. 1 found, 0 absent, -1 malformed or longer than cap - 1. */
+static int tn__param_get(const char *v, size_t n, const char *want, char *dst, size_t cap, size_t *outlen) {
+    const char *p = v, *end = v + n;
+    while ((p = (const char *)memchr(p, ';', (size_t)(end - p))) != NULL) {
+        const char *name;
+        size_t nl, o = 0;
+        int match;
+        p++;
+        while (p < end && tn__http_is_ows((unsigned char)*p)) p++;
+        for (name = p; p < end && tn__http_is_tchar((unsigned char)*p); p++) {}
+        nl = (size_t)(p - name);
+        while (p < end && tn__http_is_ows((unsigned char)*p)) p++;
+        if (!nl || p == end || *p != '=') return -1;
+        p++;
+        while (p < end && tn__http_is_ows((unsigned char)*p)) p++;
+        match = tn__http_ieq(name, nl, want);
+        if (p < end && *p == '"') {
+            for (p++; p < end && *p != '"'; p++) {
+                if (*p == '\\' && p + 1 < end) p++;
+                if (match) {
+                    if (o + 1 >= cap) return -1;
+                    dst[o++] = *p;
+                }
+            }
+            if (p == end) return -1; /* unterminated */
+            p++;
+        } else {
+            const char *s = p;
+            while (p < end && tn__http_is_tchar((unsigned char)*p)) p++;
+            if (p == s) return -1;
+            if (match) {
+                if ((size_t)(p - s) >= cap) return -1;
+                memcpy(dst, s, (size_t)(p - s));
+                o = (size_t)(p - s);
+            }
+        }
+        if (match) {
+            dst[o] = 0;
+            if (outlen) *outlen = o;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int tn_multipart_begin(tn_multipart *mp, const char *content_type) {
+    size_t bl = 0, i;
+    memset(mp, 0, sizeof *mp);
+    mp->err = TN_EMALFORMED;
+    if (!tn__ctype_is(content_type, "multipart/form-data")) return TN_EMALFORMED;
+    memcpy(mp->delim, "\r\n--", 4);
+    if (tn__param_get(content_type, strlen(content_type), "boundary", mp->delim + 4, sizeof mp->delim - 4, &bl) != 1 ||
+        bl == 0 || bl > 70)
+        return TN_EMALFORMED;
+    for (i = 0; i < bl; i++)
+        if ((unsigned char)mp->delim[4 + i] < 0x20 || mp->delim[4 + i] == 0x7f) return TN_EMALFORMED;
+    mp->dlen = 4 + bl;
+    mp->state = TN__MP_PREAMBLE;
+    mp->match = 2; /* the first delimiter may open the body: as if a CRLF came before */
+    mp->err = 0;
+    return 0;
+}
+
+/* A part's head is complete in mp->head: its Content-Disposition gives the
+ * field name (and a filename for a file), Content-Type its type. */
+static int tn__mp_head_done(tn_multipart *mp) {
+    tn__http_scan_opts o;
+    tn_http_header h[16];
+    size_t nh = 0, i, used = 0, len;
+    const tn_http_header *disp = NULL, *type = NULL;
+    int n, rc;
+    o.max_bytes = sizeof mp->head;
+    o.max_target = 0;
+    o.start_line = 0;
+    n = tn__http_scan(mp->head, mp->head_len, 0, &o);
+    if (n != (int)mp->head_len) return TN_EMALFORMED;
+    if (tn__http_parse_fields(mp->head, mp->head + n, h, 16, &nh)) return TN_EMALFORMED;
+    for (i = 0; i < nh; i++) {
+        if (tn_http_header_eq(&h[i], "content-disposition")) disp = &h[i];
+        else if (tn_http_header_eq(&h[i], "content-type")) type = &h[i];
+    }
+    if (!disp || !tn__ctype_is_n(disp->value, disp->value_len, "form-data")) return TN_EMALFORMED;
+    memset(&mp->part, 0, sizeof mp->part);
+    rc = tn__param_get(disp->value, disp->value_len, "name", mp->strs, sizeof mp->strs, &len);
+    if (rc != 1) return TN_EMALFORMED;
+    mp->part.name = mp->strs;
+    used = len + 1;
+    rc = tn__param_get(disp->value, disp->value_len, "filename", mp->strs + used, sizeof mp->strs - used, &len);
+    if (rc < 0) return TN_EMALFORMED;
+    if (rc == 1 && len) { /* an empty filename is no file (an empty file input), as Tornado */
+        mp->part.filename = mp->strs + used;
+        used += len + 1;
+    }
+    if (type) {
+        if (type->value_len + 1 > sizeof mp->strs - used) return TN_EMALFORMED;
+        memcpy(mp->strs + used, type->value, type->value_len);
+        mp->strs[used + type->value_len] = 0;
+        mp->part.content_type = mp->strs + used;
+    }
+    return 0;
+}
+
+int tn_multipart_feed(tn_multipart *mp, const char *data, size_t len, tn_multipart_fn fn, void *arg) {
+    size_t i = 0, span = 0, ms = 0; /* span: this call's pending data from here; ms: where a match began */
+    int here = 0; /* the match under way began in this call (its bytes are in data) */
+    int rc;
+#define TN__MP_FAIL(e) do { mp->err = (e); return mp->err; } while (0)
+#define TN__MP_EMIT(p, n) do { if ((n) && (rc = fn(arg, TN_MP_DATA, &mp->part, (p), (n))) != 0) TN__MP_FAIL(rc); } while (0)
+    if (mp->err) return mp->err;
+    while (i < len) {
+        unsigned char c = (unsigned char)data[i];
+        switch (mp->state) {
+        case TN__MP_PREAMBLE:
+        case TN__MP_DATA:
+            if (mp->match) {
+                if (c == (unsigned char)mp->delim[mp->match]) {
+                    i++;
+                    if (++mp->match < mp->dlen) continue;
+                    /* A delimiter: the part's data ends where it began. */
+                    if (mp->state == TN__MP_DATA) {
+                        TN__MP_EMIT(data + span, here ? ms - span : 0);
+                        if ((rc = fn(arg, TN_MP_END, &mp->part, NULL, 0)) != 0) TN__MP_FAIL(rc);
+                    }
+                    mp->match = 0;
+                    mp->state = TN__MP_AFTER_DELIM;
+                    continue;
+                }
+                /* Not a delimiter: what matched is data. Only a CR starts
+                 * one (a boundary holds no CR), so c is looked at afresh. */
+                if (!here && mp->state == TN__MP_DATA) {
+                    TN__MP_EMIT(mp->delim, mp->match);
+                    span = i;
+                }
+                mp->match = 0;
+                continue;
+            }
+            {
+                const char *cr = (const char *)memchr(data + i, '\r', len - i);
+                if (!cr) {
+                    i = len;
+                    break;
+                }
+                i = (size_t)(cr - data);
+                ms = i++;
+                here = 1;
+                mp->match = 1;
+            }
+            break;
+        case TN__MP_AFTER_DELIM:
+            i++;
+            if (c == ' ' || c == '\t') break;
+            if (c == '-') mp->state = TN__MP_AFTER_DASH;
+            else if (c == '\r') mp->state = TN__MP_AFTER_CR;
+            else TN__MP_FAIL(TN_EMALFORMED);
+            break;
+        case TN__MP_AFTER_DASH:
+            i++;
+            if (c != '-') TN__MP_FAIL(TN_EMALFORMED);
+            mp->state = TN__MP_EPILOGUE;
+            break;
+        case TN__MP_AFTER_CR:
+            i++;
+            if (c != '\n') TN__MP_FAIL(TN_EMALFORMED);
+            if (++mp->parts > TN_HTTP_MAX_PARTS) TN__MP_FAIL(TN_ETOOLARGE);
+            mp->head_len = 0;
+            mp->state = TN__MP_HEAD;
+            break;
+        case TN__MP_HEAD: {
+            /* Up to the empty line: "\r\n" alone (no fields) or "\r\n\r\n". */
+            size_t h = mp->head_len;
+            if (h == sizeof mp->head) TN__MP_FAIL(TN_EMALFORMED);
+            mp->head[mp->head_len++] = (char)c;
+            i++;
+            if (c != '\n') break;
+            h = mp->head_len;
+            if (!((h == 2 && mp->head[0] == '\r') || (h >= 4 && memcmp(mp->head + h - 4, "\r\n\r\n", 4) == 0))) break;
+            if ((rc = tn__mp_head_done(mp)) != 0) TN__MP_FAIL(rc);
+            if ((rc = fn(arg, TN_MP_BEGIN, &mp->part, NULL, 0)) != 0) TN__MP_FAIL(rc);
+            mp->state = TN__MP_DATA;
+            span = i;
+            here = 0;
+            break;
+        }
+        default: /* the epilogue */
+            i = len;
+            break;
+        }
+    }
+    /* The end of this piece: the data so far goes, but for a match under
+     * way (held back: the next piece tells whether it is a delimiter). */
+    if (mp->state == TN__MP_DATA) TN__MP_EMIT(data + span, (mp->match ? (here ? ms : span) : len) - span);
+    return 0;
+#undef TN__MP_EMIT
+#undef TN__MP_FAIL
+}
+
+int tn_multipart_end(tn_multipart *mp) {
+    if (mp->err) return mp->err;
+    return mp->state == TN__MP_EPILOGUE ? 0 : TN_EMALFORMED;
+}
+
+/* ---------------------------------------------------------------- cookies */
+/* The request's cookies (every Cookie field, "a=1; b=2"), parsed once. */
+static void tn__req_cookies(tn_http_request *r) {
+    size_t i, cap = 0, k = 0;
+    if (r->cookies_parsed) return;
+    r->cookies_parsed = 1;
+    for (i = 0; i < r->msg.num_headers; i++)
+        if (tn_http_header_eq(&r->msg.headers[i], "cookie")) {
+            const char *v = r->msg.headers[i].value;
+            size_t j;
+            for (j = 0, cap++; j < r->msg.headers[i].value_len; j++) cap += v[j] == ';';
+        }
+    if (!cap || !(r->cookies = (tn__kv *)tn__req_alloc(r, cap * sizeof *r->cookies))) return;
+    for (i = 0; i < r->msg.num_headers; i++) {
+        const char *p, *end;
+        if (!tn_http_header_eq(&r->msg.headers[i], "cookie")) continue;
+        p = r->msg.headers[i].value;
+        end = p + r->msg.headers[i].value_len;
+        while (p < end && k < cap) {
+            const char *semi = (const char *)memchr(p, ';', (size_t)(end - p)), *stop = semi ? semi : end, *eq, *ns, *ne, *vs, *ve;
+            for (ns = p; ns < stop && (*ns == ' ' || *ns == '\t'); ns++) {}
+            eq = (const char *)memchr(ns, '=', (size_t)(stop - ns));
+            if (eq && eq > ns) {
+                for (ne = eq; ne > ns && (ne[-1] == ' ' || ne[-1] == '\t'); ne--) {}
+                for (vs = eq + 1; vs < stop && (*vs == ' ' || *vs == '\t'); vs++) {}
+                for (ve = stop; ve > vs && (ve[-1] == ' ' || ve[-1] == '\t'); ve--) {}
+                if (ve - vs >= 2 && *vs == '"' && ve[-1] == '"') { /* a quoted value: the quotes go */
+                    vs++;
+                    ve--;
+                }
+                r->cookies[k].name = tn__req_strdup(r, ns, (size_t)(ne - ns));
+                r->cookies[k].value = tn__req_strdup(r, vs, (size_t)(ve - vs));
+                r->cookies[k].value_len = (size_t)(ve - vs);
+                if (!r->cookies[k].name || !r->cookies[k].value) break;
+                k++;
+            }
+            p = stop + (semi ? 1 : 0);
+        }
+    }
+    r->ncookies = k;
+}
+
+const char *tn_http_cookie(tn_http_request *r, const char *name) {
+    tn__req_cookies(r);
+    return tn__kv_last(r->cookies, r->ncookies, name);
+}
+size_t tn_http_cookie_count(tn_http_request *r) {
+    tn__req_cookies(r);
+    return r->ncookies;
+}
+int tn_http_cookie_at(tn_http_request *r, size_t i, const char **name, const char **value) {
+    tn__req_cookies(r);
+    if (i >= r->ncookies) return TN_ENOENT;
+    *name = r->cookies[i].name;
+    *value = r->cookies[i].value;
+    return 0;
+}
+
+/* RFC 6265 cookie-octet: no CTL, whitespace, DQUOTE, comma, semicolon or
+ * backslash (so no header can be injected through a value). */
+static int tn__cookie_octets(const char *s, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == ',' || c == ';' || c == '\\') return 0;
+    }
+    return 1;
+}
+/* A Path or Domain attribute: text without ';' or control bytes. */
+static int tn__cookie_attr_ok(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f || *s == ';') return 0;
+    return 1;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian): no timegm needed. */
+static int64_t tn__days_from_civil(int64_t y, unsigned m, unsigned d) {
+    int64_t era;
+    unsigned yoe, doy, doe;
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned)(y - era * 400);
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* An IMF-fixdate to seconds since the epoch; -1 if it is not one (the
+ * obsolete RFC 850 and asctime forms are not accepted: then the
+ * conditional is ignored, which is always safe). */
+static int64_t tn__parse_http_date(const char *s) {
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    int d, y, hh, mm, ss, m;
+    char mon[4];
+    const char *p;
+    if (!s || strlen(s) != 29 || s[3] != ',' || strcmp(s + 25, " GMT") != 0) return -1;
+    if (sscanf(s + 5, "%2d %3s %4d %2d:%2d:%2d", &d, mon, &y, &hh, &mm, &ss) != 6) return -1;
+    if (!(p = strstr(months, mon)) || (p - months) % 3) return -1;
+    m = (int)(p - months) / 3 + 1;
+    if (d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60) return -1;
+    return tn__days_from_civil(y, (unsigned)m, (unsigned)d) * 86400 + hh * 3600 + mm * 60 + ss;
+}
+
+int tn_http_set_cookie(tn_http_request *r, const char *name, const char *value, const tn_http_cookie_opts *o) {
+    char line[4096];
+    size_t nl, vl, n;
+    const char *path = o && o->path ? o->path : "/";
+    if (!name || !value) return TN_EINVAL;
+    nl = strlen(name);
+    vl = strlen(value);
+    if (!nl) return TN_EINVAL;
+    for (n = 0; n < nl; n++)
+        if (!tn__http_is_tchar((unsigned char)name[n])) return TN_EINVAL;
+    if (!tn__cookie_octets(value, vl) || !tn__cookie_attr_ok(path) || (o && o->domain && !tn__cookie_attr_ok(o->domain)))
+        return TN_EINVAL;
+    if (o && o->same_site && !(strcmp(o->same_site, "Lax") == 0 || strcmp(o->same_site, "Strict") == 0 ||
+                               strcmp(o->same_site, "None") == 0))
+        return TN_EINVAL;
+    n = (size_t)snprintf(line, sizeof line, "%s=%s", name, value);
+    if (o && o->domain && n < sizeof line) n += (size_t)snprintf(line + n, sizeof line - n, "; Domain=%s", o->domain);
+    if (o && o->expires && n < sizeof line) {
+        char d[32];
+        d[tn__fmt_http_date(d, (time_t)o->expires)] = 0;
+        n += (size_t)snprintf(line + n, sizeof line - n, "; Expires=%s", d);
+    }
+    if (o && o->max_age && n < sizeof line)
+        n += (size_t)snprintf(line + n, sizeof line - n, "; Max-Age=%lld", (long long)(o->max_age < 0 ? 0 : o->max_age));
+    if (n < sizeof line) n += (size_t)snprintf(line + n, sizeof line - n, "; Path=%s", path);
+    if (o && o->secure && n < sizeof line) n += (size_t)snprintf(line + n, sizeof line - n, "; Secure");
+    if (o && o->http_only && n < sizeof line) n += (size_t)snprintf(line + n, sizeof line - n, "; HttpOnly");
+    if (o && o->same_site && n < sizeof line) n += (size_t)snprintf(line + n, sizeof line - n, "; SameSite=%s", o->same_site);
+    if (n >= sizeof line) return TN_EINVAL; /* never a cut cookie */
+    return tn_http_add_header(r, "Set-Cookie", line);
+}
+
+int tn_http_clear_cookie(tn_http_request *r, const char *name, const char *path, const char *domain) {
+    tn_http_cookie_opts o;
+    memset(&o, 0, sizeof o);
+    o.path = path;
+    o.domain = domain;
+    o.expires = 1; /* Thu, 01 Jan 1970 00:00:01 GMT: long gone */
+    o.max_age = -1; /* "Max-Age=-1": expire now (RFC 6265 5.2.2: <= 0) */
+    return tn_http_set_cookie(r, name, "", &o);
+}
+
+/* ------------------------------------------------------------ basic auth */
+static int tn__b64_val(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+/* Decodes standard base64 (padding optional) into dst; the length, or -1. */
+static long tn__b64_decode(char *dst, const char *s, size_t n) {
+    size_t i, o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    while (n && s[n - 1] == '=') n--;
+    for (i = 0; i < n; i++) {
+        int v = tn__b64_val((unsigned char)s[i]);
+        if (v < 0) return -1;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            dst[o++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    if (bits >= 6) return -1; /* a lone sextet is no byte */
+    return (long)o;
+}
+
+int tn_http_basic_auth(tn_http_request *r, const char **user, const char **pass) {
+    const char *h = tn_http_get_header(r, "Authorization"), *colon;
+    size_t n;
+    long dl;
+    char *d;
+    if (!h || strncasecmp(h, "Basic ", 6) != 0) return TN_ENOENT;
+    h += 6;
+    while (*h == ' ') h++;
+    n = strlen(h);
+    if (!(d = (char *)tn__req_alloc(r, n + 1))) return TN_ENOMEM;
+    if ((dl = tn__b64_decode(d, h, n)) < 0) return TN_EMALFORMED;
+    d[dl] = 0;
+    if (!(colon = (const char *)memchr(d, ':', (size_t)dl)) || memchr(d, 0, (size_t)dl)) return TN_EMALFORMED;
+    d[colon - d] = 0;
+    *user = d;
+    *pass = colon + 1;
+    return 0;
+}
+
+int tn_http_auth_challenge(tn_http_request *r, const char *realm) {
+    char v[512];
+    size_t o = 0;
+    const char *p;
+    memcpy(v, "Basic realm=\"", 13);
+    o = 13;
+    for (p = realm ? realm : "tornado.h"; *p && o + 4 < sizeof v; p++) {
+        if (*p == '"' || *p == '\\') v[o++] = '\\';
+        v[o++] = *p;
+    }
+    v[o++] = '"';
+    v[o] = 0;
+    if (tn_http_set_header(r, "WWW-Authenticate", v)) return TN_EINVAL;
+    return tn_http_respond(r, 401, NULL, "401 Unauthorized\n", 17);
+}
+
+/* ------------------------------------------------------ answers, errors */
+int tn_http_set_status(tn_http_request *r, int status) {
+    if (r->headers_sent) return TN_ESTATE;
+    if (status < 200 || status > 599) return TN_EINVAL;
+    r->status_set = status;
+    return 0;
+}
+
+int tn_http_redirect(tn_http_request *r, const char *url, int status) {
+    int rc;
+    if (!status) status = 302;
+    if (status < 300 || status > 308 || status == 304 || status == 305 || status == 306) return TN_EINVAL;
+    if ((rc = tn_http_set_header(r, "Location", url ? url : "")) != 0) return rc;
+    return tn_http_respond(r, status, NULL, "", 0);
+}
+
+/* Every error answer a request gets from the server (no route, 405, 501,
+ * a failed handler's 500, 413 and the other refusals of a parsed head) and
+ * from tn_http_send_error goes through here: the server's error hook may
+ * write it (Tornado's write_error); else a short text body. */
+static int tn__req_error(tn_http_request *r, int status) {
+    tn_http_server *srv = r->srv;
+    if (r->headers_sent) return TN_ESTATE;
+    if (srv->opts.on_error && !r->in_error_hook) {
+        r->in_error_hook = 1;
+        srv->opts.on_error(r, status, srv->opts.on_error_arg);
+        r->in_error_hook = 0;
+        if (r->headers_sent) return 0;
+    }
+    {
+        const char *reason = tn_http_reason(status);
+        char body[64];
+        int n = snprintf(body, sizeof body, "%d %s\n", status, reason);
+        return tn_http_respond(r, status, NULL, body, (size_t)n);
+    }
+}
+
+int tn_http_send_error(tn_http_request *r, int status) {
+    if (r->headers_sent) return TN_ESTATE;
+    if (status < 400 || status > 599) return TN_EINVAL;
+    r->rh_len = 0; /* as Tornado's send_error: the handler's headers go */
+    r->has_ctype = 0;
+    return tn__req_error(r, status);
+}
+
+/* --------------------------------------------------- conditional answers
+ * Tornado's compute_etag for buffered bodies (a hash of the body) and the
+ * If-None-Match / If-Modified-Since checks that turn a 200 into a 304. */
+static uint64_t tn__etag_hash(const char *p, size_t n) {
+    uint64_t h = 14695981039346656037u; /* FNV-1a: a fingerprint, not a MAC */
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211u;
+    return h;
+}
+
+/* The entity-tag tag (with its quotes, "W/" allowed) is in the list of an
+ * If-None-Match value, by the weak comparison (RFC 9110 13.1.2): W/"x"
+ * matches "x"; "*" matches any. */
+static int tn__etag_in_list(const char *list, const char *tag, size_t tl) {
+    const char *p = list, *end = list + strlen(list), *el;
+    size_t n;
+    if (tl > 2 && tag[0] == 'W' && tag[1] == '/') {
+        tag += 2;
+        tl -= 2;
+    }
+    while (tn__http_list_next(&p, end, &el, &n)) {
+        if (n == 1 && el[0] == '*') return 1;
+        if (n > 2 && el[0] == 'W' && el[1] == '/') {
+            el += 2;
+            n -= 2;
+        }
+        if (n == tl && memcmp(el, tag, n) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Whether the response about to go out (status 200, its headers set) is
+ * one the client has: the request's conditionals against the response's
+ * ETag (tag, or the handler's) and Last-Modified. */
+static int tn__req_not_modified(tn_http_request *r, const char *tag, size_t tl) {
+    const char *inm = tn_http_get_header(r, "If-None-Match"), *ims;
+    size_t end;
+    int at;
+    if (inm) {
+        if (!tag && (at = tn__rh_find(r, "etag", 4, &end)) >= 0) {
+            tag = r->rh + at + 6;
+            while (*tag == ' ') tag++;
+            tl = (size_t)(r->rh + end - 2 - tag);
+        }
+        return tag && tn__etag_in_list(inm, tag, tl);
+    }
+    ims = tn_http_get_header(r, "If-Modified-Since");
+    if (ims && (at = tn__rh_find(r, "last-modified", 13, &end)) >= 0) {
+        char lm[40];
+        const char *v = r->rh + at + 14;
+        int64_t since = tn__parse_http_date(ims), mod;
+        size_t vl;
+        while (*v == ' ') v++;
+        vl = (size_t)(r->rh + end - 2 - v);
+        if (vl >= sizeof lm) return 0;
+        memcpy(lm, v, vl);
+        lm[vl] = 0;
+        mod = tn__parse_http_date(lm);
+        return since >= 0 && mod >= 0 && mod <= since;
+    }
+    return 0;
+}
+
+/* For tn_http_respond(_ref): a GET or HEAD 200 gets an ETag of its body
+ * (unless the handler set one or the route or server opted out), and the
+ * answer becomes a 304 when the client has it. Returns the status to send. */
+static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len) {
+    char tag[20];
+    int has;
+    size_t e;
+    if (status != 200 || !(r->is_head || (r->msg.method_len == 3 && memcmp(r->msg.method, "GET", 3) == 0)))
+        return status;
+    has = tn__rh_find(r, "etag", 4, &e) >= 0;
+    if (!has && !(r->route && r->route->opts.no_etag) && !r->srv->opts.no_etag) {
+        r->etag = tn__etag_hash(body, len);
+        r->has_etag = 1;
+        tag[0] = '"';
+        {
+            char *p = tn__put_u64(tag + 1, r->etag, 1);
+            *p++ = '"';
+            return tn__req_not_modified(r, tag, (size_t)(p - tag)) ? 304 : 200;
+        }
+    }
+    return tn__req_not_modified(r, NULL, 0) ? 304 : 200;
+}
+
+/* ------------------------------------------------------------ access log */
+size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
+    char when[40];
+    struct tm tm;
+    time_t t = (time_t)e->time;
+    int n;
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    gmtime_r(&t, &tm);
+    snprintf(when, sizeof when, "%02d/%.3s/%04d:%02d:%02d:%02d +0000", tm.tm_mday, months + 3 * tm.tm_mon,
+             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    n = snprintf(buf, cap, "%s - %s [%s] \"%s %s HTTP/1.%d\" %d %llu \"%s\" \"%s\"", e->peer[0] ? e->peer : "-",
+                 e->user ? e->user : "-", when, e->method, e->target, e->version_minor, e->status,
+                 (unsigned long long)e->bytes, e->referer ? e->referer : "-", e->user_agent ? e->user_agent : "-");
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* Calls the server's access hook for a request that ends now. */
+static void tn__req_log(tn_http_request *r) {
+    tn_http_server *srv = r->srv;
+    tn_http_access e;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (!srv->opts.on_access || !r->head_len) return;
+    memset(&e, 0, sizeof e);
+    e.method = r->msg.method;
+    e.target = r->msg.target;
+    e.version_minor = r->msg.version_minor;
+    e.status = r->status;
+    e.bytes = r->no_body ? 0 : r->out_len;
+    e.duration_us = (tn__clock_ns() - r->start_ns) / 1000u;
+    e.time = (int64_t)time(NULL);
+    e.user_agent = tn_http_get_header(r, "User-Agent");
+    e.referer = tn_http_get_header(r, "Referer");
+    if (r->conn->s.fd >= 0 && getpeername(r->conn->s.fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, e.peer, sizeof e.peer);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, e.peer, sizeof e.peer);
+    }
+    srv->opts.on_access(&e, srv->opts.on_access_arg);
+}
+
+/* ------------------------------------------------------------------ JSON */
+size_t tn_json_escape(char *dst, size_t cap, const char *s, size_t len) {
+    size_t o = 0, i;
+#define TN__J(c) do { if (o + 1 < cap) dst[o] = (c); o++; } while (0)
+    TN__J('"');
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            TN__J('\\');
+            TN__J((char)c);
+        } else if (c < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            TN__J('\\');
+            switch (c) {
+            case '\n': TN__J('n'); break;
+            case '\r': TN__J('r'); break;
+            case '\t': TN__J('t'); break;
+            case '\b': TN__J('b'); break;
+            case '\f': TN__J('f'); break;
+            default:
+                TN__J('u');
+                TN__J('0');
+                TN__J('0');
+                TN__J(hex[c >> 4]);
+                TN__J(hex[c & 15]);
+            }
+        } else {
+            TN__J((char)c);
+        }
+    }
+    TN__J('"');
+#undef TN__J
+    if (cap) dst[o < cap ? o : cap - 1] = 0;
+    return o;
 }
 
 /* ------------------------------------------------------ connections */
@@ -6885,6 +8027,7 @@ static void tn__conn_end_request(tn__conn *c) {
         if (in->off == in->len) in->off = in->len = 0;
     }
     tn__req_settle_drain(r, 0);
+    tn__req_log(r);
     c->req = NULL;
     tn__list_del(c); /* a body's deadline, if the handler ran before the body was in */
     c->s.oflags = (uint16_t)((c->s.oflags & ~TN__C_GOT_BYTES) | TN__C_SERVED);
@@ -6908,7 +8051,7 @@ static void tn__req_co_done(tn_future *f, void *arg) {
     c->s.oflags |= TN__C_IN_BATCH;
     if (!r->headers_sent) {
         (void)err; /* a failed or silent handler is a server error */
-        tn__req_answer_or_close(c, r, 500, "500 Internal Server Error\n", 26);
+        tn__req_answer_or_close(c, r, 500);
     } else if (!r->finished) {
         if (err) {
             /* A cut-off body must not look whole: close, and without the
@@ -6926,7 +8069,7 @@ static void tn__req_co_done(tn_future *f, void *arg) {
 
 /* NUL-terminates the head's strings in place (each is followed by a
  * delimiter byte that is no longer needed) and decodes the path. */
-static int tn__req_prepare(tn_http_request *r) {
+static int tn__req_strings(tn_http_request *r) {
     tn_http_message *m = &r->msg;
     size_t i, need, pl = 0;
     const char *t = "";
@@ -6963,6 +8106,13 @@ static int tn__req_prepare(tn_http_request *r) {
         r->params[i].value = v;
     }
     r->is_head = m->method_len == 4 && memcmp(m->method, "HEAD", 4) == 0;
+    return 0;
+}
+
+/* The strings, then the coroutine frame of a coroutine route. */
+static int tn__req_prepare(tn_http_request *r) {
+    int rc = tn__req_strings(r);
+    if (rc) return rc;
     if (r->route->co_fn) {
         /* The frame exists from here on, so a streamed body's on_body can
          * keep its state in it; the coroutine starts at dispatch. */
@@ -7006,9 +8156,21 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
         tn__conn_error(c, 503);
         return;
     }
+    {
+        /* Arguments: a query with too many pairs, or a form body that does
+         * not parse, never reaches the handler. */
+        const char *q = (const char *)memchr(r->msg.target, '?', r->msg.target_len);
+        int st = q && tn__form_pairs(q, r->msg.target_len - (size_t)(q - r->msg.target)) > TN_HTTP_MAX_ARGS ? 414 : 0;
+        if (!st) st = tn__req_body_args(r);
+        if (st) {
+            r->state = TN__RQ_BODY; /* not the handler's: conn_error gives it back */
+            tn__conn_error(c, st);
+            return;
+        }
+    }
     if (rt->fn) {
         rt->fn(r, rt->arg);
-        if (!r->headers_sent) tn__req_answer_or_close(c, r, 500, "500 Internal Server Error\n", 26);
+        if (!r->headers_sent) tn__req_answer_or_close(c, r, 500);
         else if (!r->finished) tn_http_finish(r);
         tn__conn_end_request(c);
         return;
@@ -7018,7 +8180,7 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
         tn_future *f = tn_spawn(c->srv->loop, r->frame, rt->co_fn);
         if (!f) {
             r->frame = NULL;
-            tn__req_answer_or_close(c, r, 503, "503 Service Unavailable\n", 24);
+            tn__req_answer_or_close(c, r, 503);
             tn__conn_end_request(c);
             return;
         }
@@ -7086,11 +8248,16 @@ static void tn__req_rebase(tn_http_request *r, const char *nb) {
 
 /* A route's answer that keeps the connection (404, 405): the request's body,
  * if any, was not read, so then it closes after all. */
-static void tn__req_answer_here(tn__conn *c, tn_http_request *r, int status, const char *body, size_t len) {
+static void tn__req_answer_here(tn__conn *c, tn_http_request *r, int status) {
+    int rc;
     r->state = TN__RQ_HANDLER;
     if (r->msg.chunked || r->msg.content_length > 0) c->s.oflags |= TN__C_CLOSE_AFTER;
-    r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
-    tn__req_answer_or_close(c, r, status, body, len);
+    if ((rc = tn__req_strings(r)) != 0) { /* the hook may read the request */
+        r->state = TN__RQ_HEAD;
+        tn__conn_error(c, rc);
+        return;
+    }
+    tn__req_answer_or_close(c, r, status);
     tn__conn_end_request(c);
 }
 
@@ -7195,12 +8362,12 @@ static void tn__conn_process(tn__conn *c) {
                 char allow[128];
                 tn__req_allow(r, allow, sizeof allow);
                 if (tn_http_set_header(r, "Allow", allow) == 0) {
-                    tn__req_answer_here(c, r, 405, "405 Method Not Allowed\n", 23);
+                    tn__req_answer_here(c, r, 405);
                     continue;
                 }
             }
             if (rc == 404 && !(r->msg.chunked || r->msg.content_length > 0)) {
-                tn__req_answer_here(c, r, 404, "404 Not Found\n", 14); /* a 404 keeps the connection */
+                tn__req_answer_here(c, r, 404); /* a 404 keeps the connection */
                 continue;
             }
             if (rc) {
@@ -7488,46 +8655,6 @@ const char *tn_http_param(tn_http_request *r, const char *name) {
     size_t i, n = strlen(name);
     for (i = 0; i < r->nparams; i++)
         if (r->params[i].name_len == n && memcmp(r->params[i].name, name, n) == 0) return r->params[i].value;
-    return NULL;
-}
-
-/* Decodes the whole query once, into "name\0value\0" pairs in scratch. */
-static void tn__req_parse_query(tn_http_request *r) {
-    const char *t = r->msg.target, *q = strchr(t, '?'), *end;
-    char *out;
-    size_t o = 0;
-    r->query_parsed = 1;
-    if (!q) return;
-    q++;
-    end = q + strlen(q);
-    out = tn__scratch(r, 2 * (size_t)(end - q) + 2);
-    if (!out) return;
-    while (q < end) {
-        const char *amp = (const char *)memchr(q, '&', (size_t)(end - q));
-        const char *stop = amp ? amp : end;
-        const char *eq = (const char *)memchr(q, '=', (size_t)(stop - q));
-        const char *nend = eq ? eq : stop;
-        if (stop > q) {
-            o += tn__pct_decode(out + o, q, (size_t)(nend - q), 1) + 1;
-            o += (eq ? tn__pct_decode(out + o, eq + 1, (size_t)(stop - eq - 1), 1) : tn__pct_decode(out + o, "", 0, 1)) + 1;
-        }
-        q = stop + (amp ? 1 : 0);
-    }
-    r->query_pairs = out;
-    r->query_pairs_len = o;
-}
-
-const char *tn_http_query(tn_http_request *r, const char *name) {
-    const char *p, *end;
-    if (!r->query_parsed) tn__req_parse_query(r);
-    if (!r->query_pairs) return NULL;
-    p = r->query_pairs;
-    end = p + r->query_pairs_len;
-    while (p < end) {
-        const char *v = p + strlen(p) + 1;
-        if (strcmp(p, name) == 0) return v;
-        p = v + strlen(v) + 1;
-    }
     return NULL;
 }
 
