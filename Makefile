@@ -51,7 +51,7 @@ tests/tn_tests-asan-poll: $(TEST_DEPS)
 tests/tn_tests-vg: $(TEST_DEPS)
 	$(CC) $(WARN) -O0 -g $(NOPOOL) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 
-check: check-symbols check-macros check-matrix check-asan check-valgrind check-fuzz
+check: check-symbols check-macros check-matrix check-asan check-valgrind check-fuzz check-cross
 
 check-asan: tests/tn_tests-asan tests/tn_tests-asan-poll
 	@ASAN_OPTIONS=detect_leaks=1 TN_TEST_SLOW=1 sh tests/run.sh tests/tn_tests-asan tests/tn_tests-asan-poll
@@ -69,6 +69,12 @@ check-symbols:
 check-macros:
 	@sh tests/macros.sh
 
+# The suite cross-built for armhf (ILP32) and s390x (big-endian), both
+# backends, under qemu-user; and the TN_POSIX_ONLY compile (tests/cross.sh).
+.PHONY: check-cross
+check-cross:
+	@sh tests/cross.sh $(TEST_SRCS)
+
 # The HTTP parsers under libFuzzer (clang), FUZZ_SECS seconds (60).
 check-fuzz:
 	@sh tests/fuzz.sh
@@ -78,6 +84,7 @@ bench:
 
 clean:
 	rm -f tests/tn_tests-* tests/fuzz_http $(EXAMPLES) tests/*.o
+	rm -rf tests/cross
 	-$(MAKE) -C bench clean
 
 # ---- make check-failinject ---------------------------------------------

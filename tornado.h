@@ -12,7 +12,10 @@
  * daemons and firmware-like programs on Linux (epoll), or with
  * -DTN_BACKEND_POLL on any POSIX system with poll() (off Linux, and with
  * -DTN_POSIX_ONLY, only POSIX calls are used: no accept4, SOCK_NONBLOCK,
- * MSG_NOSIGNAL, TIOCOUTQ or sendfile; the compile matrix checks it).
+ * TIOCOUTQ or sendfile; make check-cross checks it). The suite runs on
+ * x86-64, 32-bit ARM and big-endian s390x (make check-cross). On a 32-bit
+ * system with a 32-bit time_t the Date header wraps in 2038: build with
+ * -D_TIME_BITS=64 where the C library offers it.
  *
  * QUICK START ---------------------------------------------------------------
  * Copy tornado.h into your project. In exactly ONE .c file, include it first
@@ -344,6 +347,9 @@
  * before your first #include. */
 #if defined(TORNADO_IMPLEMENTATION) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE 1
+#endif
+#if defined(TORNADO_IMPLEMENTATION) && !defined(_FILE_OFFSET_BITS)
+#define _FILE_OFFSET_BITS 64 /* file parts past 2 GiB on 32-bit systems too */
 #endif
 
 #include <stddef.h>
@@ -1432,7 +1438,7 @@ TN__API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, 
 
 
 /* Linux-only calls (epoll, eventfd, signalfd, accept4, SOCK_NONBLOCK,
- * MSG_NOSIGNAL, TIOCOUTQ, sendfile) are used only where this holds;
+ * TIOCOUTQ, sendfile) are used only where this holds;
  * TN_POSIX_ONLY turns them off, which is what a BSD or macOS build gets. */
 #if defined(__linux__) && !defined(TN_POSIX_ONLY)
 #define TN__LINUX 1
@@ -3625,7 +3631,7 @@ tn_future *tn_queue_join(tn_queue *q) {
  * written with MSG_NOSIGNAL (or has SO_NOSIGPIPE where that is the only
  * way), so a write to a reset peer is an EPIPE for us, never a SIGPIPE that
  * kills an application that did not ignore it. */
-#if defined(MSG_NOSIGNAL) && !defined(TN_POSIX_ONLY)
+#if defined(MSG_NOSIGNAL) /* POSIX.1-2008 (send), so TN_POSIX_ONLY keeps it */
 #define TN__NOSIGNAL MSG_NOSIGNAL
 #else
 #define TN__NOSIGNAL 0
@@ -4172,6 +4178,12 @@ static void tn__stream_advance(tn_stream *s, size_t n) {
 /* Sends part of the file part r (at the head of the queue). */
 static ssize_t tn__stream_send_file(tn_stream *s, tn__oref *r) {
     size_t want = r->len > ((size_t)1 << 30) ? (size_t)1 << 30 : (size_t)r->len;
+    /* A 32-bit off_t (no _FILE_OFFSET_BITS=64 in this file): past 2 GiB
+     * is an error, never a wrapped offset. */
+    if (sizeof(off_t) < 8 && r->off + want > 0x7fffffffu) {
+        errno = EFBIG;
+        return -1;
+    }
 #if TN__LINUX
     off_t off = (off_t)r->off;
     ssize_t n = sendfile(s->fd, r->fd, &off, want);
@@ -5163,6 +5175,11 @@ static int tn__http_scan(const char *buf, size_t len, size_t from,
                      * lowest flag is exact: skip the text before it (the
                      * line's end, usually) instead of testing it bytewise. */
                     i += (size_t)__builtin_ctzll(m) >> 3;
+#elif defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+                    /* Big-endian: the first byte in memory is the highest;
+                     * a borrow runs toward lower bytes there, so the
+                     * highest flag is exact. */
+                    i += (size_t)__builtin_clzll(m) >> 3;
 #endif
                 }
                 c = (unsigned char)buf[i];
@@ -8200,7 +8217,12 @@ static int tn__req_start(tn__conn *c, tn_http_request *r) {
     if (status) return status;
     rt = r->route;
     max = rt->opts.max_body_bytes ? rt->opts.max_body_bytes : srv->opts.max_body_bytes;
-    if (r->msg.content_length > 0 && !rt->opts.on_body && (uint64_t)r->msg.content_length > max) return 413;
+    /* A buffered body must also fit, with the head and a NUL, in a size_t
+     * (on ILP32 a limit near SIZE_MAX would wrap the reservation below). */
+    if (r->msg.content_length > 0 && !rt->opts.on_body &&
+        ((uint64_t)r->msg.content_length > max ||
+         (uint64_t)r->msg.content_length > (uint64_t)(SIZE_MAX - r->head_len - 1)))
+        return 413;
     tn__body_start(&r->body, &r->msg, rt->opts.on_body ? 0 : max);
     if (r->body.kind == TN__B_NONE) return 0;
     r->state = TN__RQ_BODY;

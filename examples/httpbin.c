@@ -381,7 +381,6 @@ int main(int argc, char **argv) {
     prx.frame_size = sizeof(struct proxy_frame);
     up.on_body = upload_body;
     up.frame_size = sizeof(struct upload_frame);
-    up.max_body_bytes = (size_t)1 << 40; /* streamed: no buffer to bound */
     str.frame_size = sizeof(struct stream_frame);
     byt.frame_size = sizeof(struct bytes_frame);
     del.frame_size = sizeof(struct delay_frame);
