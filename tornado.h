@@ -1302,6 +1302,34 @@ TN__API tn_future *tn_http_drain(tn_http_request *req);
 TN__API int tn_http_finish(tn_http_request *req);
 /* The reason phrase of a status code ("Not Found"); "Unknown" otherwise. */
 TN__API const char *tn_http_reason(int status);
+/* Body bytes from a file, by reference: len bytes of fd from off, sent
+ * with sendfile(2) where it exists (a read loop into one pooled buffer
+ * elsewhere), so a file of any size holds no user-space buffer. The fd is
+ * the server's from the call on, in every case (closed once sent). A file
+ * that shrinks while it is sent cuts the response (the connection closes). */
+TN__API int tn_http_write_file(tn_http_request *req, int fd, uint64_t off, uint64_t len);
+
+/* --- static files (Tornado's StaticFileHandler) ---
+ * Serves the directory root under prefix ("/static/": it must begin and end
+ * with '/'), GET and HEAD: Content-Type from the extension (a built-in table;
+ * mime overrides), Content-Length, Last-Modified, ETag ("mtime-size"),
+ * If-None-Match / If-Modified-Since -> 304, one Range (bytes=a-b, a-, -n)
+ * -> 206 with Content-Range, unsatisfiable -> 416 with the size in its
+ * Content-Range (If-Range honoured; several ranges: the whole file). Paths: "." and ".." and empty
+ * segments (also percent-encoded) are 404, a real path outside root (a
+ * symlink) 403, a directory its index file, else 403 (no listing). Error
+ * answers go through the error hook. The file goes out with
+ * tn_http_write_file. root is resolved (realpath) now; TN_EINVAL if it is
+ * not a directory one can resolve. */
+typedef const char *(*tn_http_mime_fn)(const char *path, void *arg);
+typedef struct tn_http_static_opts {
+    const char *index;    /* a directory's index: "index.html" */
+    unsigned max_age;     /* Cache-Control: max-age=N (0: none) */
+    tn_http_mime_fn mime; /* Content-Type of a path, or NULL for the table */
+    void *mime_arg;
+} tn_http_static_opts;
+TN__API int tn_http_static(tn_http_server *srv, const char *prefix, const char *root,
+                           const tn_http_static_opts *opts);
 
 /* --- multipart/form-data, incrementally (for a streamed body: on_body) ---
  * tn_multipart_begin takes the request's Content-Type (its boundary);
@@ -1434,6 +1462,7 @@ TN__API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, 
 #include <netdb.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <assert.h>
 
 
@@ -1516,6 +1545,14 @@ static int tn__grow(void **p, size_t *cap, size_t need, size_t elem) {
     *p = np;
     *cap = ncap;
     return 0;
+}
+
+static char *tn__strndup(const char *s, size_t n) {
+    char *d = (char *)TN_MALLOC(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
 }
 
 static int tn__set_nonblock_cloexec(int fd) {
@@ -5935,6 +5972,7 @@ typedef struct tn__route {
     tn_http_handler_fn fn;
     tn_co_fn co_fn;
     void *arg;
+    tn_free_fn arg_free; /* the library's own routes (tn_http_static) */
     tn_http_route_opts opts;
 } tn__route;
 
@@ -8561,6 +8599,251 @@ int tn_http_route_co(tn_http_server *srv, const char *method, const char *patter
     return tn__route_add(srv, method, pattern, NULL, fn, arg, opts);
 }
 
+/* ----------------------------------------------------------- static files
+ * Tornado's StaticFileHandler: a directory served under a prefix, with
+ * Content-Type, Last-Modified and ETag, conditional 304s, one byte range
+ * (206, 416), and the file sent by reference (sendfile where it exists): a
+ * file of any size costs the connection no user-space buffer. */
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
+
+typedef struct tn__static {
+    char *root; /* realpath of the directory, no trailing slash */
+    size_t root_len;
+    tn_http_static_opts opts;
+    char *index;
+} tn__static;
+
+static void tn__static_free(void *p) {
+    tn__static *st = (tn__static *)p;
+    TN_FREE(st->root);
+    TN_FREE(st->index);
+    TN_FREE(st);
+}
+
+static void tn__close_fd(void *p) { close((int)(intptr_t)p); }
+
+int tn_http_write_file(tn_http_request *r, int fd, uint64_t off, uint64_t len) {
+    tn__conn *c = r->conn;
+    char line[24];
+    size_t ll = 0;
+    int rc = tn__write_check(r, len, 0);
+    if (rc) {
+        close(fd);
+        if (rc < 0) r->write_failed = 1;
+        return rc > 0 ? 0 : rc;
+    }
+    if (r->chunked_out) ll = tn__chunk_line(line, len);
+    rc = tn__stream_queue_ref(&c->s, line, ll, NULL, fd, off, len, "\r\n", ll ? 2 : 0, tn__close_fd, (void *)(intptr_t)fd);
+    if (rc) {
+        r->write_failed = 1;
+        return rc;
+    }
+    r->out_len += len;
+    if (tn__stream_pending(&c->s) >= TN_HTTP_WRITE_LOW) tn__conn_maybe_flush(c);
+    return 0;
+}
+
+/* The media type of a file name: the user's hook first, then this table. */
+static const char *tn__mime_of(const char *name) {
+    static const char *const table[] = {
+        "html", "text/html; charset=utf-8", "htm", "text/html; charset=utf-8", "css", "text/css; charset=utf-8",
+        "js", "text/javascript; charset=utf-8", "mjs", "text/javascript; charset=utf-8",
+        "json", "application/json", "txt", "text/plain; charset=utf-8", "md", "text/markdown; charset=utf-8",
+        "csv", "text/csv; charset=utf-8", "xml", "application/xml", "svg", "image/svg+xml", "png", "image/png",
+        "jpg", "image/jpeg", "jpeg", "image/jpeg", "gif", "image/gif", "webp", "image/webp", "ico", "image/x-icon",
+        "avif", "image/avif", "wasm", "application/wasm", "pdf", "application/pdf", "zip", "application/zip",
+        "gz", "application/gzip", "tar", "application/x-tar", "mp4", "video/mp4", "webm", "video/webm",
+        "mp3", "audio/mpeg", "ogg", "audio/ogg", "wav", "audio/wav", "woff", "font/woff", "woff2", "font/woff2",
+        "ttf", "font/ttf", "otf", "font/otf", "map", "application/json",
+    };
+    const char *dot = strrchr(name, '.'), *slash = strrchr(name, '/');
+    size_t i;
+    if (!dot || (slash && dot < slash)) return "application/octet-stream";
+    for (i = 0; i < sizeof table / sizeof table[0]; i += 2)
+        if (tn__http_ieq(dot + 1, strlen(dot + 1), table[i])) return table[i + 1];
+    return "application/octet-stream";
+}
+
+/* One byte range of a file of size n from a Range value: 1 (and *from,
+ * *to inclusive), 0 (not one range we serve: answer the whole file), or -1
+ * (unsatisfiable: 416). Several ranges are answered whole, as httpbin and
+ * Tornado do. */
+static int tn__range_parse(const char *v, uint64_t n, uint64_t *from, uint64_t *to) {
+    uint64_t a = 0, b = 0;
+    int has_a = 0, has_b = 0;
+    if (strncmp(v, "bytes=", 6) != 0) return 0;
+    v += 6;
+    while (*v == ' ') v++;
+    if (strchr(v, ',')) return 0;
+    while (*v >= '0' && *v <= '9') {
+        if (a > (UINT64_MAX - 9) / 10) return 0;
+        a = a * 10 + (uint64_t)(*v++ - '0');
+        has_a = 1;
+    }
+    if (*v++ != '-') return 0;
+    while (*v >= '0' && *v <= '9') {
+        if (b > (UINT64_MAX - 9) / 10) return 0;
+        b = b * 10 + (uint64_t)(*v++ - '0');
+        has_b = 1;
+    }
+    while (*v == ' ') v++;
+    if (*v || (!has_a && !has_b)) return 0;
+    if (!has_a) { /* a suffix: the last b bytes */
+        if (b == 0 || n == 0) return -1;
+        *from = b >= n ? 0 : n - b;
+        *to = n - 1;
+        return 1;
+    }
+    if (has_b && b < a) return 0; /* invalid: ignored (RFC 9110 14.2) */
+    if (a >= n) return -1;
+    *from = a;
+    *to = has_b && b < n ? b : n - 1;
+    return 1;
+}
+
+/* The request's path below the prefix, checked: no "." or ".." segment and
+ * no empty one (so no "//"); NUL was refused with the request. The real
+ * path must stay inside the root (a symlink out of it is 403). Writes the
+ * absolute path to out; returns 0, 403 or 404. */
+static int tn__static_resolve(const tn__static *st, const char *rel, char *out, size_t cap) {
+    char joined[PATH_MAX];
+    const char *p = rel;
+    int n;
+    while (*p) {
+        const char *e = strchr(p, '/');
+        size_t sl = e ? (size_t)(e - p) : strlen(p);
+        if ((sl == 0 && e) || (sl == 1 && p[0] == '.') || (sl == 2 && p[0] == '.' && p[1] == '.')) return 404;
+        p += sl + (e ? 1 : 0);
+    }
+    n = snprintf(joined, sizeof joined, "%s/%s", st->root, rel);
+    if (n < 0 || (size_t)n >= sizeof joined) return 404;
+    if (!realpath(joined, out)) return 404;
+    (void)cap;
+    if (strncmp(out, st->root, st->root_len) != 0 || (out[st->root_len] != '/' && out[st->root_len] != 0)) return 403;
+    return 0;
+}
+
+static void tn__static_handler(tn_http_request *r, void *arg) {
+    tn__static *st = (tn__static *)arg;
+    const char *rel = tn_http_param(r, "tn_static_path"), *range, *ifr;
+    char path[PATH_MAX], tag[64], date[32];
+    struct stat sb;
+    uint64_t from = 0, to = 0, n;
+    int fd, rc, ranged = 0;
+    rc = tn__static_resolve(st, rel ? rel : "", path, sizeof path);
+    if (rc) {
+        tn__req_error(r, rc);
+        return;
+    }
+    if (stat(path, &sb) != 0) {
+        tn__req_error(r, 404);
+        return;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        /* A directory: its index, if it has one (listing is off). */
+        size_t pl = strlen(path);
+        if (pl + 1 + strlen(st->index) >= sizeof path) {
+            tn__req_error(r, 404);
+            return;
+        }
+        path[pl] = '/';
+        memcpy(path + pl + 1, st->index, strlen(st->index) + 1);
+        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            tn__req_error(r, 403);
+            return;
+        }
+    } else if (!S_ISREG(sb.st_mode)) {
+        tn__req_error(r, 403);
+        return;
+    }
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        if (fd >= 0) close(fd);
+        tn__req_error(r, 404);
+        return;
+    }
+    n = (uint64_t)sb.st_size;
+    snprintf(tag, sizeof tag, "\"%llx-%llx\"", (unsigned long long)sb.st_mtime, (unsigned long long)n);
+    date[tn__fmt_http_date(date, sb.st_mtime)] = 0;
+    tn_http_set_header(r, "ETag", tag);
+    tn_http_set_header(r, "Last-Modified", date);
+    tn_http_set_header(r, "Accept-Ranges", "bytes");
+    if (st->opts.max_age) {
+        char cc[40];
+        snprintf(cc, sizeof cc, "max-age=%u", st->opts.max_age);
+        tn_http_set_header(r, "Cache-Control", cc);
+    }
+    if (tn__req_not_modified(r, NULL, 0)) {
+        close(fd);
+        tn_http_respond(r, 304, NULL, "", 0);
+        return;
+    }
+    range = tn_http_get_header(r, "Range");
+    ifr = tn_http_get_header(r, "If-Range");
+    /* If-Range: the range only if the file is still the one it names. */
+    if (range && (!ifr || strcmp(ifr, tag) == 0 || strcmp(ifr, date) == 0)) ranged = tn__range_parse(range, n, &from, &to);
+    if (ranged < 0) {
+        char cr[48];
+        close(fd);
+        snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)n);
+        tn_http_set_header(r, "Content-Range", cr);
+        tn__req_error(r, 416);
+        return;
+    }
+    {
+        const char *type = st->opts.mime ? st->opts.mime(path, st->opts.mime_arg) : NULL;
+        uint64_t len = ranged ? to - from + 1 : n;
+        if (ranged) {
+            char cr[64];
+            snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)from, (unsigned long long)to,
+                     (unsigned long long)n);
+            tn_http_set_header(r, "Content-Range", cr);
+        }
+        if (tn_http_begin(r, ranged ? 206 : 200, type ? type : tn__mime_of(path), (int64_t)len)) {
+            close(fd);
+            return;
+        }
+        if (len) tn_http_write_file(r, fd, from, len); /* the fd is the server's now */
+        else close(fd);
+        tn_http_finish(r);
+    }
+}
+
+int tn_http_static(tn_http_server *srv, const char *prefix, const char *root, const tn_http_static_opts *opts) {
+    tn__static *st;
+    char real[PATH_MAX], *pattern;
+    size_t pl;
+    int rc;
+    if (!prefix || prefix[0] != '/' || !root || !realpath(root, real)) return TN_EINVAL;
+    pl = strlen(prefix);
+    if (prefix[pl - 1] != '/') return TN_EINVAL;
+    if (!(st = (tn__static *)TN_MALLOC(sizeof *st))) return TN_ENOMEM;
+    memset(st, 0, sizeof *st);
+    if (opts) st->opts = *opts;
+    st->root_len = strlen(real);
+    while (st->root_len > 1 && real[st->root_len - 1] == '/') real[--st->root_len] = 0;
+    if (st->root_len == 1) st->root_len = 0; /* "/": every path is inside */
+    st->root = tn__strndup(real, strlen(real));
+    st->index = tn__strndup(st->opts.index ? st->opts.index : "index.html", strlen(st->opts.index ? st->opts.index : "index.html"));
+    pattern = (char *)TN_MALLOC(pl + sizeof "{tn_static_path*}");
+    if (!st->root || !st->index || !pattern) {
+        TN_FREE(pattern);
+        tn__static_free(st);
+        return TN_ENOMEM;
+    }
+    memcpy(pattern, prefix, pl);
+    memcpy(pattern + pl, "{tn_static_path*}", sizeof "{tn_static_path*}");
+    rc = tn__route_add(srv, "GET", pattern, tn__static_handler, NULL, st, NULL);
+    TN_FREE(pattern);
+    if (rc) {
+        tn__static_free(st);
+        return rc;
+    }
+    srv->routes[srv->nroutes - 1].arg_free = tn__static_free;
+    return 0;
+}
+
 static void tn__server_close_listeners(tn_http_server *srv) {
     int i;
     for (i = 0; i < srv->nlisten; i++) tn__acceptor_close(&srv->lst[i]);
@@ -8633,6 +8916,7 @@ static void tn__server_destroy(tn_http_server *srv) {
     for (i = 0; i < srv->nroutes; i++) {
         TN_FREE(srv->routes[i].method);
         TN_FREE(srv->routes[i].pattern);
+        if (srv->routes[i].arg_free) srv->routes[i].arg_free(srv->routes[i].arg);
     }
     TN_FREE(srv->routes);
     TN_FREE(srv);
@@ -8783,13 +9067,6 @@ const char *tn_http_response_header(const tn_http_response *r, const char *name)
     return NULL;
 }
 
-static char *tn__strndup(const char *s, size_t n) {
-    char *d = (char *)TN_MALLOC(n + 1);
-    if (!d) return NULL;
-    memcpy(d, s, n);
-    d[n] = 0;
-    return d;
-}
 
 int tn_http_client_new(tn_loop *l, const tn_http_client_opts *opts, tn_http_client **out) {
     tn_http_client *c = (tn_http_client *)TN_MALLOC(sizeof *c);

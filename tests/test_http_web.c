@@ -7,6 +7,8 @@
 #include "tn_test.h"
 #include "http_util.h"
 
+#include <sys/stat.h>
+
 /* ------------------------------------------------------------------ */
 /* Handlers                                                            */
 /* ------------------------------------------------------------------ */
@@ -613,4 +615,194 @@ TEST(multipart_parser_gives_the_same_events_for_any_split) {
         CHECK_EQ_INT(tn_multipart_begin(&mp, "text/plain"), TN_EMALFORMED);
         CHECK_EQ_INT(tn_multipart_begin(&mp, "multipart/form-data"), TN_EMALFORMED); /* no boundary */
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Static files                                                        */
+/* ------------------------------------------------------------------ */
+
+static char g_root[256], g_outside[256];
+static void put_file(const char *dir, const char *name, const char *data, size_t n) {
+    char p[512];
+    FILE *f;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    f = fopen(p, "wb");
+    REQUIRE(f != NULL);
+    REQUIRE(fwrite(data, 1, n, f) == n);
+    fclose(f);
+}
+static void static_routes(tn_http_server *srv) {
+    tn_http_static_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_age = 3600;
+    REQUIRE(tn_http_static(srv, "/static/", g_root, &o) == 0);
+    REQUIRE(tn_http_static(srv, "/bad/", "/nonexistent/dir", NULL) == TN_EINVAL);
+}
+static void make_site(void) {
+    char p[512];
+    snprintf(g_root, sizeof g_root, "/tmp/tn-static-%d", (int)getpid());
+    snprintf(g_outside, sizeof g_outside, "/tmp/tn-outside-%d", (int)getpid());
+    REQUIRE(mkdir(g_root, 0755) == 0 && mkdir(g_outside, 0755) == 0);
+    put_file(g_root, "a.txt", "0123456789abcdefghij", 20);
+    put_file(g_root, "page.html", "<p>hi</p>", 9);
+    put_file(g_root, "data.bin", "\x00\x01\x02", 3);
+    put_file(g_outside, "secret", "secret", 6);
+    snprintf(p, sizeof p, "%s/sub", g_root);
+    REQUIRE(mkdir(p, 0755) == 0);
+    put_file(p, "index.html", "<h1>index</h1>", 14);
+    snprintf(p, sizeof p, "%s/noindex", g_root);
+    REQUIRE(mkdir(p, 0755) == 0);
+    snprintf(p, sizeof p, "%s/link", g_root);
+    REQUIRE(symlink(g_outside, p) == 0);
+    snprintf(p, sizeof p, "%s/inlink.txt", g_root);
+    REQUIRE(symlink("a.txt", p) == 0);
+}
+static void remove_site(void) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", g_root, g_outside);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
+TEST(static_files_types_conditionals_and_ranges) {
+    server *s;
+    client *c;
+    response r;
+    char tag[64], lm[64], req[256];
+    make_site();
+    s = server_start(NULL, static_routes);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "0123456789abcdefghij"));
+    CHECK(header_is(&r, "Content-Type", "text/plain; charset=utf-8"));
+    CHECK(header_is(&r, "Accept-Ranges", "bytes"));
+    CHECK(header_is(&r, "Cache-Control", "max-age=3600"));
+    REQUIRE(resp_header(&r, "ETag") && resp_header(&r, "Last-Modified"));
+    snprintf(tag, sizeof tag, "%s", resp_header(&r, "ETag"));
+    snprintf(lm, sizeof lm, "%s", resp_header(&r, "Last-Modified"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/page.html HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(header_is(&r, "Content-Type", "text/html; charset=utf-8"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/data.bin HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(header_is(&r, "Content-Type", "application/octet-stream"));
+    CHECK_EQ_INT(r.body_len, 3);
+    resp_free(&r);
+    snprintf(req, sizeof req, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: %s\r\n\r\n", tag);
+    REQUIRE(roundtrip(c, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 304);
+    CHECK_EQ_INT(r.body_len, 0);
+    resp_free(&r);
+    snprintf(req, sizeof req, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: %s\r\n\r\n", lm);
+    REQUIRE(roundtrip(c, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 304);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=2-5\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 206);
+    CHECK(body_is(&r, "2345"));
+    CHECK(header_is(&r, "Content-Range", "bytes 2-5/20"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=-3\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 206);
+    CHECK(body_is(&r, "hij"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=15-\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "fghij"));
+    CHECK(header_is(&r, "Content-Range", "bytes 15-19/20"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=10-1000\r\n\r\n", &r) == 0);
+    CHECK(header_is(&r, "Content-Range", "bytes 10-19/20"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=20-\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 416);
+    CHECK(header_is(&r, "Content-Range", "bytes */20"));
+    resp_free(&r);
+    /* several ranges, a malformed one, a huge number: the whole file */
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1,4-5\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, 20);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=99999999999999999999999-\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    /* If-Range with another tag: the whole file */
+    REQUIRE(roundtrip(c, "GET /static/a.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-0\r\nIf-Range: \"old\"\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    REQUIRE(cli_sends(c, "HEAD /static/a.txt HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Content-Length", "20"));
+    CHECK_EQ_INT(r.body_len, 0);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+    remove_site();
+}
+
+TEST(static_files_safe_paths) {
+    static const struct {
+        const char *target;
+        int status;
+    } cases[] = {
+        {"/static/../etc/passwd", 404},      {"/static/%2e%2e/etc/passwd", 404}, {"/static/sub/../a.txt", 404},
+        {"/static//a.txt", 404},             {"/static/./a.txt", 404},           {"/static/a.txt%00.png", 400},
+        {"/static/link/secret", 403},        {"/static/missing", 404},           {"/static/sub/", 200},
+        {"/static/sub", 200},                {"/static/noindex/", 403},          {"/static/inlink.txt", 200},
+        {"/static/%2e%2e%2fa.txt", 404},     {"/static/..%2f..%2fetc%2fpasswd", 404},
+    };
+    server *s;
+    client *c;
+    response r;
+    char req[256];
+    size_t i;
+    make_site();
+    s = server_start(NULL, static_routes);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        c = cli_open(s->port);
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", cases[i].target);
+        REQUIRE(roundtrip(c, req, &r) == 0);
+        CHECK_EQ_INT(r.status, cases[i].status);
+        if (r.status != cases[i].status) fprintf(stderr, "    %s -> %d\n", cases[i].target, r.status);
+        if (r.status == 200) CHECK(r.body_len == 14 || r.body_len == 20);
+        CHECK(!(r.body_len == 6 && memcmp(r.body, "secret", 6) == 0));
+        resp_free(&r);
+        cli_close(c);
+    }
+    server_stop(s);
+    remove_site();
+}
+
+/* A 64 MiB file, whole and as a range: every byte right (sent with
+ * sendfile by reference: no copy in user space). */
+TEST(static_large_file_whole_and_ranged) {
+    server *s;
+    client *c;
+    response r;
+    size_t n = 64u << 20, i, bad = 0;
+    char *data = (char *)malloc(n), p[512];
+    FILE *f;
+    make_site();
+    REQUIRE(data != NULL);
+    for (i = 0; i < n; i++) data[i] = (char)((i * 2654435761u) >> 24);
+    snprintf(p, sizeof p, "%s/big.bin", g_root);
+    f = fopen(p, "wb");
+    REQUIRE(f && fwrite(data, 1, n, f) == n);
+    fclose(f);
+    s = server_start(NULL, static_routes);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body_len, n);
+    for (i = 0; i < r.body_len && i < n; i++) bad += r.body[i] != data[i];
+    CHECK_EQ_INT(bad, 0);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /static/big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=50000000-50000099\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 206);
+    CHECK(r.body_len == 100 && memcmp(r.body, data + 50000000, 100) == 0);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+    free(data);
+    remove_site();
 }
