@@ -60,6 +60,10 @@
  *   run_in_executor             tn_run_in_executor (fixed pthread pool)
  *   tornado.locks.Event         tn_event
  *   tornado.queues.Queue        tn_queue (bounded: put waits when full)
+ *   gather(return_exceptions)   tn_all_settled
+ *   several awaiting one Future tn_shared (tn_shared_wait per consumer)
+ *   IOLoop.add_handler + Future tn_wait_fd (await a driver's socket)
+ *   cache.get / cache.set       tn_cache (tn_cache_fetch: single-flight)
  *   IOStream                    tn_stream: tn_stream_read_until/read_bytes/
  *                               read_until_close/write/close
  *   TCPClient.connect           tn_tcp_connect (names resolved on the executor)
@@ -266,6 +270,7 @@
  *   TN_HTTP_MAX_ARGS        1000    query / urlencoded body pairs (414 / 413)
  *   TN_HTTP_MAX_PARTS       128     multipart/form-data parts (413)
  *   TN_HTTP_MAX_PART_HEAD   2048    bytes of a part's head (400)
+ *   TN_CACHE_MAX_BYTES      64 MiB  an in-memory tn_cache's entries (LRU beyond)
  * Run-time options are structs where zero means the default
  * (tn_loop_opts, tn_http_server_opts, tn_http_route_opts).
  *
@@ -440,6 +445,9 @@
 #endif
 #ifndef TN_HTTP_MAX_PART_HEAD    /* bytes of a multipart part's head (400 beyond) */
 #define TN_HTTP_MAX_PART_HEAD 2048
+#endif
+#ifndef TN_CACHE_MAX_BYTES       /* an in-memory cache's keys, values and entries */
+#define TN_CACHE_MAX_BYTES (64u * 1024 * 1024)
 #endif
 
 #ifdef __cplusplus
@@ -647,6 +655,17 @@ TN__API tn_future *tn_all(tn_loop *loop, tn_future **fs, size_t n, void **values
 /* Completes like the first of fs to complete (its value or error); *index
  * (may be NULL) receives which; the others are cancelled. */
 TN__API tn_future *tn_any(tn_loop *loop, tn_future **fs, size_t n, size_t *index);
+/* asyncio's gather(return_exceptions=True): resolves (value NULL) once every
+ * input has completed, whatever the outcomes; results[i] then holds fs[i]'s
+ * error (0 or < 0) and, when 0, its value (yours). Only a cancel of the
+ * result fails it (TN_ECANCELLED; the inputs are cancelled, and results
+ * is not written any more: values that come then are freed). Until it
+ * completes, results[i] reads TN_ECANCELLED for an input not yet done. */
+typedef struct tn_settled {
+    int err;
+    void *value;
+} tn_settled;
+TN__API tn_future *tn_all_settled(tn_loop *loop, tn_future **fs, size_t n, tn_settled *results);
 /* Completes like f, or fails with TN_ETIMEOUT after timeout_ms, cancelling f
  * (its producer is told; nothing is leaked). */
 TN__API tn_future *tn_with_timeout(tn_loop *loop, tn_future *f, uint64_t timeout_ms);
@@ -837,6 +856,32 @@ TN__API size_t tn_queue_size(const tn_queue *q);
 TN__API int tn_queue_task_done(tn_queue *q);
 /* Resolves when every item put has been marked done (Queue.join). */
 TN__API tn_future *tn_queue_join(tn_queue *q);
+
+/* ------------------------------------------------------------------------
+ * Waiting on an fd, and one result for many waiters
+ * ---------------------------------------------------------------------- */
+/* A future that resolves once fd is ready for events (TN_READ, TN_WRITE;
+ * TN_ERROR alone: a hang-up), its value the events that happened
+ * ((uintptr_t)value), or fails with TN_ETIMEOUT after timeout_ms (0:
+ * none). Cancelling it stops the wait. While it waits, the fd is
+ * registered with the loop (TN_EEXIST if it already is: one wait at a time
+ * per fd); the fd stays yours. How a non-blocking C driver (libpq, hiredis)
+ * plugs in: send, then await its socket. NULL only on TN_ENOMEM. */
+TN__API tn_future *tn_wait_fd(tn_loop *loop, int fd, unsigned events, unsigned timeout_ms);
+
+/* One pending result, any number of consumers (a future has one): made
+ * from f (consumed); each tn_shared_wait is a future (yours) that
+ * completes like f, resolved with f's value, which stays the shared's
+ * (borrowed: valid until tn_shared_free, which frees it with f's free
+ * function). tn_shared_free cancels f if it still runs and fails the
+ * waiters with TN_ECANCELLED. The pattern single-flight needs. */
+typedef struct tn_shared tn_shared;
+TN__API tn_shared *tn_shared_new(tn_loop *loop, tn_future *f);
+TN__API tn_future *tn_shared_wait(tn_shared *s);
+TN__API int tn_shared_done(const tn_shared *s);
+TN__API int tn_shared_error(const tn_shared *s);  /* 0, the error, or TN_ESTATE while pending */
+TN__API void *tn_shared_value(const tn_shared *s); /* borrowed; NULL unless resolved */
+TN__API void tn_shared_free(tn_shared *s);
 
 /* tornado.h HTTP/1.1 message parser: declarations.
  *
@@ -1058,6 +1103,60 @@ TN__API void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg
  * frees the stream. */
 TN__API void tn_stream_close(tn_stream *s);
 TN__API int tn_stream_fd(const tn_stream *s);
+
+/* ------------------------------------------------------------------------
+ * Cache (what Tornado apps write as cache.get(key) / cache.set(key, v))
+ *
+ * Byte values under string keys, each with a TTL, in memory under a byte
+ * budget with LRU eviction, or in another store through a backend (e.g.
+ * Redis across processes: examples/redis_cache.h). Single-flight: when many
+ * fetches miss the same key at once, one fill computes it and every one of
+ * them gets its result; a failed fill is not cached and fails them all.
+ * Values given to the caller are copies (tn_bytes, yours: tn_bytes_free).
+ * Memory (in memory): at most max_bytes of entries (key + value + 64 bytes
+ * each); a value that alone exceeds it is not stored (TN_ETOOLARGE).
+ * ---------------------------------------------------------------------- */
+typedef struct tn_cache tn_cache;
+/* A store. Each call returns a future the cache consumes (NULL only on
+ * TN_ENOMEM): get resolves with a tn_bytes* (the value, the consumer's) or
+ * NULL for a miss; set, del and del_prefix ("" is everything) resolve with
+ * NULL; free frees impl with the cache. */
+typedef struct tn_cache_backend {
+    tn_future *(*get)(void *impl, const char *key);
+    tn_future *(*set)(void *impl, const char *key, const void *data, size_t len, uint64_t ttl_ms);
+    tn_future *(*del)(void *impl, const char *key);
+    tn_future *(*del_prefix)(void *impl, const char *prefix);
+    void (*free)(void *impl);
+} tn_cache_backend;
+typedef struct tn_cache_opts {
+    size_t max_bytes;                 /* in memory: 64 MiB (TN_CACHE_MAX_BYTES) */
+    uint64_t ttl_ms;                  /* a value's default time to live: 60 s */
+    const tn_cache_backend *backend;  /* NULL: in memory */
+    void *backend_impl;               /* the cache's from tn_cache_new on */
+} tn_cache_opts;
+typedef struct tn_cache_stats {
+    uint64_t hits, misses, fills, fill_errors; /* fills: computations started */
+    uint64_t evictions, expirations, entries, bytes; /* in memory */
+    uint64_t waiters;                          /* fetches waiting now */
+} tn_cache_stats;
+TN__API int tn_cache_new(tn_loop *loop, const tn_cache_opts *opts, tn_cache **out);
+/* Fetches in flight fail with TN_ECANCELLED (their fills are cancelled). */
+TN__API void tn_cache_free(tn_cache *c);
+/* The fill of a missed key: a future of a tn_bytes* (the cache takes it). */
+typedef tn_future *(*tn_cache_fill_fn)(const char *key, void *arg);
+/* Resolves with a copy of key's value: cached, or computed by fill (once
+ * per key, whatever the number of concurrent fetches; stored for ttl_ms, 0:
+ * the default). Fails with the fill's error. Cancelling one fetch leaves
+ * the others and the fill alone. */
+TN__API tn_future *tn_cache_fetch(tn_cache *c, const char *key, uint64_t ttl_ms, tn_cache_fill_fn fill, void *arg);
+/* A lookup: a copy of the value, or NULL (a miss). */
+TN__API tn_future *tn_cache_get(tn_cache *c, const char *key);
+/* Stores a copy (ttl_ms 0: the default); TN_ETOOLARGE if it cannot fit. */
+TN__API tn_future *tn_cache_set(tn_cache *c, const char *key, const void *data, size_t len, uint64_t ttl_ms);
+/* Invalidation: one key, every key with a prefix ("" or NULL: all). */
+TN__API tn_future *tn_cache_delete(tn_cache *c, const char *key);
+TN__API tn_future *tn_cache_delete_prefix(tn_cache *c, const char *prefix);
+TN__API void tn_cache_get_stats(const tn_cache *c, tn_cache_stats *out);
 
 /* ------------------------------------------------------------------------
  * HTTP server (Tornado's HTTPServer, Application and RequestHandler)
@@ -2737,6 +2836,7 @@ struct tn__multi {
     tn_future *out;
     tn__multi_in *ins;
     void **values;
+    tn_settled *settled; /* tn_all_settled: every input's outcome */
     size_t *index;
     size_t n, pending;
     int any, finished;
@@ -2766,7 +2866,17 @@ static void tn__multi_input_done(tn_future *f, void *arg) {
     size_t i, which = (size_t)(in - m->ins);
     int err = tn_future_error(f);
     m->pending--;
-    if (!m->finished) {
+    if (m->settled) { /* tn_all_settled: no input ends it early */
+        if (!m->finished) { /* after a cancel results[] may be gone: untouched */
+            m->settled[which].err = err;
+            m->settled[which].value = err ? NULL : tn_future_take(f);
+        }
+        if (m->pending == 0 && !m->finished) {
+            m->finished = 1;
+            tn_future_resolve(m->out, NULL);
+            m->out = NULL;
+        }
+    } else if (!m->finished) {
         if (err || m->any) {
             m->finished = 1;
             for (i = 0; i < m->n; i++)
@@ -2787,7 +2897,7 @@ static void tn__multi_input_done(tn_future *f, void *arg) {
 }
 
 static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, void **values,
-                                size_t *index) {
+                                size_t *index, tn_settled *settled) {
     tn__multi *m = (tn__multi *)TN_MALLOC(sizeof *m);
     tn_future *out = tn_future_new(l);
     size_t i;
@@ -2810,6 +2920,7 @@ static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, v
     m->out = out;
     m->n = m->pending = n;
     m->values = values;
+    m->settled = settled;
     m->index = index;
     m->any = any;
     m->finished = 0;
@@ -2829,10 +2940,19 @@ static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, v
 }
 
 tn_future *tn_all(tn_loop *l, tn_future **fs, size_t n, void **values) {
-    return tn__multi_new(l, fs, n, 0, values, NULL);
+    return tn__multi_new(l, fs, n, 0, values, NULL, NULL);
 }
 tn_future *tn_any(tn_loop *l, tn_future **fs, size_t n, size_t *index) {
-    return tn__multi_new(l, fs, n, 1, NULL, index);
+    return tn__multi_new(l, fs, n, 1, NULL, index, NULL);
+}
+tn_future *tn_all_settled(tn_loop *l, tn_future **fs, size_t n, tn_settled *results) {
+    size_t i;
+    if (!results) return tn_all(l, fs, n, NULL);
+    for (i = 0; i < n; i++) {
+        results[i].err = TN_ECANCELLED;
+        results[i].value = NULL;
+    }
+    return tn__multi_new(l, fs, n, 0, NULL, NULL, results);
 }
 
 /* sleep: a future and a timer that point at each other. */
@@ -3656,6 +3776,143 @@ tn_future *tn_queue_join(tn_queue *q) {
     if (!q->unfinished) return tn__future_resolved(q->loop, NULL);
     return tn__waitlist_wait(q->loop, &q->joiners, NULL, tn__queue_join_cancelled, q);
 }
+
+/* wait_fd: a future over one readiness event of an fd (how a
+ * non-blocking C driver, libpq or hiredis say, plugs into the loop). */
+typedef struct tn__fdwait {
+    tn_future *f;
+    int fd;
+    int timer_armed;
+    tn_timer timer;
+} tn__fdwait;
+
+static void tn__fdwait_end(tn__fdwait *w, int err, unsigned events) {
+    tn_loop *l = w->f->loop;
+    tn_future *f = w->f;
+    tn_remove_handler(l, w->fd);
+    if (w->timer_armed) tn_cancel_timer(l, w->timer);
+    TN_FREE(w);
+    if (err) tn_future_fail(f, err);
+    else tn_future_resolve(f, (void *)(uintptr_t)events);
+}
+static void tn__fdwait_io(tn_loop *l, int fd, unsigned events, void *arg) {
+    (void)l;
+    (void)fd;
+    tn__fdwait_end((tn__fdwait *)arg, 0, events);
+}
+static void tn__fdwait_timeout(tn_loop *l, void *arg) {
+    (void)l;
+    ((tn__fdwait *)arg)->timer_armed = 0;
+    tn__fdwait_end((tn__fdwait *)arg, TN_ETIMEOUT, 0);
+}
+static void tn__fdwait_cancelled(tn_future *f, void *arg) {
+    (void)f;
+    tn__fdwait_end((tn__fdwait *)arg, TN_ECANCELLED, 0);
+}
+
+tn_future *tn_wait_fd(tn_loop *l, int fd, unsigned events, unsigned timeout_ms) {
+    tn_future *f = tn_future_new(l);
+    tn__fdwait *w;
+    int rc;
+    if (!f) return NULL;
+    if (!(w = (tn__fdwait *)TN_MALLOC(sizeof *w))) {
+        tn__future_abandon(f);
+        return NULL;
+    }
+    memset(w, 0, sizeof *w);
+    w->f = f;
+    w->fd = fd;
+    if (!events || (events & ~(TN_READ | TN_WRITE | TN_ERROR))) rc = TN_EINVAL;
+    else rc = tn_add_handler(l, fd, events, tn__fdwait_io, w);
+    if (!rc && timeout_ms) {
+        rc = tn_call_later(l, timeout_ms, tn__fdwait_timeout, w, &w->timer);
+        if (rc) tn_remove_handler(l, fd);
+        else w->timer_armed = 1;
+    }
+    if (rc) {
+        TN_FREE(w);
+        tn_future_fail(f, rc);
+        return f;
+    }
+    tn_future_on_cancel(f, tn__fdwait_cancelled, w);
+    return f;
+}
+
+/* shared: one result, many waiters. */
+struct tn_shared {
+    tn_loop *loop;
+    tn_future *src; /* NULL once done */
+    tn__waitlist waiters;
+    void *value;
+    tn_free_fn free_value;
+    int err, done;
+};
+
+static void tn__shared_src_done(tn_future *f, void *arg) {
+    tn_shared *s = (tn_shared *)arg;
+    s->err = tn_future_error(f);
+    s->free_value = f->free_value;
+    s->value = s->err ? NULL : tn_future_take(f);
+    tn_future_release(f);
+    s->src = NULL;
+    s->done = 1;
+    while (s->waiters.n) {
+        tn__waiter w = tn__waitlist_pop(&s->waiters);
+        tn_future_on_cancel(w.f, NULL, NULL);
+        if (s->err) tn_future_fail(w.f, s->err);
+        else tn_future_resolve(w.f, s->value);
+    }
+}
+
+tn_shared *tn_shared_new(tn_loop *l, tn_future *f) {
+    tn_shared *s;
+    if (!f) return NULL;
+    if (!(s = (tn_shared *)TN_MALLOC(sizeof *s))) {
+        tn_future_cancel(f);
+        tn_future_release(f);
+        return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    s->loop = l;
+    s->src = f;
+    tn_future_on_done(f, tn__shared_src_done, s);
+    return s;
+}
+
+static void tn__shared_wait_cancelled(tn_future *f, void *arg) {
+    tn__waitlist_remove(&((tn_shared *)arg)->waiters, f);
+    tn_future_fail(f, TN_ECANCELLED);
+}
+
+tn_future *tn_shared_wait(tn_shared *s) {
+    tn_future *f;
+    if (s->done) {
+        if ((f = tn_future_new(s->loop)) != NULL) {
+            if (s->err) tn_future_fail(f, s->err);
+            else tn_future_resolve(f, s->value);
+        }
+        return f;
+    }
+    return tn__waitlist_wait(s->loop, &s->waiters, NULL, tn__shared_wait_cancelled, s);
+}
+
+int tn_shared_done(const tn_shared *s) { return s->done; }
+int tn_shared_error(const tn_shared *s) { return s->done ? s->err : TN_ESTATE; }
+void *tn_shared_value(const tn_shared *s) { return s->done && !s->err ? s->value : NULL; }
+
+void tn_shared_free(tn_shared *s) {
+    if (!s) return;
+    if (s->src) { /* still running: stop it; our done callback never runs */
+        tn_future *f = s->src;
+        f->done_fn = NULL;
+        tn_future_cancel(f);
+        tn_future_release(f);
+    }
+    tn__waitlist_fail_all(&s->waiters, TN_ECANCELLED);
+    if (s->value && s->free_value) s->free_value(s->value);
+    TN_FREE(s);
+}
+
 
 /* ==========================================================================
  * STREAMS: sockets, the acceptor, buffers, the stream core, the connector
@@ -8979,6 +9236,411 @@ const char *tn_http_body(const tn_http_request *r, size_t *len) {
     int buffered = r->base && r->body_len && !(r->route && r->route->opts.on_body);
     if (len) *len = buffered ? r->body_len : 0;
     return buffered ? r->conn->s.io->in.data + r->conn->s.io->in.off + r->head_len : "";
+}
+
+/* ================================================================= CACHE
+ * A cache of byte values under string keys: the core (counters, and
+ * single-flight: one computation per key however many miss it at once)
+ * over a backend (the in-memory one below, or another process's store:
+ * examples/redis_cache.h puts it in Redis). */
+
+/* ------------------------------------------------------- memory backend
+ * A hash table and an LRU list under a byte budget; an entry's TTL is
+ * checked when it is looked up (an expired entry is a miss) and entries go
+ * from the LRU end when a new one needs room. */
+typedef struct tn__centry tn__centry;
+struct tn__centry {
+    tn__centry *hnext, *prev, *next; /* bucket chain; LRU (head: the newest) */
+    uint64_t hash, expires_ns;       /* expires_ns 0: never */
+    size_t klen, vlen;
+    /* key, NUL, value follow */
+};
+
+typedef struct tn__cmem {
+    tn_loop *loop;
+    tn__centry **buckets;
+    size_t nbuckets, count, bytes, max_bytes;
+    tn__centry *lru_head, *lru_tail;
+    tn_cache_stats *stats; /* the cache's: evictions, expirations, entries, bytes */
+} tn__cmem;
+
+static uint64_t tn__hash_str(const char *s, size_t n) { return tn__etag_hash(s, n) | 1u; }
+static const char *tn__centry_key(const tn__centry *e) { return (const char *)(e + 1); }
+static size_t tn__centry_size(const tn__centry *e) { return sizeof *e + e->klen + 1 + e->vlen; }
+
+static tn__centry **tn__cmem_slot(tn__cmem *m, const char *key, size_t klen, uint64_t h) {
+    tn__centry **pp;
+    if (!m->nbuckets) return NULL;
+    for (pp = &m->buckets[h & (m->nbuckets - 1)]; *pp; pp = &(*pp)->hnext)
+        if ((*pp)->hash == h && (*pp)->klen == klen && memcmp(tn__centry_key(*pp), key, klen) == 0) return pp;
+    return pp;
+}
+
+static void tn__cmem_unlink(tn__cmem *m, tn__centry *e) {
+    tn__centry **pp = &m->buckets[e->hash & (m->nbuckets - 1)];
+    while (*pp != e) pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    if (e->prev) e->prev->next = e->next;
+    else m->lru_head = e->next;
+    if (e->next) e->next->prev = e->prev;
+    else m->lru_tail = e->prev;
+    m->count--;
+    m->bytes -= tn__centry_size(e);
+    m->stats->entries = m->count;
+    m->stats->bytes = m->bytes;
+    TN_FREE(e);
+}
+
+static int tn__cmem_grow(tn__cmem *m) {
+    size_t n = m->nbuckets ? m->nbuckets * 2 : 64, i;
+    tn__centry **nb = (tn__centry **)TN_MALLOC(n * sizeof *nb);
+    if (!nb) return TN_ENOMEM;
+    memset(nb, 0, n * sizeof *nb);
+    for (i = 0; i < m->nbuckets; i++) {
+        tn__centry *e = m->buckets[i], *next;
+        for (; e; e = next) {
+            next = e->hnext;
+            e->hnext = nb[e->hash & (n - 1)];
+            nb[e->hash & (n - 1)] = e;
+        }
+    }
+    TN_FREE(m->buckets);
+    m->buckets = nb;
+    m->nbuckets = n;
+    return 0;
+}
+
+/* The live entry of key, made the newest; an expired one is removed. */
+static tn__centry *tn__cmem_find(tn__cmem *m, const char *key) {
+    size_t klen = strlen(key);
+    tn__centry **pp = tn__cmem_slot(m, key, klen, tn__hash_str(key, klen)), *e;
+    if (!pp || !(e = *pp)) return NULL;
+    if (e->expires_ns && e->expires_ns <= m->loop->now_ns) {
+        m->stats->expirations++;
+        tn__cmem_unlink(m, e);
+        return NULL;
+    }
+    if (e != m->lru_head) { /* to the front */
+        e->prev->next = e->next;
+        if (e->next) e->next->prev = e->prev;
+        else m->lru_tail = e->prev;
+        e->prev = NULL;
+        e->next = m->lru_head;
+        m->lru_head->prev = e;
+        m->lru_head = e;
+    }
+    return e;
+}
+
+static tn_future *tn__cmem_get(void *impl, const char *key) {
+    tn__cmem *m = (tn__cmem *)impl;
+    tn__centry *e = tn__cmem_find(m, key);
+    tn_future *f = tn_future_new(m->loop);
+    tn_bytes *b;
+    if (!f) return NULL;
+    if (!e) {
+        tn_future_resolve(f, NULL);
+        return f;
+    }
+    if (!(b = tn__bytes_new(tn__centry_key(e) + e->klen + 1, e->vlen))) tn_future_fail(f, TN_ENOMEM);
+    else tn_future_resolve_owned(f, b, tn_bytes_free);
+    return f;
+}
+
+static int tn__cmem_put(tn__cmem *m, const char *key, const void *data, size_t len, uint64_t ttl_ms) {
+    size_t klen = strlen(key), need = sizeof(tn__centry) + klen + 1 + len;
+    uint64_t h = tn__hash_str(key, klen);
+    tn__centry **pp, *e;
+    if (need > m->max_bytes) return TN_ETOOLARGE;
+    if ((pp = tn__cmem_slot(m, key, klen, h)) && *pp) tn__cmem_unlink(m, *pp);
+    while (m->lru_tail && m->bytes + need > m->max_bytes) { /* room: the least recently used go */
+        m->stats->evictions++;
+        tn__cmem_unlink(m, m->lru_tail);
+    }
+    if (m->count >= m->nbuckets && tn__cmem_grow(m)) return TN_ENOMEM;
+    if (!(e = (tn__centry *)TN_MALLOC(need))) return TN_ENOMEM;
+    e->hash = h;
+    e->klen = klen;
+    e->vlen = len;
+    e->expires_ns = ttl_ms ? m->loop->now_ns + ttl_ms * 1000000u : 0;
+    memcpy((char *)(e + 1), key, klen + 1);
+    if (len) memcpy((char *)(e + 1) + klen + 1, data, len);
+    pp = &m->buckets[h & (m->nbuckets - 1)];
+    e->hnext = *pp;
+    *pp = e;
+    e->prev = NULL;
+    e->next = m->lru_head;
+    if (m->lru_head) m->lru_head->prev = e;
+    else m->lru_tail = e;
+    m->lru_head = e;
+    m->count++;
+    m->bytes += need;
+    m->stats->entries = m->count;
+    m->stats->bytes = m->bytes;
+    return 0;
+}
+
+static tn_future *tn__cmem_done(tn__cmem *m, int rc) {
+    tn_future *f = tn_future_new(m->loop);
+    if (f) {
+        if (rc) tn_future_fail(f, rc);
+        else tn_future_resolve(f, NULL);
+    }
+    return f;
+}
+
+static tn_future *tn__cmem_set(void *impl, const char *key, const void *data, size_t len, uint64_t ttl_ms) {
+    tn__cmem *m = (tn__cmem *)impl;
+    return tn__cmem_done(m, tn__cmem_put(m, key, data, len, ttl_ms));
+}
+
+static tn_future *tn__cmem_del(void *impl, const char *key) {
+    tn__cmem *m = (tn__cmem *)impl;
+    size_t klen = strlen(key);
+    tn__centry **pp = tn__cmem_slot(m, key, klen, tn__hash_str(key, klen));
+    if (pp && *pp) tn__cmem_unlink(m, *pp);
+    return tn__cmem_done(m, 0);
+}
+
+static tn_future *tn__cmem_del_prefix(void *impl, const char *prefix) {
+    tn__cmem *m = (tn__cmem *)impl;
+    size_t pl = strlen(prefix);
+    tn__centry *e = m->lru_head, *next;
+    for (; e; e = next) {
+        next = e->next;
+        if (e->klen >= pl && memcmp(tn__centry_key(e), prefix, pl) == 0) tn__cmem_unlink(m, e);
+    }
+    return tn__cmem_done(m, 0);
+}
+
+static void tn__cmem_free(void *impl) {
+    tn__cmem *m = (tn__cmem *)impl;
+    while (m->lru_head) tn__cmem_unlink(m, m->lru_head);
+    TN_FREE(m->buckets);
+    TN_FREE(m);
+}
+
+static const tn_cache_backend tn__cmem_backend = {tn__cmem_get, tn__cmem_set, tn__cmem_del, tn__cmem_del_prefix,
+                                                  tn__cmem_free};
+
+/* ------------------------------------------------------------ cache core */
+typedef struct tn__flight tn__flight;
+
+struct tn_cache {
+    tn_loop *loop;
+    tn_cache_opts opts;
+    const tn_cache_backend *be;
+    void *impl;
+    tn__flight *flights; /* keys being looked up or computed */
+    tn_cache_stats stats;
+};
+
+/* One key in flight: its waiters, what it waits for (a lookup, then maybe
+ * the computation), and what to do when that ends. */
+struct tn__flight {
+    tn__flight *next;
+    tn_cache *cache;
+    char *key;
+    uint64_t ttl_ms;
+    tn_cache_fill_fn fill;
+    void *fill_arg;
+    tn_future *pending; /* the backend get, then the fill */
+    int filling;
+    tn__waitlist waiters;
+};
+
+static void tn__flight_end(tn__flight *fl, int err, const tn_bytes *value) {
+    tn_cache *c = fl->cache;
+    tn__flight **pp;
+    for (pp = &c->flights; *pp != fl; pp = &(*pp)->next) {}
+    *pp = fl->next;
+    c->stats.waiters -= fl->waiters.n;
+    while (fl->waiters.n) {
+        tn__waiter w = tn__waitlist_pop(&fl->waiters);
+        tn_bytes *copy;
+        tn_future_on_cancel(w.f, NULL, NULL);
+        if (err) tn_future_fail(w.f, err);
+        else if (!(copy = tn__bytes_new(value->data, value->len))) tn_future_fail(w.f, TN_ENOMEM);
+        else tn_future_resolve_owned(w.f, copy, tn_bytes_free);
+    }
+    TN_FREE(fl->waiters.w);
+    TN_FREE(fl->key);
+    TN_FREE(fl);
+}
+
+static void tn__flight_filled(tn_future *f, void *arg) {
+    tn__flight *fl = (tn__flight *)arg;
+    tn_cache *c = fl->cache;
+    int err = tn_future_error(f);
+    tn_bytes *v = err ? NULL : (tn_bytes *)tn_future_take(f);
+    tn_future_release(f);
+    fl->pending = NULL;
+    if (!err && !v) err = TN_EINVAL; /* a fill must give a value */
+    if (err) {
+        c->stats.fill_errors++; /* not cached: the next miss computes again */
+        tn__flight_end(fl, err, NULL);
+        return;
+    }
+    tn_future_release(c->be->set(c->impl, fl->key, v->data, v->len, fl->ttl_ms)); /* fire and forget */
+    tn__flight_end(fl, 0, v);
+    tn_bytes_free(v);
+}
+
+static void tn__flight_looked_up(tn_future *f, void *arg) {
+    tn__flight *fl = (tn__flight *)arg;
+    tn_cache *c = fl->cache;
+    int err = tn_future_error(f);
+    tn_bytes *v = err ? NULL : (tn_bytes *)tn_future_take(f);
+    tn_future_release(f);
+    fl->pending = NULL;
+    if (v) {
+        c->stats.hits++;
+        tn__flight_end(fl, 0, v);
+        tn_bytes_free(v);
+        return;
+    }
+    c->stats.misses++; /* a backend error counts as a miss: compute */
+    c->stats.fills++;
+    fl->filling = 1;
+    if (!(fl->pending = fl->fill(fl->key, fl->fill_arg))) {
+        c->stats.fill_errors++;
+        tn__flight_end(fl, TN_ENOMEM, NULL);
+        return;
+    }
+    tn_future_on_done(fl->pending, tn__flight_filled, fl);
+}
+
+static void tn__flight_wait_cancelled(tn_future *f, void *arg) {
+    tn__flight *fl = (tn__flight *)arg;
+    tn__waitlist_remove(&fl->waiters, f);
+    fl->cache->stats.waiters--;
+    tn_future_fail(f, TN_ECANCELLED); /* the computation goes on: its result is cached */
+}
+
+tn_future *tn_cache_fetch(tn_cache *c, const char *key, uint64_t ttl_ms, tn_cache_fill_fn fill, void *arg) {
+    tn__flight *fl;
+    tn_future *f;
+    if (!key || !fill) {
+        if ((f = tn_future_new(c->loop)) != NULL) tn_future_fail(f, TN_EINVAL);
+        return f;
+    }
+    for (fl = c->flights; fl; fl = fl->next)
+        if (strcmp(fl->key, key) == 0) break;
+    if (!fl) {
+        if (!(fl = (tn__flight *)TN_MALLOC(sizeof *fl))) return NULL;
+        memset(fl, 0, sizeof *fl);
+        if (!(fl->key = tn__strndup(key, strlen(key)))) {
+            TN_FREE(fl);
+            return NULL;
+        }
+        fl->cache = c;
+        fl->ttl_ms = ttl_ms ? ttl_ms : c->opts.ttl_ms;
+        fl->fill = fill;
+        fl->fill_arg = arg;
+        fl->next = c->flights;
+        c->flights = fl;
+    }
+    f = tn__waitlist_wait(c->loop, &fl->waiters, NULL, tn__flight_wait_cancelled, fl);
+    if (!f) {
+        if (!fl->waiters.n && !fl->pending) tn__flight_end(fl, TN_ENOMEM, NULL);
+        return NULL;
+    }
+    c->stats.waiters++;
+    if (!fl->pending && !fl->filling) {
+        if (!(fl->pending = c->be->get(c->impl, key))) {
+            tn__flight_end(fl, TN_ENOMEM, NULL); /* fails f too */
+            return f;
+        }
+        tn_future_on_done(fl->pending, tn__flight_looked_up, fl);
+    }
+    return f;
+}
+
+/* A plain lookup: counted as a hit or a miss; resolves with a copy (yours)
+ * or NULL. */
+typedef struct tn__cget {
+    tn_cache *c;
+    tn_future *out;
+} tn__cget;
+static void tn__cache_got(tn_future *f, void *arg) {
+    tn__cget *g = (tn__cget *)arg;
+    int err = tn_future_error(f);
+    void *v = err ? NULL : tn_future_take(f);
+    tn_free_fn fr = f->free_value;
+    tn_future_release(f);
+    if (!err) {
+        if (v) g->c->stats.hits++;
+        else g->c->stats.misses++;
+    }
+    if (err) tn_future_fail(g->out, err);
+    else tn_future_resolve_owned(g->out, v, fr);
+    TN_FREE(g);
+}
+tn_future *tn_cache_get(tn_cache *c, const char *key) {
+    tn__cget *g = (tn__cget *)TN_MALLOC(sizeof *g);
+    tn_future *in, *out = tn_future_new(c->loop);
+    if (!g || !out || !(in = c->be->get(c->impl, key))) {
+        TN_FREE(g);
+        if (out) tn__future_abandon(out);
+        return NULL;
+    }
+    g->c = c;
+    g->out = out;
+    tn_future_on_done(in, tn__cache_got, g); /* a cancel of out just drops the result */
+    return out;
+}
+
+tn_future *tn_cache_set(tn_cache *c, const char *key, const void *data, size_t len, uint64_t ttl_ms) {
+    return c->be->set(c->impl, key, data, len, ttl_ms ? ttl_ms : c->opts.ttl_ms);
+}
+tn_future *tn_cache_delete(tn_cache *c, const char *key) { return c->be->del(c->impl, key); }
+tn_future *tn_cache_delete_prefix(tn_cache *c, const char *prefix) { return c->be->del_prefix(c->impl, prefix ? prefix : ""); }
+void tn_cache_get_stats(const tn_cache *c, tn_cache_stats *out) { *out = c->stats; }
+
+int tn_cache_new(tn_loop *l, const tn_cache_opts *o, tn_cache **out) {
+    tn_cache *c = (tn_cache *)TN_MALLOC(sizeof *c);
+    *out = NULL;
+    if (!c) return TN_ENOMEM;
+    memset(c, 0, sizeof *c);
+    c->loop = l;
+    if (o) c->opts = *o;
+    if (!c->opts.max_bytes) c->opts.max_bytes = TN_CACHE_MAX_BYTES;
+    if (!c->opts.ttl_ms) c->opts.ttl_ms = 60000;
+    if (c->opts.backend) {
+        c->be = c->opts.backend;
+        c->impl = c->opts.backend_impl;
+    } else {
+        tn__cmem *m = (tn__cmem *)TN_MALLOC(sizeof *m);
+        if (!m) {
+            TN_FREE(c);
+            return TN_ENOMEM;
+        }
+        memset(m, 0, sizeof *m);
+        m->loop = l;
+        m->max_bytes = c->opts.max_bytes;
+        m->stats = &c->stats;
+        c->be = &tn__cmem_backend;
+        c->impl = m;
+    }
+    *out = c;
+    return 0;
+}
+
+void tn_cache_free(tn_cache *c) {
+    if (!c) return;
+    while (c->flights) {
+        tn__flight *fl = c->flights;
+        if (fl->pending) { /* stop what it waits for; our callback must not run */
+            tn_future *f = fl->pending;
+            fl->pending = NULL;
+            f->done_fn = NULL;
+            tn_future_cancel(f);
+            tn_future_release(f);
+        }
+        tn__flight_end(fl, TN_ECANCELLED, NULL);
+    }
+    if (c->be->free) c->be->free(c->impl);
+    TN_FREE(c);
 }
 
 /* ============================================================ HTTP client
