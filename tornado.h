@@ -1229,6 +1229,18 @@ typedef struct tn_http_route_opts {
     tn_http_body_fn on_body; /* stream the body to this callback instead of buffering it */
     size_t frame_size;      /* coroutine routes: sizeof your frame (>= sizeof(tn_http_co)) */
     int no_etag;            /* 1: no automatic ETag / 304 for this route */
+    /* A response cache: GET answers made with tn_http_respond(_ref) are
+     * kept in cache for cache_ttl_ms (0: the cache's default) under the
+     * request's path and query and the request headers named in cache_vary
+     * ("Accept-Language, Authorization"), and later GETs and HEADs of the
+     * same key are answered from it without the handler. Only 2xx answers
+     * without Set-Cookie are kept unless cache_any_status. Answers get
+     * Cache-Control: max-age (the time left) unless the handler set one;
+     * the ETag / 304 rules apply to cached answers too. */
+    tn_cache *cache;
+    uint64_t cache_ttl_ms;
+    const char *cache_vary;
+    int cache_any_status;
 } tn_http_route_opts;
 
 /* Creates a server on loop; *out is yours (tn_http_server_free). */
@@ -1241,6 +1253,9 @@ TN__API void tn_http_server_free(tn_http_server *srv);
  * tn_http_server_port). May be called more than once. 0 or -errno. */
 TN__API int tn_http_listen(tn_http_server *srv, const char *host, int port);
 TN__API int tn_http_server_port(const tn_http_server *srv);
+/* The server's loop; a request's server (a plain handler reaches the loop so). */
+TN__API tn_loop *tn_http_server_loop(const tn_http_server *srv);
+TN__API tn_http_server *tn_http_request_server(const tn_http_request *req);
 /* Routes method (NULL: any method) and pattern to a plain handler. Patterns
  * are literal segments, {name} for one segment, and a trailing {name*} for
  * the rest of the path: "/users/{id}", "/static/{path*}". Earlier routes win.
@@ -6282,6 +6297,7 @@ struct tn_http_request {
     size_t nq, nb, ncookies, nfiles;
     tn_http_file *files;
     int args_state, cookies_parsed, status_set, in_error_hook, has_etag;
+    const char *cache_key; /* a cached route's key (in the arena) while its answer is made */
     uint64_t etag;
     uint64_t start_ns;
     /* response */
@@ -6947,9 +6963,11 @@ static int tn__respond_head(tn_http_request *r, int status, const char *ctype, s
 }
 
 static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len);
+static void tn__req_cache_store(tn_http_request *r, int status, const char *ctype, const char *body, size_t len);
 
 int tn_http_respond(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
     int rc;
+    if (r->cache_key && !r->headers_sent) tn__req_cache_store(r, status, ctype, body, len);
     if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
     rc = tn__respond_head(r, status, ctype, len, len);
     if (rc == 0 && !r->no_body && len) {
@@ -6967,6 +6985,7 @@ int tn_http_respond(tn_http_request *r, int status, const char *ctype, const cha
 int tn_http_respond_ref(tn_http_request *r, int status, const char *ctype, const char *body, size_t len,
                         tn_free_fn free_fn, void *free_arg) {
     int rc;
+    if (r->cache_key && !r->headers_sent) tn__req_cache_store(r, status, ctype, body, len);
     if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
     rc = tn__respond_head(r, status, ctype, len, 0);
     if (rc == 0 && !r->no_body && len) {
@@ -8460,6 +8479,213 @@ static int tn__req_nul_body(tn__conn *c, tn_http_request *r) {
     return 0;
 }
 
+/* Runs the route's handler: a plain one to its end (the request ends
+ * here), a coroutine up to its first await. */
+static void tn__req_run_handler(tn__conn *c, tn_http_request *r) {
+    const tn__route *rt = r->route;
+    if (rt->fn) {
+        rt->fn(r, rt->arg);
+        if (!r->headers_sent) tn__req_answer_or_close(c, r, 500);
+        else if (!r->finished) tn_http_finish(r);
+        tn__conn_end_request(c);
+        return;
+    }
+    {
+        /* tn_spawn owns the frame from here, and frees it even if it fails */
+        tn_future *f = tn_spawn(c->srv->loop, r->frame, rt->co_fn);
+        if (!f) {
+            r->frame = NULL;
+            tn__req_answer_or_close(c, r, 503);
+            tn__conn_end_request(c);
+            return;
+        }
+        r->co_future = f;
+        tn_future_on_done(f, tn__req_co_done, r);
+    }
+}
+
+/* ------------------------------------------------------ response cache
+ * A cached route: the lookup is a future the request waits on (as a
+ * coroutine handler's: a client that goes meanwhile makes the connection
+ * a zombie until it ends). A stored answer is one blob:
+ * "TNC1 <expiry, unix ms> <status>\n" then its header lines, an empty line,
+ * the body. */
+static int tn__req_cache_key(tn_http_request *r) {
+    const char *vary = r->route->opts.cache_vary, *p;
+    size_t n = 8 + r->msg.target_len + 1, o;
+    char *k;
+    for (p = vary; p && *p;) { /* room for each named header */
+        const char *e = p + strcspn(p, ","), *v;
+        char name[64];
+        size_t nl;
+        while (*p == ' ') p++;
+        nl = (size_t)(e - p);
+        while (nl && p[nl - 1] == ' ') nl--;
+        if (nl && nl < sizeof name) {
+            memcpy(name, p, nl);
+            name[nl] = 0;
+            v = tn_http_get_header(r, name);
+            n += nl + 2 + (v ? strlen(v) : 0) + 1;
+        }
+        p = *e ? e + 1 : e;
+    }
+    if (!(k = (char *)tn__req_alloc(r, n))) return TN_ENOMEM;
+    memcpy(k, "tn:http ", 8);
+    memcpy(k + 8, r->msg.target, r->msg.target_len);
+    o = 8 + r->msg.target_len;
+    for (p = vary; p && *p;) {
+        const char *e = p + strcspn(p, ","), *v;
+        char name[64];
+        size_t nl;
+        while (*p == ' ') p++;
+        nl = (size_t)(e - p);
+        while (nl && p[nl - 1] == ' ') nl--;
+        if (nl && nl < sizeof name) {
+            memcpy(name, p, nl);
+            name[nl] = 0;
+            v = tn_http_get_header(r, name);
+            o += (size_t)sprintf(k + o, "\n%s: %s", name, v ? v : "");
+        }
+        p = *e ? e + 1 : e;
+    }
+    k[o] = 0;
+    r->cache_key = k;
+    return 0;
+}
+
+static uint64_t tn__unix_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The Cache-Control max-age the answer gets, unless the handler set one. */
+static void tn__req_cache_max_age(tn_http_request *r, uint64_t left_ms) {
+    char cc[40];
+    size_t e;
+    if (tn__rh_find(r, "cache-control", 13, &e) >= 0) return;
+    snprintf(cc, sizeof cc, "max-age=%llu", (unsigned long long)(left_ms / 1000u));
+    tn_http_set_header(r, "Cache-Control", cc);
+}
+
+/* Answers r from a stored blob; 0, or -1 if the blob is not one (then r's
+ * headers are as they were: none). */
+static int tn__req_cache_answer(tn_http_request *r, tn_bytes *b) {
+    char *p = b->data, *end = b->data + b->len;
+    unsigned long long expires = 0;
+    uint64_t now = tn__unix_ms();
+    int status = 0, n = 0;
+    /* (no "\n" in the format: scanf's whitespace would eat the empty line) */
+    if (sscanf(p, "TNC1 %llu %d%n", &expires, &status, &n) < 2 || !n || p[n] != '\n' || status < 200 || status > 599)
+        return -1;
+    for (p += n + 1;;) { /* the header lines, to the empty one */
+        char *nl = (char *)memchr(p, '\n', (size_t)(end - p)), *colon, *v;
+        if (!nl || nl == p || nl[-1] != '\r') goto bad;
+        if (nl == p + 1) {
+            p = nl + 1;
+            break;
+        }
+        nl[-1] = 0;
+        if (!(colon = (char *)memchr(p, ':', (size_t)(nl - 1 - p)))) goto bad;
+        *colon = 0;
+        for (v = colon + 1; *v == ' '; v++) {}
+        if (tn_http_add_header(r, p, v)) goto bad;
+        p = nl + 1;
+    }
+    tn__req_cache_max_age(r, expires > now ? expires - now : 0);
+    tn_http_respond_ref(r, status, NULL, p, (size_t)(end - p), tn_bytes_free, b);
+    return 0;
+bad:
+    r->rh_len = 0;
+    r->has_ctype = 0;
+    return -1;
+}
+
+static void tn__req_cache_looked_up(tn_future *f, void *arg) {
+    tn_http_request *r = (tn_http_request *)arg;
+    tn__conn *c = r->conn;
+    tn_bytes *b = tn_future_error(f) ? NULL : (tn_bytes *)tn_future_take(f);
+    tn_future_release(f);
+    r->co_future = NULL;
+    if (c->s.oflags & TN__C_ZOMBIE) {
+        tn_bytes_free(b);
+        tn__conn_free(c);
+        return;
+    }
+    c->s.oflags |= TN__C_IN_BATCH; /* as tn__req_co_done: queue now, flush in tn__conn_run */
+    if (b && tn__req_cache_answer(r, b) == 0) {
+        c->s.oflags &= (uint16_t)~TN__C_IN_BATCH;
+        tn__conn_end_request(c);
+        tn__conn_run(c);
+        return;
+    }
+    tn_bytes_free(b);
+    /* A miss (or a lookup that failed): the handler makes the answer, and
+     * a GET's is stored (tn__req_cache_store). */
+    if (r->is_head) r->cache_key = NULL;
+    c->s.oflags &= (uint16_t)~TN__C_IN_BATCH;
+    if (r->route->fn) {
+        c->s.oflags |= TN__C_IN_BATCH;
+        tn__req_run_handler(c, r);
+        c->s.oflags &= (uint16_t)~TN__C_IN_BATCH;
+        tn__conn_run(c);
+    } else {
+        tn__req_run_handler(c, r);
+        if (!r->co_future) tn__conn_run(c); /* ended already (no frame) */
+    }
+}
+
+/* 0: the request waits for its lookup; else the handler runs now. */
+static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r) {
+    tn_future *f;
+    if (tn__req_cache_key(r) || !(f = tn_cache_get(r->route->opts.cache, r->cache_key))) {
+        r->cache_key = NULL;
+        return -1;
+    }
+    (void)c;
+    r->co_future = f;
+    tn_future_on_done(f, tn__req_cache_looked_up, r);
+    return 0;
+}
+
+/* A cached route's answer, as it goes out (tn_http_respond): kept, if it
+ * may be. */
+static void tn__req_cache_store(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
+    const tn_http_route_opts *o = &r->route->opts;
+    uint64_t ttl = o->cache_ttl_ms ? o->cache_ttl_ms : 60000;
+    size_t e, cl = ctype ? strlen(ctype) : 0, hl;
+    const char *key = r->cache_key;
+    char *blob;
+    int n;
+    int at;
+    if (!r->cache_key) return;
+    r->cache_key = NULL;
+    if (!o->cache_any_status && (status < 200 || status > 299)) return;
+    if (tn__rh_find(r, "set-cookie", 10, &e) >= 0) return; /* never one client's cookie for all */
+    if ((at = tn__rh_find(r, "cache-control", 13, &e)) >= 0) { /* the handler's word */
+        char v[256];
+        size_t vl = e - (size_t)at;
+        if (vl >= sizeof v) vl = sizeof v - 1;
+        memcpy(v, r->rh + at, vl);
+        v[vl] = 0;
+        if (strstr(v, "no-store") || strstr(v, "private") || strstr(v, "no-cache")) return;
+    }
+    hl = 48 + (cl ? 16 + cl : 0) + r->rh_len;
+    if (!(blob = (char *)TN_MALLOC(hl + len))) return;
+    n = sprintf(blob, "TNC1 %llu %d\n", (unsigned long long)(tn__unix_ms() + ttl), status);
+    if (cl) n += sprintf(blob + n, "Content-Type: %s\r\n", ctype);
+    memcpy(blob + n, r->rh, r->rh_len);
+    n += (int)r->rh_len;
+    memcpy(blob + n, "\r\n", 2);
+    n += 2;
+    if (len) memcpy(blob + n, body, len);
+    tn_future_release(tn_cache_set(o->cache, key, blob, (size_t)n + len, ttl));
+    TN_FREE(blob);
+    tn__req_cache_max_age(r, ttl);
+}
+
+static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r);
+
 static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
     const tn__route *rt = r->route;
     r->state = TN__RQ_HANDLER;
@@ -8480,25 +8706,10 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
             return;
         }
     }
-    if (rt->fn) {
-        rt->fn(r, rt->arg);
-        if (!r->headers_sent) tn__req_answer_or_close(c, r, 500);
-        else if (!r->finished) tn_http_finish(r);
-        tn__conn_end_request(c);
-        return;
-    }
-    {
-        /* tn_spawn owns the frame from here, and frees it even if it fails */
-        tn_future *f = tn_spawn(c->srv->loop, r->frame, rt->co_fn);
-        if (!f) {
-            r->frame = NULL;
-            tn__req_answer_or_close(c, r, 503);
-            tn__conn_end_request(c);
-            return;
-        }
-        r->co_future = f;
-        tn_future_on_done(f, tn__req_co_done, r);
-    }
+    if (rt->opts.cache && (r->is_head || (r->msg.method_len == 3 && memcmp(r->msg.method, "GET", 3) == 0)) &&
+        tn__req_cache_lookup(c, r) == 0)
+        return; /* answered when the lookup ends */
+    tn__req_run_handler(c, r);
 }
 
 /* Head complete: route it, check the framing against the limits, and set
@@ -8798,6 +9009,8 @@ int tn_http_serve_fd(tn_http_server *srv, int fd) {
 }
 
 int tn_http_server_port(const tn_http_server *srv) { return srv->port; }
+tn_loop *tn_http_server_loop(const tn_http_server *srv) { return srv->loop; }
+tn_http_server *tn_http_request_server(const tn_http_request *r) { return r->srv; }
 size_t tn_http_server_connections(const tn_http_server *srv) { return srv->nconns; }
 
 static int tn__route_add(tn_http_server *srv, const char *method, const char *pattern,
@@ -8839,6 +9052,11 @@ static int tn__route_add(tn_http_server *srv, const char *method, const char *pa
     rt->co_fn = co_fn;
     rt->arg = arg;
     if (opts) rt->opts = *opts;
+    if (rt->opts.cache_vary && !(rt->opts.cache_vary = tn__strndup(rt->opts.cache_vary, strlen(rt->opts.cache_vary)))) {
+        TN_FREE(rt->pattern);
+        TN_FREE(rt->method);
+        return TN_ENOMEM;
+    }
     srv->nroutes++;
     return 0;
 }
@@ -9174,6 +9392,7 @@ static void tn__server_destroy(tn_http_server *srv) {
         TN_FREE(srv->routes[i].method);
         TN_FREE(srv->routes[i].pattern);
         if (srv->routes[i].arg_free) srv->routes[i].arg_free(srv->routes[i].arg);
+        TN_FREE((void *)(uintptr_t)srv->routes[i].opts.cache_vary);
     }
     TN_FREE(srv->routes);
     TN_FREE(srv);

@@ -806,3 +806,118 @@ TEST(static_large_file_whole_and_ranged) {
     free(data);
     remove_site();
 }
+
+/* ------------------------------------------------------------------ */
+/* The response cache                                                  */
+/* ------------------------------------------------------------------ */
+
+static int g_calls;
+static tn_cache *g_cache;
+static void h_counted(tn_http_request *req, void *arg) {
+    char out[128];
+    int n = __atomic_add_fetch(&g_calls, 1, __ATOMIC_SEQ_CST);
+    const char *lang = tn_http_get_header(req, "Accept-Language");
+    (void)arg;
+    n = snprintf(out, sizeof out, "answer %d lang=%s", n, lang ? lang : "-");
+    if (tn_http_query(req, "cookie")) tn_http_set_cookie(req, "c", "1", NULL);
+    tn_http_respond(req, tn_http_query(req, "missing") ? 404 : 200, "text/x-test", out, (size_t)n);
+}
+struct cached_co {
+    tn_http_co h;
+};
+static int co_counted(tn_co *co) {
+    struct cached_co *f = (struct cached_co *)co;
+    char out[64];
+    int n;
+    TN_BEGIN(co);
+    TN_SLEEP(co, 2);
+    n = snprintf(out, sizeof out, "co %d", __atomic_add_fetch(&g_calls, 1, __ATOMIC_SEQ_CST));
+    tn_http_respond(f->h.req, 200, NULL, out, (size_t)n);
+    TN_END(co);
+}
+static void cache_routes(tn_http_server *srv) {
+    tn_http_route_opts o, co;
+    REQUIRE(tn_cache_new(tn_http_server_loop(srv), NULL, &g_cache) == 0);
+    memset(&o, 0, sizeof o);
+    o.cache = g_cache;
+    o.cache_ttl_ms = 300;
+    o.cache_vary = "Accept-Language";
+    co = o;
+    co.frame_size = sizeof(struct cached_co);
+    REQUIRE(tn_http_route(srv, "GET", "/c", h_counted, NULL, &o) == 0);
+    REQUIRE(tn_http_route_co(srv, "GET", "/co", co_counted, NULL, &co) == 0);
+}
+static void free_cache(server *s, void *arg) {
+    (void)s;
+    (void)arg;
+    tn_cache_free(g_cache);
+    g_cache = NULL;
+}
+static void drop_cache_key(server *s, void *arg) {
+    (void)s;
+    tn_future_release(tn_cache_delete_prefix(g_cache, (const char *)arg));
+}
+
+TEST(route_response_cache_keys_vary_ttl_and_invalidation) {
+    server *s = server_start(NULL, cache_routes);
+    client *c;
+    response r;
+    char etag[64], req[256];
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "answer 1 lang=-"));
+    CHECK(header_is(&r, "Cache-Control", "max-age=0")); /* 300 ms, in whole seconds */
+    snprintf(etag, sizeof etag, "%s", resp_header(&r, "ETag") ? resp_header(&r, "ETag") : "");
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "answer 1 lang=-")); /* from the cache: the handler did not run */
+    CHECK(header_is(&r, "Content-Type", "text/x-test"));
+    CHECK(header_is(&r, "ETag", etag));
+    resp_free(&r);
+    snprintf(req, sizeof req, "GET /c?x=1 HTTP/1.1\r\nHost: t\r\nIf-None-Match: %s\r\n\r\n", etag);
+    REQUIRE(roundtrip(c, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 304);
+    resp_free(&r);
+    REQUIRE(cli_sends(c, "HEAD /c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Content-Length", "15"));
+    resp_free(&r);
+    CHECK_EQ_INT(GET(g_calls), 1);
+    /* another query, another Accept-Language: other keys */
+    REQUIRE(roundtrip(c, "GET /c?x=2 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "answer 2 lang=-"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /c?x=1 HTTP/1.1\r\nHost: t\r\nAccept-Language: fr\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "answer 3 lang=fr"));
+    resp_free(&r);
+    /* never kept: a 404, a Set-Cookie */
+    REQUIRE(roundtrip(c, "GET /c?missing=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /c?missing=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /c?cookie=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /c?cookie=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    resp_free(&r);
+    CHECK_EQ_INT(GET(g_calls), 7);
+    /* invalidation, then the TTL */
+    on_loop(s, drop_cache_key, (void *)"tn:http /c?x=1");
+    REQUIRE(roundtrip(c, "GET /c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "answer 8 lang=-"));
+    resp_free(&r);
+    sleep_ms(400);
+    REQUIRE(roundtrip(c, "GET /c?x=2 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "answer 9 lang=-"));
+    resp_free(&r);
+    /* a coroutine route */
+    REQUIRE(roundtrip(c, "GET /co HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "co 10"));
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /co HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK(body_is(&r, "co 10"));
+    resp_free(&r);
+    cli_close(c);
+    on_loop(s, free_cache, NULL);
+    server_stop(s);
+}
