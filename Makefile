@@ -101,3 +101,24 @@ check-failinject: tests/failinject
 	@ASAN_OPTIONS=detect_leaks=1 ./tests/failinject
 clean-failinject:
 	rm -f tests/failinject
+
+# ---- make check-abuse, make soak ---------------------------------------
+# Hostile and careless peers against examples/httpbin and examples/fetch,
+# each measured from /proc (RSS, fds, CPU) against bounds derived from the
+# documented limits (tests/abuse.c, ~1 min); and a mixed workload for
+# SOAK_SECS seconds (60) with RSS, fds and errors checked (tests/soak.c).
+.PHONY: check-abuse soak clean-abuse
+check: check-abuse
+clean: clean-abuse
+ABUSE_DEPS = tests/main.c tests/impl.c tests/tn_test.h tests/abuse.h $(HDR)
+tests/tn_abuse: tests/abuse.c $(ABUSE_DEPS)
+	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -o $@ tests/abuse.c tests/main.c tests/impl.c $(LDLIBS)
+tests/tn_soak: tests/soak.c $(ABUSE_DEPS)
+	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -o $@ tests/soak.c tests/main.c tests/impl.c $(LDLIBS)
+check-abuse: tests/tn_abuse examples
+	@sh tests/run.sh tests/tn_abuse
+SOAK_SECS ?= 60
+soak: tests/tn_soak examples
+	@SOAK_SECS=$(SOAK_SECS) sh tests/run.sh tests/tn_soak
+clean-abuse:
+	rm -f tests/tn_abuse tests/tn_soak

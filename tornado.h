@@ -8674,7 +8674,7 @@ static void tn__req_cache_store(tn_http_request *r, int status, const char *ctyp
     if (!(blob = (char *)TN_MALLOC(hl + len))) return;
     n = sprintf(blob, "TNC1 %llu %d\n", (unsigned long long)(tn__unix_ms() + ttl), status);
     if (cl) n += sprintf(blob + n, "Content-Type: %s\r\n", ctype);
-    memcpy(blob + n, r->rh, r->rh_len);
+    if (r->rh_len) memcpy(blob + n, r->rh, r->rh_len);
     n += (int)r->rh_len;
     memcpy(blob + n, "\r\n", 2);
     n += 2;
