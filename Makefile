@@ -10,7 +10,7 @@ LDLIBS   = -pthread
 HDR      = tornado.h
 
 TEST_SRCS = $(sort $(wildcard tests/test_*.c)) tests/main.c tests/impl.c
-TEST_DEPS = $(TEST_SRCS) tests/tn_test.h tests/http_util.h $(HDR)
+TEST_DEPS = $(TEST_SRCS) tests/tn_test.h tests/http_util.h tests/proc_util.h $(HDR)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 
 .PHONY: all test check examples bench run clean test-epoll test-poll \
@@ -29,12 +29,69 @@ tests/tn_tests-poll: $(TEST_DEPS)
 tests/tn_tests-nothreads: $(TEST_DEPS)
 	$(CC) $(WARN) $(CFLAGS) -D_GNU_SOURCE -DTN_NO_THREADS -o $@ $(TEST_SRCS) $(LDLIBS)
 
-test: tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads examples
-	@sh tests/run.sh tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads
+test: tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads $(TLS_SUITES) examples
+	@sh tests/run.sh tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads $(TLS_SUITES)
+
+# $(call have_lib,PKG,HEADER,LIBS) is y when a library is there (pkg-config,
+# or a test compile without it); $(call lib_flags,PKG,FALLBACK) its flags.
+HASH := \#
+have_lib = $(shell pkg-config --exists $(1) 2>/dev/null && echo y || \
+    (printf '$(HASH)include <$(2)>\nint main(void) { return 0; }\n' | \
+     $(CC) $(patsubst -l%,,$(3)) -x c - -o /dev/null $(filter -l%,$(3)) 2>/dev/null && echo y))
+lib_flags = $(patsubst -I%,-isystem %,$(shell pkg-config --cflags --libs $(1) 2>/dev/null || echo $(2)))
+OPENSSL_LIBS = -lssl -lcrypto
+MBEDTLS_LIBS = -lmbedtls -lmbedx509 -lmbedcrypto
 
 examples: $(EXAMPLES)
 examples/%: examples/%.c $(HDR)
 	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS)
+# fetch, crawler and httpbin speak https when OpenSSL is there (libssl-dev);
+# without it they are built plain (https:// is then TN_ENOTLS).
+HAVE_OPENSSL := $(call have_lib,openssl,openssl/ssl.h,$(OPENSSL_LIBS))
+EX_TLS = $(if $(HAVE_OPENSSL),-DTN_TLS_OPENSSL $(call lib_flags,openssl,$(OPENSSL_LIBS)))
+examples/fetch examples/crawler examples/httpbin: %: %.c $(HDR)
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(EX_TLS) $(LDLIBS)
+# examples/todo needs SQLite and cJSON (Debian: libsqlite3-dev libcjson-dev);
+# libpq-dev adds its --pg, libhiredis-dev its --redis. It is built only
+# when pkg-config (or, without pkg-config, a test compile) finds them; else
+# make says which package is missing and goes on.
+PQ_FALLBACK = -I/usr/include/postgresql -lpq
+examples/todo: examples/todo.c examples/sqlite.h examples/pg.h examples/redis_cache.h $(HDR)
+	@if [ -z "$(call have_lib,sqlite3,sqlite3.h,-lsqlite3)" ]; then \
+	    echo "skipped: libsqlite3-dev not installed ($@)"; \
+	elif [ -z "$(call have_lib,libcjson,cjson/cJSON.h,-lcjson)" ]; then \
+	    echo "skipped: libcjson-dev not installed ($@)"; \
+	else \
+	    flags="-DTODO_SQLITE $(call lib_flags,sqlite3,-lsqlite3) $(call lib_flags,libcjson,-lcjson)"; \
+	    if [ -n "$(call have_lib,libpq,libpq-fe.h,$(PQ_FALLBACK))" ]; then \
+	        flags="$$flags -DTODO_PG $(call lib_flags,libpq,$(PQ_FALLBACK))"; \
+	    else echo "$@: no --pg: libpq-dev not installed"; fi; \
+	    if [ -n "$(call have_lib,hiredis,hiredis/async.h,-lhiredis)" ]; then \
+	        flags="$$flags -DTODO_REDIS $(call lib_flags,hiredis,-lhiredis)"; \
+	    else echo "$@: no --redis: libhiredis-dev not installed"; fi; \
+	    echo "$(CC) $(WARN) $(CFLAGS) -o $@ $< $$flags $(LDLIBS)"; \
+	    $(CC) $(WARN) $(CFLAGS) -o $@ $< $$flags $(LDLIBS); \
+	fi
+
+# The TLS suite (tests/tls.c), once per backend: OpenSSL (Debian:
+# libssl-dev) and mbedTLS (libmbedtls-dev). Without the library the suite
+# is one skipped test (a failure under CI=true), dated 1970 so that the
+# next make tries again.
+TLS_SRCS = tests/tls.c tests/main.c tests/impl.c
+TLS_DEPS = $(TLS_SRCS) tests/tn_test.h tests/http_util.h tests/proc_util.h $(HDR)
+# $(call tls_suite,MACRO,PKG,HEADER,LIBS,DEBIAN PACKAGE,EXTRA FLAGS)
+tls_suite = if [ -n "$(call have_lib,$(2),$(3),$(4))" ]; then \
+        echo "$(CC) $(WARN) $(6) -D_GNU_SOURCE -D$(1) -o $@ $(TLS_SRCS) $(call lib_flags,$(2),$(4)) $(LDLIBS)"; \
+        $(CC) $(WARN) $(6) -D_GNU_SOURCE -D$(1) -o $@ $(TLS_SRCS) $(call lib_flags,$(2),$(4)) $(LDLIBS); \
+    else \
+        echo "skipped: $(5) not installed ($@)"; \
+        $(CC) $(WARN) -O0 -D_GNU_SOURCE '-DTLS_MISSING="$(5)"' -o $@ $(TLS_SRCS) $(LDLIBS) && touch -d @0 $@; \
+    fi
+TLS_SUITES = tests/tn_tests-tls-openssl tests/tn_tests-tls-mbedtls
+tests/tn_tests-tls-openssl: $(TLS_DEPS)
+	@$(call tls_suite,TN_TLS_OPENSSL,openssl,openssl/ssl.h,$(OPENSSL_LIBS),libssl-dev,$(CFLAGS))
+tests/tn_tests-tls-mbedtls: $(TLS_DEPS)
+	@$(call tls_suite,TN_TLS_MBEDTLS,mbedtls,mbedtls/ssl.h,$(MBEDTLS_LIBS),libmbedtls-dev,$(CFLAGS))
 
 run: examples/hello
 	@echo "serving http://127.0.0.1:8888  (Ctrl-C stops)"
@@ -42,19 +99,25 @@ run: examples/hello
 
 # ---- make check ---------------------------------------------------------
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-# Free lists and pools off, so every use after free reaches the checker.
+# Free lists and pools off, so every use after free reaches the checker;
+# the poll build keeps them on, so what a pool holds is seen freed too.
 NOPOOL = -DTN_FREE_LIST_MAX=0 -DTN_BUF_POOL=0 -DTN_HTTP_REQ_POOL=0
 tests/tn_tests-asan: $(TEST_DEPS)
 	$(CC) $(WARN) -O1 -g $(SAN) $(NOPOOL) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 tests/tn_tests-asan-poll: $(TEST_DEPS)
-	$(CC) $(WARN) -O1 -g $(SAN) $(NOPOOL) -D_GNU_SOURCE -DTN_BACKEND_POLL -o $@ $(TEST_SRCS) $(LDLIBS)
+	$(CC) $(WARN) -O1 -g $(SAN) -D_GNU_SOURCE -DTN_BACKEND_POLL -o $@ $(TEST_SRCS) $(LDLIBS)
+TLS_ASAN = tests/tn_tests-tls-openssl-asan tests/tn_tests-tls-mbedtls-asan
+tests/tn_tests-tls-openssl-asan: $(TLS_DEPS)
+	@$(call tls_suite,TN_TLS_OPENSSL,openssl,openssl/ssl.h,$(OPENSSL_LIBS),libssl-dev,-O1 -g $(SAN) $(NOPOOL))
+tests/tn_tests-tls-mbedtls-asan: $(TLS_DEPS)
+	@$(call tls_suite,TN_TLS_MBEDTLS,mbedtls,mbedtls/ssl.h,$(MBEDTLS_LIBS),libmbedtls-dev,-O1 -g $(SAN))
 tests/tn_tests-vg: $(TEST_DEPS)
 	$(CC) $(WARN) -O0 -g $(NOPOOL) -D_GNU_SOURCE -o $@ $(TEST_SRCS) $(LDLIBS)
 
 check: check-symbols check-macros check-matrix check-asan check-valgrind check-fuzz check-cross
 
-check-asan: tests/tn_tests-asan tests/tn_tests-asan-poll
-	@ASAN_OPTIONS=detect_leaks=1 TN_TEST_SLOW=1 sh tests/run.sh tests/tn_tests-asan tests/tn_tests-asan-poll
+check-asan: tests/tn_tests-asan tests/tn_tests-asan-poll $(TLS_ASAN)
+	@ASAN_OPTIONS=detect_leaks=1 TN_TEST_SLOW=1 sh tests/run.sh tests/tn_tests-asan tests/tn_tests-asan-poll $(TLS_ASAN)
 
 check-valgrind: tests/tn_tests-vg
 	@TN_VALGRIND=1 sh tests/run.sh tests/tn_tests-vg

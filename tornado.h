@@ -77,6 +77,7 @@
  *   get_argument(s)             tn_http_argument(s); get_query_argument(s),
  *                               get_body_argument(s): tn_http_query_argument(s),
  *                               tn_http_body_argument(s)
+ *   request.protocol            tn_http_protocol ("http" or "https")
  *   request.files               tn_http_file_count / tn_http_file_at / tn_http_get_file
  *   get_cookie / set_cookie     tn_http_cookie / tn_http_set_cookie, tn_http_clear_cookie
  *   set_status / redirect       tn_http_set_status / tn_http_redirect
@@ -85,6 +86,10 @@
  *   compute_etag, 304           automatic for tn_http_respond (no_etag opts out)
  *   log_request                 tn_http_server_opts.on_access (+ tn_http_access_combined)
  *   json_encode (strings)       tn_json_escape
+ *   HTTPServer(ssl_options=)    tn_tls_server_ctx_new + tn_http_listen_tls
+ *   validate_cert / ca_certs    tn_tls_client_ctx_new (ca_file, insecure) in
+ *                               tn_http_client_opts.tls
+ *   IOStream.start_tls          tn_stream_start_tls
  *
  * THE LOOP -----------------------------------------------------------------
  * One iteration: run the callbacks queued before it began (FIFO), run the
@@ -223,6 +228,31 @@
  * an access-log hook. What it derives from a request lives in a per-request
  * arena freed with it: at most a few times the request's own bytes.
  *
+ * TLS (HTTPS) ---------------------------------------------------------------
+ * Optional, one macro: -DTN_TLS_OPENSSL (link -lssl -lcrypto; Debian:
+ * libssl-dev) or -DTN_TLS_MBEDTLS (-lmbedtls -lmbedx509 -lmbedcrypto;
+ * libmbedtls-dev: its 2.28 speaks TLS 1.2 only). Without either, https://
+ * fails with TN_ENOTLS and the tn_tls_* functions do not exist. TLS sits
+ * under tn_stream, so the server, the client and user streams get it
+ * unchanged, and handshakes run on the loop, never blocking it.
+ *     tn_tls_opts o = {0};  tn_tls_ctx *tls;
+ *     o.cert_file = "cert.pem";  o.key_file = "key.pem";
+ *     tn_tls_server_ctx_new(&o, &tls);
+ *     tn_http_listen_tls(srv, "0.0.0.0", 8443, tls);  // next to tn_http_listen
+ *     tn_tls_ctx_free(tls);                           // the server keeps a reference
+ * A server context serves more names (tn_tls_ctx_add_sni) and takes new
+ * certificates without a restart (tn_tls_ctx_reload: new connections get
+ * them). The client verifies the server's chain (the system's store, or a
+ * tn_tls_client_ctx_new with ca_file / ca_dir in tn_http_client_opts.tls)
+ * and its name or IP address, sends SNI and ALPN http/1.1, and resumes
+ * sessions per host:port (tn_http_response.tls_resumed). Each failure has
+ * its code: TN_ETLS_UNTRUSTED, TN_ETLS_EXPIRED, TN_ETLS_NAME,
+ * TN_ETLS_TIMEOUT (the client's handshake, within connect_timeout_ms),
+ * TN_ETLS (protocol: no common version, garbage, plain HTTP where TLS was
+ * expected). A server's handshake must be done within header_timeout_ms;
+ * a client that speaks plain HTTP to a TLS port is answered a plain 400
+ * that says so (as nginx does), then closed.
+ *
  * ERRORS --------------------------------------------------------------------
  * Functions return 0 or a negative code; tn_strerror names it. System
  * errors are -errno. The library's own: TN_ENOMEM, TN_EINVAL, TN_ETIMEOUT,
@@ -231,7 +261,9 @@
  * TN_EREFUSED, and the HTTP ones named by their status: TN_EMALFORMED (400),
  * TN_ETOOLARGE (413), TN_EURILONG (414), TN_EHEADERS (431), TN_ENOTIMPL
  * (501), TN_EVERSION (505), TN_EINTERIM (client: endless 1xx),
- * TN_ECORESUME (an await inside a switch, see COROUTINES). Functions
+ * TN_ECORESUME (an await inside a switch, see COROUTINES), TN_ENOTLS and
+ * the TLS ones (TN_ETLS, TN_ETLS_UNTRUSTED, TN_ETLS_EXPIRED, TN_ETLS_NAME,
+ * TN_ETLS_TIMEOUT: see TLS). Functions
  * returning a pointer return NULL only for TN_ENOMEM (and tn_co_new for a
  * size smaller than a tn_co): every other failure comes back as a future
  * already failed with its code.
@@ -247,6 +279,8 @@
  *   TN_NO_THREADS           no pthreads: the executor runs work inline
  *   TN_NO_SIGNALS           no signal handling (tn_signal_add and friends)
  *   TN_CO_LABELS            labels-as-values continuations (GCC, clang)
+ *   TN_TLS_OPENSSL          TLS through OpenSSL (see TLS)
+ *   TN_TLS_MBEDTLS          TLS through mbedTLS (see TLS)
  *   TN_EXECUTOR_THREADS     4       pool threads (tn_loop_opts can override)
  *   TN_BUF_SIZE             16384   pooled I/O buffer size
  *   TN_BUF_POOL             64      free buffers (and stream I/O states) a loop keeps
@@ -303,6 +337,16 @@
  *                             deadline order, one timer each)
  *   active connection         + a 144-byte stream I/O state, a 16 KiB input
  *                             buffer, a 4 KiB request object, output copies
+ *   TLS connection            + the library's state, kept for the
+ *                             connection's life (and a 160-byte I/O state):
+ *                             idle ~15 KiB with OpenSSL 3.0 (it releases
+ *                             its buffers when idle), ~34 KiB with mbedTLS
+ *                             2.28 (two 16 KiB record buffers, always); a
+ *                             handshake in progress ~46 KiB / ~21 KiB; a
+ *                             handshake costs the peer's key exchange and
+ *                             signature (resumed: much less); each write is
+ *                             one record per piece (measured on x86-64:
+ *                             make bench, tests/tls.c)
  *
  * LIMITS AND SECURITY -------------------------------------------------------
  * Everything a peer can make the library hold has a bound (defaults shown;
@@ -479,6 +523,12 @@ extern "C" {
 #define TN_EREDIRECTS  (-1018) /* more redirects than allowed (a loop?) */
 #define TN_EINTERIM    (-1019) /* more interim (1xx) responses than TN_HTTP_MAX_INTERIM */
 #define TN_ECORESUME   (-1020) /* a coroutine resumed where no await is: an await inside a switch */
+/* TLS: each failure its own code. */
+#define TN_ETLS        (-1030) /* TLS protocol error: no common version or cipher, garbage, plain HTTP */
+#define TN_ETLS_UNTRUSTED (-1031) /* the peer's certificate does not chain to a trusted CA */
+#define TN_ETLS_EXPIRED (-1032) /* the peer's certificate has expired (or is not valid yet) */
+#define TN_ETLS_NAME   (-1033) /* the certificate is not for the name (or address) asked for */
+#define TN_ETLS_TIMEOUT (-1034) /* the TLS handshake took longer than its timeout */
 /* HTTP message errors: each names the status a server answers with. */
 #define TN_EMALFORMED  (-1100) /* 400 Bad Request (or a malformed response) */
 #define TN_ETOOLARGE   (-1101) /* 413 Content Too Large */
@@ -1105,6 +1155,44 @@ TN__API void tn_stream_close(tn_stream *s);
 TN__API int tn_stream_fd(const tn_stream *s);
 
 /* ------------------------------------------------------------------------
+ * TLS, under streams (build with -DTN_TLS_OPENSSL and -lssl -lcrypto, or
+ * -DTN_TLS_MBEDTLS and -lmbedtls -lmbedx509 -lmbedcrypto; without either
+ * these functions do not exist and https:// fails with TN_ENOTLS)
+ *
+ * A context holds the certificates and the policy; connections made from it
+ * hold a reference (free it whenever: they keep what they use). Handshakes
+ * run on the loop, never blocking; a client verifies the peer by default
+ * (the system's CA store, or ca_file / ca_dir) with its name or address,
+ * sends SNI and ALPN http/1.1; each failure has its own code (TN_ETLS_*).
+ * ---------------------------------------------------------------------- */
+typedef struct tn_tls_ctx tn_tls_ctx;
+typedef struct tn_tls_opts {
+    const char *cert_file, *key_file; /* PEM: the certificate chain and its key (servers) */
+    const char *ca_file, *ca_dir;     /* clients: whom to trust (NULL both: the system's store) */
+    int insecure;                     /* clients: verify nothing (tests only) */
+    int min_version, max_version;     /* 12, 13; 0: TLS 1.2 up to the best the library has */
+    const char *ciphers;              /* OpenSSL's TLS 1.2 cipher list; NULL: its default */
+} tn_tls_opts;
+/* 0, TN_EINVAL (a file missing or not PEM, a key that does not match, a
+ * version other than 0, 12, 13, or min above max), TN_ENOTSUP (a version
+ * the library lacks: mbedTLS 2.28 has no TLS 1.3), TN_ENOMEM. Strings are copied. */
+TN__API int tn_tls_server_ctx_new(const tn_tls_opts *opts, tn_tls_ctx **out);
+TN__API int tn_tls_client_ctx_new(const tn_tls_opts *opts, tn_tls_ctx **out);
+/* Servers: another certificate, chosen when a client asks for name (SNI). */
+TN__API int tn_tls_ctx_add_sni(tn_tls_ctx *ctx, const char *name, const char *cert_file, const char *key_file);
+/* Reads every certificate and key again (short-lived certificates): new
+ * connections use them; all or nothing (on error the old ones stay). */
+TN__API int tn_tls_ctx_reload(tn_tls_ctx *ctx);
+TN__API void tn_tls_ctx_free(tn_tls_ctx *ctx);
+/* "openssl" or "mbedtls". */
+TN__API const char *tn_tls_backend(void);
+/* Makes s a TLS stream (a client's with host: SNI and the name to verify;
+ * a server's with a server context, host NULL): resolves once the
+ * handshake is done, or fails with its error (the stream is then closed:
+ * still yours to tn_stream_close). Reads and writes wait for it. */
+TN__API tn_future *tn_stream_start_tls(tn_stream *s, tn_tls_ctx *ctx, const char *host);
+
+/* ------------------------------------------------------------------------
  * Cache (what Tornado apps write as cache.get(key) / cache.set(key, v))
  *
  * Byte values under string keys, each with a TTL, in memory under a byte
@@ -1252,6 +1340,11 @@ TN__API void tn_http_server_free(tn_http_server *srv);
 /* Binds and listens (host NULL: 127.0.0.1; port 0: any free port, see
  * tn_http_server_port). May be called more than once. 0 or -errno. */
 TN__API int tn_http_listen(tn_http_server *srv, const char *host, int port);
+/* The same over TLS with ctx (a server context: its certificates, SNI,
+ * reload); the server holds a reference. A handshake must be done within
+ * header_timeout_ms (a client that stalls in it, sends garbage or plain
+ * HTTP is cut). */
+TN__API int tn_http_listen_tls(tn_http_server *srv, const char *host, int port, tn_tls_ctx *ctx);
 TN__API int tn_http_server_port(const tn_http_server *srv);
 /* The server's loop; a request's server (a plain handler reaches the loop so). */
 TN__API tn_loop *tn_http_server_loop(const tn_http_server *srv);
@@ -1282,6 +1375,9 @@ TN__API const char *tn_http_method(const tn_http_request *req);
 TN__API const char *tn_http_target(const tn_http_request *req); /* as sent */
 TN__API const char *tn_http_path(const tn_http_request *req);   /* percent-decoded, no query */
 TN__API int tn_http_version_minor(const tn_http_request *req);
+/* "https" when the request came over TLS, else "http" (Tornado's
+ * request.protocol; a proxy's X-Forwarded-Proto is the handler's to trust). */
+TN__API const char *tn_http_protocol(const tn_http_request *req);
 /* A path parameter ({name} in the route), percent-decoded; NULL if absent. */
 TN__API const char *tn_http_param(tn_http_request *req, const char *name);
 /* A query parameter, percent-decoded ('+' is a space); the first if
@@ -1493,6 +1589,8 @@ typedef struct tn_http_client_opts {
     unsigned request_timeout_ms;  /* default for requests: 20000 */
     unsigned idle_timeout_ms;     /* a pooled connection unused this long closes: 30000 */
     size_t max_body_bytes;        /* default for requests: 100 MiB */
+    tn_tls_ctx *tls;              /* https: this client context (the client holds a reference);
+                                     NULL: one that verifies with the system's store */
 } tn_http_client_opts;
 
 typedef int (*tn_http_chunk_fn)(const char *data, size_t len, void *arg);
@@ -1524,6 +1622,8 @@ typedef struct tn_http_response {
     size_t body_len;
     char *effective_url;     /* the URL after redirects */
     int redirects;
+    int reused;              /* sent on a pooled connection (no connect, no handshake) */
+    int tls_resumed;         /* https: the TLS session was resumed (an earlier one reused) */
     uint64_t queue_ms, total_ms; /* time waiting for a connection; whole fetch */
 } tn_http_response;
 
@@ -1604,6 +1704,27 @@ TN__API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, 
 #include <pthread.h>
 #endif
 
+/* TLS: one backend, or none (then https:// is TN_ENOTLS). */
+#if defined(TN_TLS_OPENSSL) && defined(TN_TLS_MBEDTLS)
+#error "define one of TN_TLS_OPENSSL and TN_TLS_MBEDTLS"
+#endif
+#if defined(TN_TLS_OPENSSL)
+#define TN__TLS 1
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#elif defined(TN_TLS_MBEDTLS)
+#define TN__TLS 1
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/x509_crt.h>
+#else
+#define TN__TLS 0
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -1632,6 +1753,11 @@ const char *tn_strerror(int err) {
     case TN_EREDIRECTS: return "too many redirects";
     case TN_EINTERIM: return "too many interim (1xx) responses";
     case TN_ECORESUME: return "coroutine resumed at no await (an await inside a switch needs TN_CO_LABELS)";
+    case TN_ETLS: return "TLS error (protocol, handshake)";
+    case TN_ETLS_UNTRUSTED: return "TLS: certificate not trusted (unknown issuer)";
+    case TN_ETLS_EXPIRED: return "TLS: certificate expired or not yet valid";
+    case TN_ETLS_NAME: return "TLS: certificate name mismatch";
+    case TN_ETLS_TIMEOUT: return "TLS: handshake timed out";
     case TN_EMALFORMED: return "malformed HTTP message";
     case TN_ETOOLARGE: return "body too large";
     case TN_EURILONG: return "request-target too long";
@@ -4182,6 +4308,12 @@ static void tn__bufpool_free(tn_loop *l) {
         l->buf_free = next;
     }
     l->nbuf_free = 0;
+    while (l->sio_free) {
+        void *next = *(void **)l->sio_free;
+        TN_FREE(l->sio_free);
+        l->sio_free = next;
+    }
+    l->nsio_free = 0;
 }
 
 /* ------------------------------------------------------------ stream core
@@ -4219,12 +4351,25 @@ typedef struct tn__stream_ops {
      * must not move (the owner holds pointers into it). NULL: TN_BUF_SIZE. */
     size_t (*in_limit)(tn_stream *s);
     size_t low; /* on_drain once pending output is at most this (per owner kind) */
+    void (*on_secure)(tn_stream *s); /* a TLS handshake is done (NULL: nothing to do) */
+    /* A TLS server's answer, sent as is, to a client that speaks plain HTTP
+     * to it (NULL: none; the connection just closes, as on any garbage). */
+    const char *plain_answer;
 } tn__stream_ops;
 
 #define TN__S_EOF 1u     /* the peer closed its side */
 #define TN__S_CLOSED 2u  /* our fd is closed */
 #define TN__S_READING 4u /* we want TN_READ */
 #define TN__S_FULL 8u    /* the input is at its limit: reading waits for the owner */
+#define TN__S_HANDSHAKE 16u /* TLS: the handshake is under way */
+#define TN__S_TLS_WANTW 32u /* TLS: a read waits for the socket to be writable */
+#define TN__S_TLS_WANTR 64u /* TLS: a write (or the handshake) waits for it to be readable */
+
+/* The TLS layer under a stream (see TLS): the stream reads and writes
+ * through it, so owners never know it is there. */
+typedef struct tn__tls tn__tls;
+#define TN__TLS_AGAIN_R (-2001) /* would block: wants the socket readable */
+#define TN__TLS_AGAIN_W (-2002) /* would block: wants it writable */
 
 /* What a stream holds only while it has bytes in or out: an idle stream
  * (a keep-alive connection between requests) gives it back to the loop. */
@@ -4238,6 +4383,11 @@ typedef struct tn__sio {
     tn_timer stall_timer;
     unsigned stall_ms, stall_quiet;
     int stall_armed;
+#if TN__TLS
+    int tls_kick_armed;
+    tn__tls *tls;       /* TLS over the socket, or NULL (a TLS stream keeps its I/O state) */
+    tn_timer tls_kick;  /* reads TLS data already decrypted (no fd event will tell) */
+#endif
 } tn__sio;
 
 struct tn_stream {
@@ -4269,6 +4419,9 @@ static void tn__stream_idle(tn_stream *s) {
     tn__sio *io = s->io;
     tn_loop *l = s->loop;
     if (!io || io->in.data || io->out.data || io->refs || io->stall_armed) return;
+#if TN__TLS
+    if (io->tls) return;
+#endif
     s->io = NULL;
     if (l->nsio_free + 1 <= TN_BUF_POOL) {
         *(void **)io = l->sio_free;
@@ -4308,8 +4461,14 @@ static size_t tn__stream_avail(const tn_stream *s) {
 static void tn__stream_interest(tn_stream *s) {
     unsigned ev = 0;
     if (s->flags & TN__S_CLOSED) return;
+    if (s->flags & TN__S_HANDSHAKE) { /* what the handshake waits for, only */
+        tn_update_handler(s->loop, s->fd, (s->flags & TN__S_TLS_WANTW) ? TN_WRITE : TN_READ);
+        return;
+    }
     if ((s->flags & TN__S_READING) && !(s->flags & (TN__S_EOF | TN__S_FULL))) ev |= TN_READ;
     if (tn__stream_pending(s)) ev |= TN_WRITE;
+    if (s->flags & TN__S_TLS_WANTW) ev |= TN_WRITE;
+    if (s->flags & TN__S_TLS_WANTR) ev |= TN_READ;
     /* Neither: still hear a reset, so a paused connection that dies is
      * noticed (its handler cancelled) instead of lingering. */
     tn_update_handler(s->loop, s->fd, ev ? ev : TN_ERROR); /* a no-op when unchanged */
@@ -4317,11 +4476,26 @@ static void tn__stream_interest(tn_stream *s) {
 
 /* The owner wants input (on) or not. Asking again also lifts a pause for a
  * full buffer: the owner has consumed, or the limit has grown. */
+#if TN__TLS
+static size_t tn__tls_pending(tn__tls *t);
+static void tn__tls_free(tn__tls *t, int notify);
+static int tn__tls_read(tn__tls *t, char *buf, size_t n, size_t *got);
+static void tn__stream_kick(tn_loop *l, void *arg);
+#endif
+
 static void tn__stream_set_reading(tn_stream *s, int on) {
     s->flags &= (uint16_t)~TN__S_FULL;
     if (on) s->flags |= TN__S_READING;
     else s->flags &= (uint16_t)~TN__S_READING;
     tn__stream_interest(s);
+#if TN__TLS
+    /* Bytes TLS decrypted already but did not fit the buffer: no fd event
+     * will say they are there, so read them on the next iteration. */
+    if (on && s->io && s->io->tls && !s->io->tls_kick_armed && !(s->flags & (TN__S_CLOSED | TN__S_HANDSHAKE)) &&
+        tn__tls_pending(s->io->tls) &&
+        tn_call_later(s->loop, 0, tn__stream_kick, s, &s->io->tls_kick) == 0)
+        s->io->tls_kick_armed = 1;
+#endif
 }
 
 /* Drops the by-reference parts (their free functions run). */
@@ -4347,6 +4521,14 @@ static void tn__stream_close(tn_stream *s) {
     if (s->flags & TN__S_CLOSED) return;
     s->flags |= TN__S_CLOSED;
     tn_remove_handler(s->loop, s->fd);
+#if TN__TLS
+    if (s->io && s->io->tls) {
+        if (s->io->tls_kick_armed) tn_cancel_timer(s->loop, s->io->tls_kick);
+        s->io->tls_kick_armed = 0;
+        tn__tls_free(s->io->tls, !(s->flags & TN__S_HANDSHAKE)); /* close_notify, best effort */
+        s->io->tls = NULL;
+    }
+#endif
     close(s->fd);
     s->fd = -1;
     if (s->io && s->io->stall_armed) {
@@ -4520,8 +4702,17 @@ static ssize_t tn__stream_send_file(tn_stream *s, tn__oref *r) {
  * sendmsg(2) (a file part goes on its own). Returns 0 (maybe with bytes
  * left: then TN_WRITE is watched) or an error (the stream is then closed
  * and on_error called). */
+#if TN__TLS
+static ssize_t tn__stream_tls_send(tn_stream *s, const struct iovec *iov, int k);
+#endif
+
 static int tn__stream_flush(tn_stream *s) {
     tn__sio *io = s->io;
+    if (s->flags & TN__S_HANDSHAKE) { /* it goes once the handshake is done */
+        tn__stream_interest(s);
+        return 0;
+    }
+    s->flags &= (uint16_t)~TN__S_TLS_WANTR;
     while (tn__stream_pending(s)) {
         struct iovec iov[8];
         struct msghdr mh;
@@ -4545,6 +4736,23 @@ static int tn__stream_flush(tn_stream *s) {
             iov[k++].iov_len = (size_t)r->len;
             r = r->next;
         }
+#if TN__TLS
+        if (io->tls) {
+            n = tn__stream_tls_send(s, iov, k);
+            if (n == TN__TLS_AGAIN_W) break;
+            if (n == TN__TLS_AGAIN_R) { /* a write that needs a read first */
+                s->flags |= TN__S_TLS_WANTR;
+                break;
+            }
+            if (n < 0) {
+                tn__stream_close(s);
+                s->ops->on_error(s, (int)n);
+                return (int)n;
+            }
+            tn__stream_advance(s, (size_t)n);
+            continue;
+        }
+#endif
         if (k) {
             memset(&mh, 0, sizeof mh);
             mh.msg_iov = iov;
@@ -4601,6 +4809,42 @@ static int tn__stream_read(tn_stream *s) {
             return rc;
         }
     }
+#if TN__TLS
+    if (io->tls) {
+        /* Everything TLS has decrypted that fits: a record's rest would
+         * wait for an fd event that never comes. */
+        int got = 0;
+        s->flags &= (uint16_t)~TN__S_TLS_WANTW;
+        while (in->len < in->cap) {
+            size_t k = 0;
+            int rc = tn__tls_read(io->tls, in->data + in->len, in->cap - in->len, &k);
+            if (rc == 0) {
+                in->len += k;
+                got = 1;
+                continue;
+            }
+            if (rc == TN__TLS_AGAIN_R) break;
+            if (rc == TN__TLS_AGAIN_W) {
+                s->flags |= TN__S_TLS_WANTW;
+                tn__stream_interest(s);
+                break;
+            }
+            if (rc == 1) { /* the peer closed (close_notify or a plain EOF) */
+                s->flags |= TN__S_EOF;
+                tn__stream_interest(s);
+                return 1;
+            }
+            return rc;
+        }
+        /* The buffer filled with a record's rest still decrypted in TLS:
+         * no fd event will tell, so look again on the next iteration
+         * (close cancels it; a full buffer waits for set_reading). */
+        if (in->len == in->cap && !io->tls_kick_armed && tn__tls_pending(io->tls) &&
+            tn_call_later(s->loop, 0, tn__stream_kick, s, &io->tls_kick) == 0)
+            io->tls_kick_armed = 1;
+        return got;
+    }
+#endif
     do
         n = read(s->fd, in->data + in->len, in->cap - in->len);
     while (n < 0 && errno == EINTR);
@@ -4626,10 +4870,73 @@ static void tn__stream_fail_hangup(tn_stream *s, int fallback) {
     s->ops->on_error(s, soerr ? -soerr : fallback);
 }
 
+#if TN__TLS
+static int tn__tls_handshake(tn__tls *t);
+static int tn__tls_plain_peer(tn__tls *t, int fd);
+
+/* Sends the owner's plain answer (it fits a socket buffer: best effort),
+ * then reads what the client sent, so the close is a FIN (the answer
+ * arrives) rather than a reset for unread data. */
+static void tn__stream_plain_answer(tn_stream *s) {
+    const char *a = s->ops->plain_answer;
+    char buf[512];
+    int i;
+    (void)!send(s->fd, a, strlen(a), TN__NOSIGNAL);
+    shutdown(s->fd, SHUT_WR);
+    for (i = 0; i < 64 && recv(s->fd, buf, sizeof buf, 0) > 0; i++) {
+    }
+}
+
+/* One step of the handshake. 1: done (the stream goes on as plain);
+ * 0: it waits; -1: it failed (the stream is closed, on_error told). */
+static int tn__stream_handshake(tn_stream *s) {
+    int rc;
+    if (s->ops->plain_answer && tn__tls_plain_peer(s->io->tls, s->fd)) {
+        tn__stream_plain_answer(s);
+        tn__stream_close(s);
+        s->ops->on_error(s, TN_ETLS);
+        return -1;
+    }
+    rc = tn__tls_handshake(s->io->tls);
+    s->flags &= (uint16_t)~(TN__S_TLS_WANTW | TN__S_TLS_WANTR);
+    if (rc == TN__TLS_AGAIN_R || rc == TN__TLS_AGAIN_W) {
+        if (rc == TN__TLS_AGAIN_W) s->flags |= TN__S_TLS_WANTW;
+        tn__stream_interest(s);
+        return 0;
+    }
+    if (rc < 0) {
+        tn__stream_close(s);
+        s->ops->on_error(s, rc);
+        return -1;
+    }
+    s->flags &= (uint16_t)~TN__S_HANDSHAKE;
+    tn__stream_interest(s);
+    if (s->ops->on_secure) s->ops->on_secure(s);
+    return 1;
+}
+
+static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg);
+static void tn__stream_kick(tn_loop *l, void *arg) {
+    tn_stream *s = (tn_stream *)arg;
+    s->io->tls_kick_armed = 0;
+    tn__stream_io(l, s->fd, TN_READ, s);
+}
+#endif
+
 static void tn__stream_io(tn_loop *l, int fd, unsigned events, void *arg) {
     tn_stream *s = (tn_stream *)arg;
     (void)l;
     (void)fd;
+#if TN__TLS
+    if (s->flags & TN__S_HANDSHAKE) {
+        if (tn__stream_handshake(s) <= 0) return;
+        /* Done: queued output goes, and records that came with the last
+         * handshake flight are read. */
+        events = TN_READ | (tn__stream_pending(s) ? TN_WRITE : 0u);
+    }
+    if (s->flags & TN__S_TLS_WANTW && (events & TN_WRITE)) events |= TN_READ; /* the read it waited for */
+    if (s->flags & TN__S_TLS_WANTR && (events & TN_READ)) events |= TN_WRITE;
+#endif
     if (events == TN_ERROR && !(s->flags & TN__S_CLOSED)) {
         /* Watched for hang-ups only (paused) and the peer is gone. */
         tn__stream_fail_hangup(s, -ECONNRESET);
@@ -4711,6 +5018,674 @@ static void tn__stream_stall_watch(tn_stream *s, unsigned ms) {
         io->stall_armed = 0;
     }
 }
+
+/* ==================================================================== TLS
+ * TLS as a transport under tn_stream (OpenSSL with -DTN_TLS_OPENSSL,
+ * mbedTLS with -DTN_TLS_MBEDTLS): the stream reads and writes through it
+ * and drives the handshake on the loop (want-read / want-write become the
+ * fd's interest), so the HTTP server, the HTTP client and user streams
+ * get it unchanged. A backend is one block with the same functions:
+ *   tn__tlsb_ctx_load     (re)build the library's context from the files
+ *   tn__tlsb_ctx_drop     free it
+ *   tn__tlsb_new          a connection's state over an fd (client: SNI and
+ *                         the name to verify)
+ *   tn__tlsb_handshake, tn__tlsb_read, tn__tlsb_write, tn__tlsb_pending
+ *   tn__tlsb_close        close_notify (best effort), free
+ *   tn__tlsb_session_get / tn__tlsb_session_set / tn__tlsb_session_free
+ * Errors say which failure it is: TN_ETLS_UNTRUSTED, TN_ETLS_EXPIRED,
+ * TN_ETLS_NAME, TN_ETLS_TIMEOUT (the handshake's clock is the owner's),
+ * TN_ETLS (protocol: a plain-HTTP client on a TLS port, garbage, no common
+ * version or cipher). */
+#if TN__TLS
+
+/* A context: shared by the connections made from it (each holds a
+ * reference), replaced in place by tn_tls_ctx_reload. */
+typedef struct tn__tls_sni {
+    char *name, *cert, *key;
+    void *lib; /* the backend's context for this certificate */
+} tn__tls_sni;
+
+struct tn_tls_ctx {
+    int refs, server;
+    tn_tls_opts opts; /* with our copies of the strings */
+    void *lib;        /* the backend's context (its own references: see the backend) */
+    tn__tls_sni *sni;
+    size_t nsni;
+};
+
+struct tn__tls {
+    tn_tls_ctx *ctx;
+    void *lib; /* the backend's per-connection state */
+    unsigned char notified, started;
+};
+
+static int tn__tlsb_ctx_load(tn_tls_ctx *c, const char *cert, const char *key, void **out);
+static void tn__tlsb_ctx_drop(void *lib);
+static int tn__tlsb_new(tn__tls *t, int fd, const char *host);
+static int tn__tlsb_handshake(tn__tls *t);
+static int tn__tlsb_read(tn__tls *t, char *buf, size_t n, size_t *got);
+static int tn__tlsb_write(tn__tls *t, const char *buf, size_t n, size_t *put);
+static size_t tn__tlsb_pending(tn__tls *t);
+static void tn__tlsb_close(tn__tls *t, int notify);
+static void tn__tlsb_notify(tn__tls *t);
+static int tn__tlsb_resumed(tn__tls *t);
+static void *tn__tlsb_session_get(tn__tls *t);
+static void tn__tlsb_session_set(tn__tls *t, void *session);
+static void tn__tlsb_session_free(void *session);
+
+static char *tn__tls_dup(const char *s) { return s ? tn__strndup(s, strlen(s)) : NULL; }
+
+static int tn__grow_n(void **p, size_t n, size_t elem) {
+    void *np = TN_REALLOC(*p, n * elem);
+    if (!np) return TN_ENOMEM;
+    *p = np;
+    return 0;
+}
+
+static void tn__tls_ctx_unref(tn_tls_ctx *c) {
+    size_t i;
+    if (--c->refs > 0) return;
+    tn__tlsb_ctx_drop(c->lib);
+    for (i = 0; i < c->nsni; i++) {
+        tn__tlsb_ctx_drop(c->sni[i].lib);
+        TN_FREE(c->sni[i].name);
+        TN_FREE(c->sni[i].cert);
+        TN_FREE(c->sni[i].key);
+    }
+    TN_FREE(c->sni);
+    TN_FREE((void *)(uintptr_t)c->opts.cert_file);
+    TN_FREE((void *)(uintptr_t)c->opts.key_file);
+    TN_FREE((void *)(uintptr_t)c->opts.ca_file);
+    TN_FREE((void *)(uintptr_t)c->opts.ca_dir);
+    TN_FREE((void *)(uintptr_t)c->opts.ciphers);
+    TN_FREE(c);
+}
+
+static int tn__tls_version_ok(int v) { return v == 0 || v == 12 || v == 13; }
+
+static int tn__tls_ctx_new(const tn_tls_opts *o, int server, tn_tls_ctx **out) {
+    tn_tls_ctx *c = (tn_tls_ctx *)TN_MALLOC(sizeof *c);
+    int rc;
+    *out = NULL;
+    if (!c) return TN_ENOMEM;
+    memset(c, 0, sizeof *c);
+    c->refs = 1;
+    c->server = server;
+    if (o) c->opts = *o;
+    c->opts.cert_file = tn__tls_dup(c->opts.cert_file);
+    c->opts.key_file = tn__tls_dup(c->opts.key_file);
+    c->opts.ca_file = tn__tls_dup(c->opts.ca_file);
+    c->opts.ca_dir = tn__tls_dup(c->opts.ca_dir);
+    c->opts.ciphers = tn__tls_dup(c->opts.ciphers);
+    if (server && (!c->opts.cert_file || !c->opts.key_file)) rc = TN_EINVAL;
+    else if (!tn__tls_version_ok(c->opts.min_version) || !tn__tls_version_ok(c->opts.max_version) ||
+             (c->opts.max_version && c->opts.min_version > c->opts.max_version))
+        rc = TN_EINVAL;
+    else rc = tn__tlsb_ctx_load(c, c->opts.cert_file, c->opts.key_file, &c->lib);
+    if (rc) {
+        tn__tls_ctx_unref(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int tn_tls_server_ctx_new(const tn_tls_opts *o, tn_tls_ctx **out) { return tn__tls_ctx_new(o, 1, out); }
+int tn_tls_client_ctx_new(const tn_tls_opts *o, tn_tls_ctx **out) { return tn__tls_ctx_new(o, 0, out); }
+void tn_tls_ctx_free(tn_tls_ctx *c) {
+    if (c) tn__tls_ctx_unref(c);
+}
+
+int tn_tls_ctx_add_sni(tn_tls_ctx *c, const char *name, const char *cert, const char *key) {
+    tn__tls_sni *n;
+    void *lib;
+    int rc;
+    if (!c->server || !name || !cert || !key) return TN_EINVAL;
+    if ((rc = tn__tlsb_ctx_load(c, cert, key, &lib)) != 0) return rc;
+    if (tn__grow_n((void **)&c->sni, c->nsni + 1, sizeof *c->sni)) {
+        tn__tlsb_ctx_drop(lib);
+        return TN_ENOMEM;
+    }
+    n = &c->sni[c->nsni];
+    n->name = tn__tls_dup(name);
+    n->cert = tn__tls_dup(cert);
+    n->key = tn__tls_dup(key);
+    n->lib = lib;
+    if (!n->name || !n->cert || !n->key) {
+        TN_FREE(n->name);
+        TN_FREE(n->cert);
+        TN_FREE(n->key);
+        tn__tlsb_ctx_drop(lib);
+        return TN_ENOMEM;
+    }
+    c->nsni++;
+    return 0;
+}
+
+/* Re-reads every certificate and key: connections from now on use the new
+ * ones; those under way keep theirs. All or nothing. */
+int tn_tls_ctx_reload(tn_tls_ctx *c) {
+    void *lib, **libs;
+    size_t i;
+    int rc;
+    if (!(libs = (void **)TN_MALLOC((c->nsni + 1) * sizeof *libs))) return TN_ENOMEM;
+    if ((rc = tn__tlsb_ctx_load(c, c->opts.cert_file, c->opts.key_file, &lib)) != 0) {
+        TN_FREE(libs);
+        return rc;
+    }
+    for (i = 0; i < c->nsni; i++)
+        if ((rc = tn__tlsb_ctx_load(c, c->sni[i].cert, c->sni[i].key, &libs[i])) != 0) {
+            while (i--) tn__tlsb_ctx_drop(libs[i]);
+            tn__tlsb_ctx_drop(lib);
+            TN_FREE(libs);
+            return rc;
+        }
+    tn__tlsb_ctx_drop(c->lib);
+    c->lib = lib;
+    for (i = 0; i < c->nsni; i++) {
+        tn__tlsb_ctx_drop(c->sni[i].lib);
+        c->sni[i].lib = libs[i];
+    }
+    TN_FREE(libs);
+    return 0;
+}
+
+/* The context for a server name (SNI), or NULL: the default one. */
+static void *tn__tls_sni_lib(tn_tls_ctx *c, const char *name) {
+    size_t i;
+    if (!name) return NULL;
+    for (i = 0; i < c->nsni; i++)
+        if (strcasecmp(c->sni[i].name, name) == 0) return c->sni[i].lib;
+    return NULL;
+}
+
+/* A stream becomes TLS: the handshake starts on its next event. host: the client's name to verify and
+ * send as SNI; session: a client's earlier session to resume (or NULL). */
+static int tn__stream_start_tls(tn_stream *s, tn_tls_ctx *ctx, const char *host, void *session) {
+    tn__sio *io = tn__stream_sio(s);
+    tn__tls *t;
+    int rc;
+    if (!io) return TN_ENOMEM;
+    if (!(t = (tn__tls *)TN_MALLOC(sizeof *t))) {
+        tn__stream_idle(s);
+        return TN_ENOMEM;
+    }
+    memset(t, 0, sizeof *t);
+    t->ctx = ctx;
+    if ((rc = tn__tlsb_new(t, s->fd, host)) != 0) {
+        TN_FREE(t);
+        tn__stream_idle(s);
+        return rc;
+    }
+    ctx->refs++;
+    if (session) tn__tlsb_session_set(t, session);
+    io->tls = t;
+    /* The first step on the next event (a client's ClientHello once the
+     * socket is writable: at once), never from here: a failure then
+     * reaches the owner's on_error from the loop, not inside its call. */
+    s->flags |= TN__S_HANDSHAKE | (ctx->server ? 0u : TN__S_TLS_WANTW);
+    tn__stream_interest(s);
+    return 0;
+}
+
+static int tn__tls_handshake(tn__tls *t) { return tn__tlsb_handshake(t); }
+/* A server's first step: does the client speak plain HTTP? It starts with
+ * a method's capital letter, a TLS record with 22 (as nginx tells them). */
+static int tn__tls_plain_peer(tn__tls *t, int fd) {
+    char c;
+    if (t->started) return 0;
+    t->started = 1;
+    return t->ctx->server && recv(fd, &c, 1, MSG_PEEK) == 1 && c >= 'A' && c <= 'Z';
+}
+static int tn__tls_read(tn__tls *t, char *buf, size_t n, size_t *got) { return tn__tlsb_read(t, buf, n, got); }
+static size_t tn__tls_pending(tn__tls *t) { return tn__tlsb_pending(t); }
+/* Our close_notify now (a lingering close sends it before its FIN). */
+static void tn__tls_notify(tn__tls *t) {
+    if (t->notified) return;
+    t->notified = 1;
+    tn__tlsb_notify(t);
+}
+static void tn__tls_free(tn__tls *t, int notify) {
+    tn__tlsb_close(t, notify && !t->notified);
+    tn__tls_ctx_unref(t->ctx);
+    TN_FREE(t);
+}
+
+/* Writes pieces in order through TLS: the bytes it took (maybe fewer than
+ * all), TN__TLS_AGAIN_R/W when it took none, or an error. A file part
+ * goes through one pooled buffer (what TLS does not take is read again). */
+static ssize_t tn__stream_tls_send(tn_stream *s, const struct iovec *iov, int k) {
+    size_t total = 0;
+    int i, rc = 0;
+    if (!k) { /* a file part at the head of the queue */
+        tn__oref *r = s->io->refs;
+        char *buf = tn__buf_take(s->loop);
+        size_t want = r->len < TN_BUF_SIZE ? (size_t)r->len : TN_BUF_SIZE, put = 0;
+        ssize_t n;
+        if (!buf) return TN_ENOMEM;
+        n = pread(r->fd, buf, want, (off_t)r->off);
+        if (n <= 0) rc = n < 0 ? -errno : -EIO;
+        else rc = tn__tlsb_write(s->io->tls, buf, (size_t)n, &put);
+        tn__buf_give(s->loop, buf);
+        return rc ? rc : (ssize_t)put;
+    }
+    for (i = 0; i < k; i++) {
+        size_t put = 0;
+        rc = tn__tlsb_write(s->io->tls, (const char *)iov[i].iov_base, iov[i].iov_len, &put);
+        total += put;
+        if (rc || put < iov[i].iov_len) break;
+    }
+    if (total) return (ssize_t)total;
+    return rc ? rc : TN__TLS_AGAIN_W;
+}
+
+/* --------------------------------------------------------------- OpenSSL */
+#if defined(TN_TLS_OPENSSL)
+/* The library's contexts are refcounted (an SSL holds its SSL_CTX): a
+ * reload frees ours, connections keep theirs alive. */
+static int tn__tlsb_servername(SSL *ssl, int *alert, void *arg) {
+    tn_tls_ctx *c = (tn_tls_ctx *)arg;
+    SSL_CTX *alt = (SSL_CTX *)tn__tls_sni_lib(c, SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
+    (void)alert;
+    if (alt) SSL_set_SSL_CTX(ssl, alt);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int tn__tlsb_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                         unsigned inlen, void *arg) {
+    static const unsigned char h11[] = "\x08http/1.1";
+    unsigned char *o;
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto(&o, outlen, h11, sizeof h11 - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no http/1.1 offered: go on without ALPN */
+    *out = o;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int tn__tlsb_version(int v) { return v == 13 ? TLS1_3_VERSION : v == 12 ? TLS1_2_VERSION : 0; }
+
+static int tn__tlsb_ctx_load(tn_tls_ctx *c, const char *cert, const char *key, void **out) {
+    SSL_CTX *x = SSL_CTX_new(c->server ? TLS_server_method() : TLS_client_method());
+    int minv = tn__tlsb_version(c->opts.min_version), maxv = tn__tlsb_version(c->opts.max_version);
+    if (!x) return TN_ENOMEM;
+    SSL_CTX_set_min_proto_version(x, minv ? minv : TLS1_2_VERSION);
+    if (maxv) SSL_CTX_set_max_proto_version(x, maxv);
+    SSL_CTX_set_mode(x, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_options(x, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    if (c->opts.ciphers && !SSL_CTX_set_cipher_list(x, c->opts.ciphers)) goto fail;
+    if (cert && (SSL_CTX_use_certificate_chain_file(x, cert) != 1 || SSL_CTX_use_PrivateKey_file(x, key, SSL_FILETYPE_PEM) != 1 ||
+                 SSL_CTX_check_private_key(x) != 1))
+        goto fail;
+    if (c->server) {
+        SSL_CTX_set_tlsext_servername_callback(x, tn__tlsb_servername);
+        SSL_CTX_set_tlsext_servername_arg(x, c);
+        SSL_CTX_set_alpn_select_cb(x, tn__tlsb_alpn, NULL);
+        SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_SERVER);
+    } else {
+        SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        if (!c->opts.insecure) {
+            SSL_CTX_set_verify(x, SSL_VERIFY_PEER, NULL);
+            if (c->opts.ca_file || c->opts.ca_dir) {
+                if (SSL_CTX_load_verify_locations(x, c->opts.ca_file, c->opts.ca_dir) != 1) goto fail;
+            } else if (SSL_CTX_set_default_verify_paths(x) != 1) {
+                goto fail;
+            }
+        }
+    }
+    *out = x;
+    return 0;
+fail:
+    ERR_clear_error();
+    SSL_CTX_free(x);
+    return TN_EINVAL; /* a file that is missing or not what it should be */
+}
+
+static void tn__tlsb_ctx_drop(void *lib) { SSL_CTX_free((SSL_CTX *)lib); }
+
+static int tn__tlsb_new(tn__tls *t, int fd, const char *host) {
+    SSL *ssl = SSL_new((SSL_CTX *)t->ctx->lib);
+    if (!ssl) return TN_ENOMEM;
+    if (!SSL_set_fd(ssl, fd)) goto fail;
+    if (t->ctx->server) {
+        SSL_set_accept_state(ssl);
+    } else {
+        unsigned char ip[16];
+        int literal = host && (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1);
+        SSL_set_connect_state(ssl);
+        SSL_set_alpn_protos(ssl, (const unsigned char *)"\x08http/1.1", 9);
+        if (host && !literal) SSL_set_tlsext_host_name(ssl, host); /* SNI names hosts, never addresses */
+        if (host && !t->ctx->opts.insecure) {
+            if (literal) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+            else SSL_set1_host(ssl, host);
+        }
+    }
+    t->lib = ssl;
+    return 0;
+fail:
+    SSL_free(ssl);
+    return TN_ENOMEM;
+}
+
+/* The error of a failed call, as the caller's code. */
+static int tn__tlsb_err(tn__tls *t, int ret) {
+    SSL *ssl = (SSL *)t->lib;
+    int e = SSL_get_error(ssl, ret);
+    long v;
+    if (e == SSL_ERROR_WANT_READ) return TN__TLS_AGAIN_R;
+    if (e == SSL_ERROR_WANT_WRITE) return TN__TLS_AGAIN_W;
+    if (e == SSL_ERROR_ZERO_RETURN) return 1; /* close_notify */
+    v = SSL_get_verify_result(ssl);
+    ERR_clear_error();
+    if (e == SSL_ERROR_SYSCALL && errno && errno != EAGAIN) return errno == EPIPE || errno == ECONNRESET ? TN_ECLOSED : -errno;
+    if (v != X509_V_OK && !t->ctx->server) {
+        if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID) return TN_ETLS_EXPIRED;
+        if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH) return TN_ETLS_NAME;
+        return TN_ETLS_UNTRUSTED;
+    }
+    if (e == SSL_ERROR_SYSCALL) return 1; /* EOF without close_notify: the connection ended */
+    return TN_ETLS;
+}
+
+static int tn__tlsb_handshake(tn__tls *t) {
+    int r = SSL_do_handshake((SSL *)t->lib);
+    if (r == 1) return 0;
+    r = tn__tlsb_err(t, r);
+    return r == 1 ? TN_ETLS : r; /* an EOF in the handshake is a failed one */
+}
+
+static int tn__tlsb_read(tn__tls *t, char *buf, size_t n, size_t *got) {
+    size_t k = 0;
+    int r = SSL_read_ex((SSL *)t->lib, buf, n, &k);
+    *got = k;
+    return r == 1 ? 0 : tn__tlsb_err(t, r);
+}
+
+static int tn__tlsb_write(tn__tls *t, const char *buf, size_t n, size_t *put) {
+    size_t k = 0;
+    int r = SSL_write_ex((SSL *)t->lib, buf, n, &k);
+    *put = k;
+    if (r == 1) return 0;
+    r = tn__tlsb_err(t, r);
+    return r == 1 ? TN_ECLOSED : r;
+}
+
+static size_t tn__tlsb_pending(tn__tls *t) { return (size_t)SSL_pending((SSL *)t->lib); }
+
+static void tn__tlsb_notify(tn__tls *t) {
+    (void)SSL_shutdown((SSL *)t->lib);
+    ERR_clear_error();
+}
+static void tn__tlsb_close(tn__tls *t, int notify) {
+    SSL *ssl = (SSL *)t->lib;
+    if (notify) (void)SSL_shutdown(ssl); /* sends our close_notify; does not wait for theirs */
+    ERR_clear_error();
+    SSL_free(ssl);
+}
+
+static void *tn__tlsb_session_get(tn__tls *t) { return SSL_get1_session((SSL *)t->lib); }
+static void tn__tlsb_session_set(tn__tls *t, void *s) { SSL_set_session((SSL *)t->lib, (SSL_SESSION *)s); }
+static void tn__tlsb_session_free(void *s) { SSL_SESSION_free((SSL_SESSION *)s); }
+static int tn__tlsb_resumed(tn__tls *t) { return SSL_session_reused((SSL *)t->lib); }
+const char *tn_tls_backend(void) { return "openssl"; }
+
+/* --------------------------------------------------------------- mbedTLS
+ * Written for mbedTLS 2.28 (Debian 12), which speaks TLS 1.2 (its TLS 1.3
+ * is not in that release: a min_version of 13 is TN_ENOTSUP). Contexts are
+ * refcounted here: a connection holds the one it was made from (and the
+ * SNI one it switched to), so a reload never frees what it still uses. */
+#elif defined(TN_TLS_MBEDTLS)
+typedef struct tn__mbed {
+    int refs, has_cert;
+    tn_tls_ctx *ctx; /* for the SNI callback */
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt ca, cert;
+    mbedtls_pk_context key;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ssl_cache_context cache;
+} tn__mbed;
+
+typedef struct tn__mbedconn {
+    mbedtls_ssl_context ssl;
+    tn__mbed *lib, *alt;
+    int fd;
+    int resumed; /* a client's handshake resumed a session */
+    unsigned char ip[16]; /* a client's address literal to verify (mbedTLS 2.28 does not) */
+    size_t iplen;
+} tn__mbedconn;
+
+static void tn__mbed_unref(tn__mbed *m) {
+    if (!m || --m->refs > 0) return;
+    mbedtls_ssl_config_free(&m->conf);
+    mbedtls_x509_crt_free(&m->ca);
+    mbedtls_x509_crt_free(&m->cert);
+    mbedtls_pk_free(&m->key);
+    mbedtls_ctr_drbg_free(&m->drbg);
+    mbedtls_entropy_free(&m->entropy);
+    mbedtls_ssl_cache_free(&m->cache);
+    TN_FREE(m);
+}
+
+static int tn__mbed_sni(void *arg, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len) {
+    tn__mbed *m = (tn__mbed *)arg, *alt;
+    tn__mbedconn *mc = (tn__mbedconn *)((char *)ssl - offsetof(tn__mbedconn, ssl));
+    char host[256];
+    if (len >= sizeof host) return 0;
+    memcpy(host, name, len);
+    host[len] = 0;
+    alt = (tn__mbed *)tn__tls_sni_lib(m->ctx, host);
+    if (!alt || mc->alt) return 0;
+    alt->refs++;
+    mc->alt = alt;
+    return mbedtls_ssl_set_hs_own_cert(ssl, &alt->cert, &alt->key);
+}
+
+static int tn__tlsb_ctx_load(tn_tls_ctx *c, const char *cert, const char *key, void **out) {
+    static const char *alpn[] = {"http/1.1", NULL};
+    tn__mbed *m = (tn__mbed *)TN_MALLOC(sizeof *m);
+    int ok = 1;
+    if (!m) return TN_ENOMEM;
+    memset(m, 0, sizeof *m);
+    m->refs = 1;
+    m->ctx = c;
+    mbedtls_ssl_config_init(&m->conf);
+    mbedtls_x509_crt_init(&m->ca);
+    mbedtls_x509_crt_init(&m->cert);
+    mbedtls_pk_init(&m->key);
+    mbedtls_entropy_init(&m->entropy);
+    mbedtls_ctr_drbg_init(&m->drbg);
+    mbedtls_ssl_cache_init(&m->cache);
+    if (c->opts.min_version == 13) {
+        tn__mbed_unref(m);
+        return TN_ENOTSUP;
+    }
+    ok = mbedtls_ctr_drbg_seed(&m->drbg, mbedtls_entropy_func, &m->entropy, (const unsigned char *)"tornado.h", 9) == 0 &&
+         mbedtls_ssl_config_defaults(&m->conf, c->server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+                                     MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT) == 0;
+    if (ok) {
+        mbedtls_ssl_conf_rng(&m->conf, mbedtls_ctr_drbg_random, &m->drbg);
+        mbedtls_ssl_conf_min_version(&m->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3); /* TLS 1.2 */
+        mbedtls_ssl_conf_renegotiation(&m->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+        ok = mbedtls_ssl_conf_alpn_protocols(&m->conf, alpn) == 0;
+    }
+    if (ok && cert) {
+        ok = mbedtls_x509_crt_parse_file(&m->cert, cert) == 0 && mbedtls_pk_parse_keyfile(&m->key, key, NULL) == 0 &&
+             mbedtls_pk_check_pair(&m->cert.pk, &m->key) == 0 && /* the key is the certificate's */
+             mbedtls_ssl_conf_own_cert(&m->conf, &m->cert, &m->key) == 0;
+        m->has_cert = ok;
+    }
+    if (ok && c->server) {
+        mbedtls_ssl_conf_sni(&m->conf, tn__mbed_sni, m);
+        mbedtls_ssl_conf_session_cache(&m->conf, &m->cache, mbedtls_ssl_cache_get, mbedtls_ssl_cache_set);
+    } else if (ok) {
+        if (c->opts.insecure) {
+            mbedtls_ssl_conf_authmode(&m->conf, MBEDTLS_SSL_VERIFY_NONE);
+        } else {
+            if (c->opts.ca_file) ok = mbedtls_x509_crt_parse_file(&m->ca, c->opts.ca_file) == 0;
+            if (ok && c->opts.ca_dir) ok = mbedtls_x509_crt_parse_path(&m->ca, c->opts.ca_dir) >= 0;
+            if (ok && !c->opts.ca_file && !c->opts.ca_dir) /* the system's store (Debian's bundle) */
+                ok = mbedtls_x509_crt_parse_file(&m->ca, "/etc/ssl/certs/ca-certificates.crt") >= 0 ||
+                     mbedtls_x509_crt_parse_path(&m->ca, "/etc/ssl/certs") >= 0;
+            mbedtls_ssl_conf_ca_chain(&m->conf, &m->ca, NULL);
+            mbedtls_ssl_conf_authmode(&m->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+        }
+    }
+    if (!ok) {
+        tn__mbed_unref(m);
+        return TN_EINVAL;
+    }
+    *out = m;
+    return 0;
+}
+
+static void tn__tlsb_ctx_drop(void *lib) { tn__mbed_unref((tn__mbed *)lib); }
+
+static int tn__mbed_send(void *arg, const unsigned char *buf, size_t len) {
+    tn__mbedconn *mc = (tn__mbedconn *)arg;
+    ssize_t n = send(mc->fd, buf, len, TN__NOSIGNAL);
+    if (n >= 0) return (int)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return MBEDTLS_ERR_SSL_WANT_WRITE;
+    return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_SEND_FAILED;
+}
+
+static int tn__mbed_recv(void *arg, unsigned char *buf, size_t len) {
+    tn__mbedconn *mc = (tn__mbedconn *)arg;
+    ssize_t n = recv(mc->fd, buf, len, 0);
+    if (n >= 0) return (int)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return MBEDTLS_ERR_SSL_WANT_READ;
+    return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+static int tn__tlsb_new(tn__tls *t, int fd, const char *host) {
+    tn__mbedconn *mc = (tn__mbedconn *)TN_MALLOC(sizeof *mc);
+    tn__mbed *m = (tn__mbed *)t->ctx->lib;
+    if (!mc) return TN_ENOMEM;
+    memset(mc, 0, sizeof *mc);
+    mbedtls_ssl_init(&mc->ssl);
+    mc->fd = fd;
+    if (mbedtls_ssl_setup(&mc->ssl, &m->conf) != 0) {
+        mbedtls_ssl_free(&mc->ssl);
+        TN_FREE(mc);
+        return TN_ENOMEM;
+    }
+    mbedtls_ssl_set_bio(&mc->ssl, mc, tn__mbed_send, tn__mbed_recv, NULL);
+    if (!t->ctx->server && host) {
+        if (inet_pton(AF_INET, host, mc->ip) == 1) mc->iplen = 4;
+        else if (inet_pton(AF_INET6, host, mc->ip) == 1) mc->iplen = 16;
+        /* a name: SNI and the name check; an address: checked after */
+        if (!mc->iplen && mbedtls_ssl_set_hostname(&mc->ssl, host) != 0) {
+            mbedtls_ssl_free(&mc->ssl);
+            TN_FREE(mc);
+            return TN_EINVAL;
+        }
+    }
+    m->refs++;
+    mc->lib = m;
+    t->lib = mc;
+    return 0;
+}
+
+/* An address literal against the certificate's iPAddress names. */
+static int tn__mbed_ip_ok(tn__mbedconn *mc) {
+    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&mc->ssl);
+    const mbedtls_x509_sequence *san;
+    if (!crt) return 0;
+    for (san = &crt->subject_alt_names; san && san->buf.p; san = san->next)
+        if (san->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && san->buf.len == mc->iplen &&
+            memcmp(san->buf.p, mc->ip, mc->iplen) == 0)
+            return 1;
+    return 0;
+}
+
+static int tn__mbed_err(tn__tls *t, int r) {
+    tn__mbedconn *mc = (tn__mbedconn *)t->lib;
+    uint32_t flags;
+    if (r == MBEDTLS_ERR_SSL_WANT_READ) return TN__TLS_AGAIN_R;
+    if (r == MBEDTLS_ERR_SSL_WANT_WRITE) return TN__TLS_AGAIN_W;
+    if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) return 1;
+    if (r == MBEDTLS_ERR_NET_CONN_RESET) return TN_ECLOSED;
+    if (!t->ctx->server && (flags = mbedtls_ssl_get_verify_result(&mc->ssl)) != 0 && flags != (uint32_t)-1) {
+        if (flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE)) return TN_ETLS_EXPIRED;
+        if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) return TN_ETLS_NAME;
+        return TN_ETLS_UNTRUSTED;
+    }
+    return TN_ETLS;
+}
+
+static int tn__tlsb_handshake(tn__tls *t) {
+    tn__mbedconn *mc = (tn__mbedconn *)t->lib;
+    int r = 0;
+    /* Step by step, to see resumption (2.28 has no getter): a client that
+     * resumes goes from the ServerHello straight to the server's
+     * ChangeCipherSpec (or ticket); a full handshake reads a Certificate. */
+    while (r == 0 && mc->ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        int before = mc->ssl.state;
+        r = mbedtls_ssl_handshake_step(&mc->ssl);
+        if (before == MBEDTLS_SSL_SERVER_HELLO && mc->ssl.state != before && !t->ctx->server)
+            mc->resumed = mc->ssl.state == MBEDTLS_SSL_SERVER_CHANGE_CIPHER_SPEC;
+    }
+    if (r) {
+        r = tn__mbed_err(t, r);
+        return r == 1 ? TN_ETLS : r;
+    }
+    if (mc->iplen && !t->ctx->opts.insecure && !tn__mbed_ip_ok(mc)) return TN_ETLS_NAME;
+    return 0;
+}
+
+static int tn__tlsb_read(tn__tls *t, char *buf, size_t n, size_t *got) {
+    tn__mbedconn *mc = (tn__mbedconn *)t->lib;
+    int r = mbedtls_ssl_read(&mc->ssl, (unsigned char *)buf, n);
+    *got = r > 0 ? (size_t)r : 0;
+    if (r > 0) return 0;
+    if (r == 0) return 1; /* EOF */
+    return tn__mbed_err(t, r);
+}
+
+static int tn__tlsb_write(tn__tls *t, const char *buf, size_t n, size_t *put) {
+    tn__mbedconn *mc = (tn__mbedconn *)t->lib;
+    int r = mbedtls_ssl_write(&mc->ssl, (const unsigned char *)buf, n);
+    *put = r > 0 ? (size_t)r : 0;
+    if (r >= 0) return 0;
+    r = tn__mbed_err(t, r);
+    return r == 1 ? TN_ECLOSED : r;
+}
+
+static size_t tn__tlsb_pending(tn__tls *t) { return mbedtls_ssl_get_bytes_avail(&((tn__mbedconn *)t->lib)->ssl); }
+
+static void tn__tlsb_notify(tn__tls *t) { (void)mbedtls_ssl_close_notify(&((tn__mbedconn *)t->lib)->ssl); }
+static void tn__tlsb_close(tn__tls *t, int notify) {
+    tn__mbedconn *mc = (tn__mbedconn *)t->lib;
+    if (notify) (void)mbedtls_ssl_close_notify(&mc->ssl);
+    mbedtls_ssl_free(&mc->ssl);
+    tn__mbed_unref(mc->lib);
+    tn__mbed_unref(mc->alt);
+    TN_FREE(mc);
+}
+
+static void *tn__tlsb_session_get(tn__tls *t) {
+    mbedtls_ssl_session *s = (mbedtls_ssl_session *)TN_MALLOC(sizeof *s);
+    if (!s) return NULL;
+    mbedtls_ssl_session_init(s);
+    if (mbedtls_ssl_get_session(&((tn__mbedconn *)t->lib)->ssl, s) != 0) {
+        mbedtls_ssl_session_free(s);
+        TN_FREE(s);
+        return NULL;
+    }
+    return s;
+}
+static void tn__tlsb_session_set(tn__tls *t, void *s) {
+    /* best effort: a full handshake otherwise */
+    (void)mbedtls_ssl_set_session(&((tn__mbedconn *)t->lib)->ssl, (const mbedtls_ssl_session *)s);
+}
+static void tn__tlsb_session_free(void *s) {
+    mbedtls_ssl_session_free((mbedtls_ssl_session *)s);
+    TN_FREE(s);
+}
+static int tn__tlsb_resumed(tn__tls *t) { return ((tn__mbedconn *)t->lib)->resumed; }
+const char *tn_tls_backend(void) { return "mbedtls"; }
+#endif /* the backends */
+#endif /* TN__TLS */
 
 /* -------------------------------------------------------------- connector
  * Resolve (numeric at once, names on the executor), then a non-blocking
@@ -4977,6 +5952,7 @@ typedef struct tn__ustream {
     void (*on_close)(tn_stream *s, void *arg);
     void *close_arg;
     int failed; /* the error that closed it, or 0 */
+    tn_future *secure; /* tn_stream_start_tls: resolves when the handshake is done */
 } tn__ustream;
 
 static void tn__ustream_settle_writes(tn__ustream *u, int err) {
@@ -5079,6 +6055,11 @@ static void tn__ustream_on_drain(tn_stream *s) {
 static void tn__ustream_on_error(tn_stream *s, int err) {
     tn__ustream *u = (tn__ustream *)s;
     u->failed = err;
+    if (u->secure) { /* the handshake failed */
+        tn_future *f = u->secure;
+        u->secure = NULL;
+        tn_future_fail(f, err);
+    }
     tn__ustream_settle_writes(u, err);
     tn__ustream_try_read(u);
     if (u->on_close) {
@@ -5088,8 +6069,15 @@ static void tn__ustream_on_error(tn_stream *s, int err) {
     }
 }
 
+static void tn__ustream_on_secure(tn_stream *s) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn_future *f = u->secure;
+    u->secure = NULL;
+    if (f) tn_future_resolve(f, NULL);
+}
+
 static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_on_drain, tn__ustream_on_error,
-                                               tn__ustream_in_limit, 0};
+                                               tn__ustream_in_limit, 0, tn__ustream_on_secure, NULL};
 
 static tn_stream *tn__ustream_new(tn_loop *l, int fd) {
     tn__ustream *u = (tn__ustream *)TN_MALLOC(sizeof *u);
@@ -5172,6 +6160,10 @@ void tn_stream_close(tn_stream *s) {
     tn__ustream *u = (tn__ustream *)s;
     if (!s) return;
     tn__stream_close(s);
+    if (u->secure) {
+        tn_future_fail(u->secure, TN_ECLOSED);
+        u->secure = NULL;
+    }
     tn__ustream_settle_writes(u, TN_ECLOSED);
     if (u->rd) {
         tn_future_fail(u->rd, TN_ECLOSED);
@@ -5183,6 +6175,26 @@ void tn_stream_close(tn_stream *s) {
 }
 
 int tn_stream_fd(const tn_stream *s) { return s->fd; }
+
+#if TN__TLS
+tn_future *tn_stream_start_tls(tn_stream *s, tn_tls_ctx *ctx, const char *host) {
+    tn__ustream *u = (tn__ustream *)s;
+    tn_future *f = tn_future_new(s->loop);
+    int rc;
+    if (!f) return NULL;
+    if (u->secure || (s->io && s->io->tls)) rc = TN_ESTATE;
+    else if (s->flags & TN__S_CLOSED) rc = u->failed ? u->failed : TN_ECLOSED;
+    else if (tn__stream_avail(s)) rc = TN_ESTATE; /* plaintext already read would be lost */
+    else {
+        if ((rc = tn__stream_start_tls(s, ctx, host, NULL)) == 0) {
+            u->secure = f; /* settled by on_secure or on_error */
+            return f;
+        }
+    }
+    tn_future_fail(f, rc);
+    return f;
+}
+#endif
 
 /* tn_tcp_connect: a connector whose done resolves a future. */
 typedef struct tn__tcp_connect {
@@ -6354,6 +7366,7 @@ struct tn_http_server {
     tn_http_server_opts opts;
     tn_http_limits limits;
     tn__acceptor lst[TN__MAX_LISTEN];
+    tn_tls_ctx *lst_tls[TN__MAX_LISTEN]; /* a TLS listener's context, or NULL */
     int nlisten, port;
     tn__route *routes;
     size_t nroutes, routes_cap;
@@ -8252,6 +9265,9 @@ static void tn__conn_close(tn__conn *c) {
  * close at the client's EOF or after linger_timeout_ms. */
 static void tn__conn_linger(tn__conn *c) {
     if (c->s.oflags & (TN__C_LINGER | TN__C_IN_BATCH)) return; /* in a batch: after it */
+#if TN__TLS
+    if (c->s.io && c->s.io->tls && !(c->s.flags & TN__S_HANDSHAKE)) tn__tls_notify(c->s.io->tls);
+#endif
     if ((c->s.flags & TN__S_EOF) || (!(c->s.oflags & TN__C_CUT) && !tn__stream_avail(&c->s)) ||
         shutdown(c->s.fd, SHUT_WR) != 0) {
         tn__conn_close(c);
@@ -8342,8 +9358,10 @@ static void tn__conn_on_error(tn_stream *s, int err) {
     tn__conn_close(c);
 }
 
-static const tn__stream_ops tn__conn_ops = {tn__conn_on_read, tn__conn_on_drain, tn__conn_on_error,
-                                             tn__conn_in_limit, TN_HTTP_WRITE_LOW - 1};
+static const tn__stream_ops tn__conn_ops = {
+    tn__conn_on_read, tn__conn_on_drain, tn__conn_on_error, tn__conn_in_limit, TN_HTTP_WRITE_LOW - 1, NULL,
+    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\n"
+    "The plain HTTP request was sent to an HTTPS port\n"};
 
 /* The request is answered: drop its bytes and get ready for the next. */
 static void tn__conn_end_request(tn__conn *c) {
@@ -8920,7 +9938,7 @@ static void tn__conn_process(tn__conn *c) {
  * connection over max_connections is answered 503 and closed lingering, so
  * its client reads the answer rather than a reset; past a bound on those
  * too (a flood), it is closed at once. */
-static int tn__conn_new(tn_http_server *srv, int fd) {
+static int tn__conn_new(tn_http_server *srv, int fd, tn_tls_ctx *tls) {
     tn__conn *c;
     int one = 1, shed = srv->nconns - srv->nshed >= srv->opts.max_connections || srv->shutting_down;
     if (shed && srv->nshed >= 64 + srv->opts.max_connections / 8) return TN_EFULL;
@@ -8936,18 +9954,27 @@ static int tn__conn_new(tn_http_server *srv, int fd) {
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
-    if (shed) {
+    if (shed && !tls) { /* over TLS a 503 would need a handshake first: just close */
         c->s.oflags |= TN__C_SHED;
         srv->nshed++;
         tn__conn_error(c, 503);
         return 0;
     }
-    tn__list_add(c, TN__L_HEADER);
+    tn__list_add(c, TN__L_HEADER); /* over TLS the handshake is on this clock too */
+#if TN__TLS
+    if (tls && (shed || tn__stream_start_tls(&c->s, tls, NULL, NULL))) {
+        tn__conn_close(c);
+        return 0;
+    }
+#else
+    (void)tls;
+#endif
     return 0;
 }
 
 static void tn__server_accepted(tn__acceptor *a, int fd) {
-    if (tn__conn_new((tn_http_server *)a->arg, fd)) close(fd);
+    tn_http_server *srv = (tn_http_server *)a->arg;
+    if (tn__conn_new(srv, fd, srv->lst_tls[a - srv->lst])) close(fd);
 }
 
 int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_server **out) {
@@ -8985,7 +10012,7 @@ int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_serv
     return 0;
 }
 
-int tn_http_listen(tn_http_server *srv, const char *host, int port) {
+static int tn__http_listen(tn_http_server *srv, const char *host, int port, tn_tls_ctx *tls) {
     int fd, rc;
     if (srv->shutting_down) return TN_ESTATE;
     if (srv->nlisten == TN__MAX_LISTEN) return TN_EFULL;
@@ -8995,9 +10022,20 @@ int tn_http_listen(tn_http_server *srv, const char *host, int port) {
         close(fd);
         return rc;
     }
-    srv->nlisten++;
+#if TN__TLS
+    if (tls) tls->refs++;
+#endif
+    srv->lst_tls[srv->nlisten++] = tls;
     return 0;
 }
+
+int tn_http_listen(tn_http_server *srv, const char *host, int port) { return tn__http_listen(srv, host, port, NULL); }
+#if TN__TLS
+int tn_http_listen_tls(tn_http_server *srv, const char *host, int port, tn_tls_ctx *ctx) {
+    if (!ctx || !ctx->server) return TN_EINVAL;
+    return tn__http_listen(srv, host, port, ctx);
+}
+#endif
 
 int tn_http_serve_fd(tn_http_server *srv, int fd) {
     int rc;
@@ -9005,7 +10043,7 @@ int tn_http_serve_fd(tn_http_server *srv, int fd) {
     if (srv->shutting_down) return TN_ESTATE;
     if ((rc = tn__set_nonblock_cloexec(fd)) != 0) return rc;
     tn__sock_prepare(fd);
-    return tn__conn_new(srv, fd);
+    return tn__conn_new(srv, fd, NULL);
 }
 
 int tn_http_server_port(const tn_http_server *srv) { return srv->port; }
@@ -9321,7 +10359,13 @@ int tn_http_static(tn_http_server *srv, const char *prefix, const char *root, co
 
 static void tn__server_close_listeners(tn_http_server *srv) {
     int i;
-    for (i = 0; i < srv->nlisten; i++) tn__acceptor_close(&srv->lst[i]);
+    for (i = 0; i < srv->nlisten; i++) {
+        tn__acceptor_close(&srv->lst[i]);
+#if TN__TLS
+        if (srv->lst_tls[i]) tn__tls_ctx_unref(srv->lst_tls[i]);
+#endif
+        srv->lst_tls[i] = NULL;
+    }
     srv->nlisten = 0;
 }
 
@@ -9349,7 +10393,7 @@ tn_future *tn_http_server_shutdown(tn_http_server *srv, unsigned deadline_ms) {
     for (i = 0; i < srv->nlisten; i++) {
         int fd;
         while ((fd = tn__accept(srv->lst[i].fd)) >= 0 || fd == -EINTR || fd == -ECONNABORTED)
-            if (fd >= 0 && tn__conn_new(srv, fd)) close(fd);
+            if (fd >= 0 && tn__conn_new(srv, fd, srv->lst_tls[i])) close(fd);
     }
     srv->shutting_down = 1;
     tn__server_close_listeners(srv);
@@ -9430,6 +10474,14 @@ const char *tn_http_method(const tn_http_request *r) { return r->msg.method; }
 const char *tn_http_target(const tn_http_request *r) { return r->msg.target; }
 const char *tn_http_path(const tn_http_request *r) { return r->path; }
 int tn_http_version_minor(const tn_http_request *r) { return r->msg.version_minor; }
+const char *tn_http_protocol(const tn_http_request *r) {
+#if TN__TLS
+    if (r->conn->s.io && r->conn->s.io->tls) return "https";
+#else
+    (void)r;
+#endif
+    return "http";
+}
 void *tn_http_frame(tn_http_request *r) { return r->frame; }
 int tn_http_closed(const tn_http_request *r) { return r->closed; }
 
@@ -9871,15 +10923,18 @@ typedef struct tn__hconn tn__hconn;
 /* One pool per host:port: its idle connections and its waiting fetches. */
 typedef struct tn__hpool {
     struct tn__hpool *next;
-    char *key; /* "host:port" */
+    char *key; /* "host:port", "https://host:port" */
     tn__hconn *idle;
     tn__fetch *qhead, *qtail;
     size_t active; /* connections open or opening, idle ones included */
+    int tls;
+    void *tls_session; /* the last TLS session, resumed by the next connection */
 } tn__hpool;
 
 struct tn_http_client {
     tn_loop *loop;
     tn_http_client_opts opts;
+    tn_tls_ctx *tls; /* https: opts.tls, or the default made on first use */
     tn__hpool *pools;
     tn__fetch *fetches; /* every fetch in flight, for tn_http_client_free */
     size_t nfetches;
@@ -9902,6 +10957,8 @@ struct tn__hconn {
     int state, reused, idle_timer_armed, got_bytes, keep, interim;
     size_t prev_len;
     tn__body body;
+    tn_timer hs_timer; /* TLS: the handshake's deadline (connect_timeout_ms) */
+    int hs_armed;
 };
 
 struct tn__fetch {
@@ -9918,6 +10975,7 @@ struct tn__fetch {
     size_t hdrs_len;
     char *url, *host, *target; /* host: as in the URL (for Host:); target: path?query */
     int port, user_agent;      /* user_agent: the user's headers have one */
+    int tls;                   /* https */
     tn_http_response *resp;
     size_t body_cap;
     tn_timer timer;
@@ -9961,6 +11019,9 @@ int tn_http_client_new(tn_loop *l, const tn_http_client_opts *opts, tn_http_clie
     if (!c->opts.request_timeout_ms) c->opts.request_timeout_ms = 20000;
     if (!c->opts.idle_timeout_ms) c->opts.idle_timeout_ms = 30000;
     if (!c->opts.max_body_bytes) c->opts.max_body_bytes = 100u * 1024 * 1024;
+#if TN__TLS
+    if ((c->tls = c->opts.tls) != NULL) c->tls->refs++;
+#endif
     *out = c;
     return 0;
 }
@@ -9970,9 +11031,11 @@ static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
     const char *p, *hs, *he, *ts;
     size_t n = strlen(url);
     long port = 80;
-    if (n >= 8 && strncasecmp(url, "https://", 8) == 0) return TN_ENOTLS;
-    if (n < 8 || strncasecmp(url, "http://", 7) != 0) return TN_EINVAL;
-    hs = url + 7;
+    int tls = n >= 8 && strncasecmp(url, "https://", 8) == 0;
+    if (tls && !TN__TLS) return TN_ENOTLS;
+    if (!tls && (n < 8 || strncasecmp(url, "http://", 7) != 0)) return TN_EINVAL;
+    if (tls) port = 443;
+    hs = url + 7 + tls;
     ts = hs + strcspn(hs, "/?#");
     if (hs[0] == '[') { /* [v6]:port */
         const char *rb = (const char *)memchr(hs, ']', (size_t)(ts - hs));
@@ -10008,14 +11071,15 @@ static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
         }
     }
     fe->port = (int)port;
+    fe->tls = tls;
     if (!fe->url || !fe->host || !fe->target) return TN_ENOMEM;
     return 0;
 }
 
-static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port) {
+static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port, int tls) {
     char key[300];
     tn__hpool *p;
-    snprintf(key, sizeof key, "%s:%d", host, port);
+    snprintf(key, sizeof key, "%s%s:%d", tls ? "https://" : "", host, port);
     for (p = c->pools; p; p = p->next)
         if (strcmp(p->key, key) == 0) return p;
     p = (tn__hpool *)TN_MALLOC(sizeof *p);
@@ -10025,6 +11089,7 @@ static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port) {
         TN_FREE(p);
         return NULL;
     }
+    p->tls = tls;
     p->next = c->pools;
     c->pools = p;
     return p;
@@ -10105,7 +11170,11 @@ static void tn__hconn_free(tn__hconn *hc) {
     tn__hpool *p = hc->pool;
     tn_http_client *c = hc->cl;
     if (hc->idle_timer_armed) tn_cancel_timer(c->loop, hc->idle_timer);
-    tn__stream_in_release(&hc->s);
+    if (hc->hs_armed) tn_cancel_timer(c->loop, hc->hs_timer);
+    if (hc->s.loop) { /* (not yet if the connect failed) */
+        tn__stream_close(&hc->s); /* (a no-op if closed: frees the TLS state if any) */
+        tn__stream_in_release(&hc->s);
+    }
     p->active--;
     TN_FREE(hc);
     /* A slot freed up: start the next queued fetch. */
@@ -10157,7 +11226,7 @@ static int tn__fetch_send(tn__fetch *fe) {
         p = tn__put(p, fe->host_hdr, hh);
     } else {
         p = tn__put(p, fe->host, hl);
-        if (fe->port != 80) {
+        if (fe->port != (fe->tls ? 443 : 80)) {
             *p++ = ':';
             p = tn__put_u64(p, (uint64_t)fe->port, 0);
         }
@@ -10216,8 +11285,24 @@ static size_t tn__hconn_in_limit(tn_stream *s) {
     (void)s;
     return TN_HTTP_MAX_HEAD + 1; /* a whole head or trailer section, and a byte to tell it is over */
 }
+static void tn__hconn_on_secure(tn_stream *s) {
+    tn__hconn *hc = (tn__hconn *)s;
+    if (hc->hs_armed) tn_cancel_timer(hc->cl->loop, hc->hs_timer);
+    hc->hs_armed = 0;
+}
 static const tn__stream_ops tn__hconn_ops = {tn__hconn_on_read, tn__hconn_on_drain, tn__hconn_on_error,
-                                             tn__hconn_in_limit, 0};
+                                             tn__hconn_in_limit, 0, tn__hconn_on_secure, NULL};
+
+#if TN__TLS
+static void tn__hconn_hs_timeout(tn_loop *l, void *arg) {
+    tn__hconn *hc = (tn__hconn *)arg;
+    (void)l;
+    hc->hs_armed = 0;
+    if (!(hc->s.flags & TN__S_HANDSHAKE)) return;
+    tn__stream_close(&hc->s);
+    tn__hconn_failed(hc, TN_ETLS_TIMEOUT);
+}
+#endif
 
 static void tn__hconn_connected(tn__connector *cn, int fd, int err) {
     tn__hconn *hc = (tn__hconn *)((char *)cn - offsetof(tn__hconn, cn));
@@ -10244,6 +11329,22 @@ static void tn__hconn_connected(tn__connector *cn, int fd, int err) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
+#if TN__TLS
+    if (hc->pool->tls) {
+        /* TLS first: the request is queued now and goes when it is done. */
+        tn_http_client *c = hc->cl;
+        if (!c->tls && (err = tn_tls_client_ctx_new(NULL, &c->tls)) != 0) {
+            tn__hconn_failed(hc, err);
+            return;
+        }
+        if ((err = tn__stream_start_tls(&hc->s, c->tls, fe ? fe->host : NULL, hc->pool->tls_session)) != 0) {
+            tn__hconn_failed(hc, err);
+            return;
+        }
+        hc->hs_armed = tn_call_later(c->loop, fe ? fe->opts.connect_timeout_ms : c->opts.connect_timeout_ms,
+                                     tn__hconn_hs_timeout, hc, &hc->hs_timer) == 0;
+    }
+#endif
     if (!fe) { /* the fetch went away while connecting: pool it */
         hc->state = TN__H_IDLE;
         hc->next_idle = hc->pool->idle;
@@ -10363,16 +11464,17 @@ static int tn__resp_from_head(tn__fetch *fe, const tn_http_message *m) {
  * "//host/..." and "/path" and relative "path". */
 static char *tn__resolve_location(const tn__fetch *fe, const char *loc, const char *host) {
     size_t n = strlen(loc);
+    const char *scheme = fe->tls ? "https" : "http";
     char *out;
     if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0) return tn__strndup(loc, n);
-    out = (char *)TN_MALLOC(strlen(host) + strlen(fe->target) + n + 32);
+    out = (char *)TN_MALLOC(strlen(host) + strlen(fe->target) + n + 40);
     if (!out) return NULL;
-    if (loc[0] == '/' && loc[1] == '/') sprintf(out, "http:%s", loc);
-    else if (loc[0] == '/') sprintf(out, "http://%s:%d%s", host, fe->port, loc);
+    if (loc[0] == '/' && loc[1] == '/') sprintf(out, "%s:%s", scheme, loc);
+    else if (loc[0] == '/') sprintf(out, "%s://%s:%d%s", scheme, host, fe->port, loc);
     else {
         const char *slash = strrchr(fe->target, '/');
         size_t dl = slash ? (size_t)(slash - fe->target) + 1 : 1;
-        sprintf(out, "http://%s:%d%.*s%s", host, fe->port, (int)dl, slash ? fe->target : "/", loc);
+        sprintf(out, "%s://%s:%d%.*s%s", scheme, host, fe->port, (int)dl, slash ? fe->target : "/", loc);
     }
     return out;
 }
@@ -10413,13 +11515,13 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
         }
         {
             char *old_host = fe->host;
-            int old_port = fe->port;
+            int old_port = fe->port, old_tls = fe->tls;
             fe->host = NULL; /* kept to compare */
             next = tn__resolve_location(fe, loc, old_host);
             rc = next ? tn__fetch_set_url(fe, next) : TN_ENOMEM;
             TN_FREE(next);
             /* A Host the user set names the first server, not another. */
-            if (!rc && (old_port != fe->port || strcmp(old_host, fe->host) != 0)) {
+            if (!rc && (old_port != fe->port || old_tls != fe->tls || strcmp(old_host, fe->host) != 0)) {
                 TN_FREE(fe->host_hdr);
                 fe->host_hdr = NULL;
             }
@@ -10440,7 +11542,7 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
                 return;
             }
         }
-        fe->pool = tn__pool_for(fe->cl, fe->host, fe->port);
+        fe->pool = tn__pool_for(fe->cl, fe->host, fe->port, fe->tls);
         if (!fe->pool) {
             tn__fetch_fail(fe, TN_ENOMEM);
             return;
@@ -10467,6 +11569,25 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
 }
 
 /* Reads the response as it arrives. */
+/* The TLS session for the pool's next new connection to resume. Taken
+ * when the head is in: TLS 1.3 sends it after the handshake, so by now it
+ * has come, and later a peer that closes without close_notify makes the
+ * library mark it not resumable. */
+static void tn__hconn_save_session(tn__hconn *hc, tn_http_response *r) {
+#if TN__TLS
+    void *ss;
+    if (!hc->s.io || !hc->s.io->tls) return;
+    r->tls_resumed = tn__tlsb_resumed(hc->s.io->tls);
+    if ((ss = tn__tlsb_session_get(hc->s.io->tls)) != NULL) {
+        if (hc->pool->tls_session) tn__tlsb_session_free(hc->pool->tls_session);
+        hc->pool->tls_session = ss;
+    }
+#else
+    (void)hc;
+    (void)r;
+#endif
+}
+
 static void tn__hconn_on_read(tn_stream *s) {
     tn__hconn *hc = (tn__hconn *)s;
     tn__fetch *fe = hc->fetch;
@@ -10511,6 +11632,8 @@ static void tn__hconn_on_read(tn_stream *s) {
                 tn__fetch_fail(fe, rc);
                 return;
             }
+            fe->resp->reused = hc->reused;
+            tn__hconn_save_session(hc, fe->resp);
             hc->keep = m.keep_alive;
             if (m.content_length > 0 && !fe->opts.on_chunk && (uint64_t)m.content_length > fe->opts.max_body_bytes) {
                 tn__fetch_fail(fe, TN_ETOOLARGE);
@@ -10634,7 +11757,7 @@ tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch
     if (!rc) rc = tn__fetch_set_url(fe, url ? url : "");
     if (!rc && !(fe->resp = (tn_http_response *)TN_MALLOC(sizeof *fe->resp))) rc = TN_ENOMEM;
     if (!rc) memset(fe->resp, 0, sizeof *fe->resp);
-    if (!rc && !(fe->pool = tn__pool_for(c, fe->host, fe->port))) rc = TN_ENOMEM;
+    if (!rc && !(fe->pool = tn__pool_for(c, fe->host, fe->port, fe->tls))) rc = TN_ENOMEM;
     if (rc) {
         tn_future_fail(f, rc);
         tn__fetch_free(fe);
@@ -10654,9 +11777,15 @@ void tn_http_client_free(tn_http_client *c) {
         tn__hpool *p = c->pools;
         while (p->idle) tn__hconn_close(p->idle);
         c->pools = p->next;
+#if TN__TLS
+        if (p->tls_session) tn__tlsb_session_free(p->tls_session);
+#endif
         TN_FREE(p->key);
         TN_FREE(p);
     }
+#if TN__TLS
+    if (c->tls) tn__tls_ctx_unref(c->tls);
+#endif
     TN_FREE(c);
 }
 

@@ -1,13 +1,16 @@
 /* fetch: an HTTP client on the command line, in the spirit of curl.
  *
- *   fetch [-X METHOD] [-d BODY] [-H 'Name: value']... [-i] URL...
+ *   fetch [-X METHOD] [-d BODY] [-H 'Name: value']... [-i] [--cacert FILE] [-k] URL...
  *
  * Several URLs are fetched concurrently and printed in the order given; -i
  * prints the status line and headers first. Bodies are written as they
  * arrive (on_chunk), so memory stays a buffer's worth whatever their size:
  * one URL without -i goes straight to stdout, others wait in temporary
  * files for their turn. The exit status is non-zero if any fetch failed,
- * with the reason on stderr. */
+ * with the reason on stderr. https:// URLs need a TLS build (make builds
+ * it with -DTN_TLS_OPENSSL when libssl-dev is there): the server is
+ * verified against the system's CA store, or --cacert FILE; -k verifies
+ * nothing (as curl's). */
 #define TORNADO_IMPLEMENTATION
 #include "../tornado.h"
 
@@ -55,7 +58,9 @@ static int run(tn_co *co) {
 int main(int argc, char **argv) {
     static struct job j;
     const char *headers[MAX_HEADERS + 1];
-    int nh = 0, i, arg;
+    int nh = 0, i, arg, insecure = 0;
+    const char *cacert = NULL;
+    tn_http_client_opts copts = {0};
     tn_loop *loop;
     for (arg = 1; arg < argc && argv[arg][0] == '-'; arg++) {
         const char *o = argv[arg];
@@ -65,8 +70,10 @@ int main(int argc, char **argv) {
             j.opts.body = argv[++arg];
             j.opts.body_len = strlen(j.opts.body);
         } else if (strcmp(o, "-H") == 0 && arg + 1 < argc && nh < MAX_HEADERS) headers[nh++] = argv[++arg];
+        else if (strcmp(o, "--cacert") == 0 && arg + 1 < argc) cacert = argv[++arg];
+        else if (strcmp(o, "-k") == 0 || strcmp(o, "--insecure") == 0) insecure = 1;
         else {
-            fprintf(stderr, "usage: fetch [-X METHOD] [-d BODY] [-H 'Name: value'] [-i] URL...\n");
+            fprintf(stderr, "usage: fetch [-X METHOD] [-d BODY] [-H 'Name: value'] [-i] [--cacert FILE] [-k] URL...\n");
             return 2;
         }
     }
@@ -83,7 +90,25 @@ int main(int argc, char **argv) {
             perror("fetch: tmpfile");
             return 1;
         }
-    if (tn_loop_new(&loop, NULL) || tn_http_client_new(loop, NULL, &j.client)) return 1;
+    if (cacert || insecure) {
+#if defined(TN_TLS_OPENSSL) || defined(TN_TLS_MBEDTLS)
+        tn_tls_opts t = {0};
+        int rc;
+        t.ca_file = cacert;
+        t.insecure = insecure;
+        if ((rc = tn_tls_client_ctx_new(&t, &copts.tls)) != 0) {
+            fprintf(stderr, "fetch: --cacert %s: %s\n", cacert ? cacert : "", tn_strerror(rc));
+            return 2;
+        }
+#else
+        fprintf(stderr, "fetch: built without TLS (see the Makefile)\n");
+        return 2;
+#endif
+    }
+    if (tn_loop_new(&loop, NULL) || tn_http_client_new(loop, &copts, &j.client)) return 1;
+#if defined(TN_TLS_OPENSSL) || defined(TN_TLS_MBEDTLS)
+    tn_tls_ctx_free(copts.tls); /* the client holds its reference (NULL: nothing) */
+#endif
     tn_run_sync(loop, tn_spawn(loop, &j.co, run), 0, NULL);
     for (i = 0; i < j.n; i++) {
         tn_http_response *r = j.resp[i];

@@ -9,6 +9,7 @@
  * skipped (a failure under CI=true). Tools run through popen(), each with
  * its own timeout option, and their exit status is checked. */
 #include "tn_test.h"
+#include "proc_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -114,66 +115,6 @@ static int httpbin_stop(httpbin *h) {
 /* ------------------------------------------------------------------ */
 /* Tools                                                               */
 /* ------------------------------------------------------------------ */
-
-/* An executable named name on PATH (or the path itself if it has a '/'). */
-static int have_tool(const char *name) {
-    const char *path = getenv("PATH");
-    char buf[4096];
-    if (strchr(name, '/')) return access(name, X_OK) == 0;
-    if (!path) path = "/usr/bin:/bin";
-    while (*path) {
-        const char *end = strchr(path, ':');
-        size_t n = end ? (size_t)(end - path) : strlen(path);
-        if (n && n + strlen(name) + 2 < sizeof buf) {
-            memcpy(buf, path, n);
-            buf[n] = '/';
-            strcpy(buf + n + 1, name);
-            if (access(buf, X_OK) == 0) return 1;
-        }
-        path += n;
-        if (*path == ':') path++;
-    }
-    return 0;
-}
-
-/* Runs cmd through the shell; returns its output (malloc'd, NUL-terminated)
- * and *status its exit status (-1 if it did not exit normally). */
-static char *run(const char *cmd, int *status) {
-    FILE *p;
-    char *out = NULL;
-    size_t len = 0, cap = 0;
-    int st;
-    fflush(stdout);
-    fflush(stderr);
-    p = popen(cmd, "r");
-    REQUIRE(p != NULL);
-    for (;;) {
-        size_t n;
-        if (cap - len < 4096) {
-            cap = cap ? cap * 2 : 65536;
-            out = (char *)realloc(out, cap);
-            REQUIRE(out != NULL);
-        }
-        n = fread(out + len, 1, cap - len - 1, p);
-        if (n == 0) break;
-        len += n;
-    }
-    out[len] = 0;
-    st = pclose(p);
-    *status = (st != -1 && WIFEXITED(st)) ? WEXITSTATUS(st) : -1;
-    if (*status != 0) fprintf(stderr, "    `%s` exited %d; output:\n%s\n", cmd, *status, out);
-    return out;
-}
-
-static int count(const char *hay, const char *needle) {
-    int n = 0;
-    const char *p = hay;
-    while ((p = strstr(p, needle)) != NULL) {
-        n++;
-        p += strlen(needle);
-    }
-    return n;
-}
 
 /* The number after label in s (e.g. "Complete requests:"), or -1. */
 static long number_after(const char *s, const char *label) {

@@ -785,7 +785,11 @@ TEST(tcp_listener_at_emfile_does_not_spin) {
     for (i = 0; i < n; i++) close(fds[i]);
     REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
     for (i = 0; i < 40 && emfile_accepted < n; i++) CHECK_EQ_INT(tn_loop_step(l, 50), 0);
-    CHECK_EQ_INT(emfile_accepted, n); /* the backlog drains once fds are free */
+    /* The backlog drains once fds are free. Not under valgrind: its accept
+     * takes the connection and closes the fd itself when it is over the
+     * limit, so those clients are gone before we see them. */
+    if (!getenv("TN_VALGRIND")) CHECK_EQ_INT(emfile_accepted, n);
+    else CHECK(emfile_accepted >= 1);
     tn_tcp_unlisten(l, lfd);
     FREE_LOOP_CLEAN(l);
 }
