@@ -12,6 +12,8 @@ HDR      = tornado.h
 TEST_SRCS = $(sort $(wildcard tests/test_*.c)) tests/main.c tests/impl.c
 TEST_DEPS = $(TEST_SRCS) tests/tn_test.h tests/http_util.h tests/proc_util.h $(HDR)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
+# the TLS suite, once per library (see below)
+TLS_SUITES = tests/tn_tests-tls-openssl tests/tn_tests-tls-mbedtls
 
 .PHONY: all test check examples bench run clean test-epoll test-poll \
         check-asan check-valgrind check-matrix check-symbols check-macros check-fuzz
@@ -87,7 +89,6 @@ tls_suite = if [ -n "$(call have_lib,$(2),$(3),$(4))" ]; then \
         echo "skipped: $(5) not installed ($@)"; \
         $(CC) $(WARN) -O0 -D_GNU_SOURCE '-DTLS_MISSING="$(5)"' -o $@ $(TLS_SRCS) $(LDLIBS) && touch -d @0 $@; \
     fi
-TLS_SUITES = tests/tn_tests-tls-openssl tests/tn_tests-tls-mbedtls
 tests/tn_tests-tls-openssl: $(TLS_DEPS)
 	@$(call tls_suite,TN_TLS_OPENSSL,openssl,openssl/ssl.h,$(OPENSSL_LIBS),libssl-dev,$(CFLAGS))
 tests/tn_tests-tls-mbedtls: $(TLS_DEPS)

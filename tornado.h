@@ -5321,7 +5321,10 @@ static int tn__tlsb_ctx_load(tn_tls_ctx *c, const char *cert, const char *key, v
         SSL_CTX_set_tlsext_servername_callback(x, tn__tlsb_servername);
         SSL_CTX_set_tlsext_servername_arg(x, c);
         SSL_CTX_set_alpn_select_cb(x, tn__tlsb_alpn, NULL);
-        SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_SERVER);
+        /* Resumption by tickets only (stateless): a server-side cache
+         * would keep up to 20000 sessions a stream of clients can fill,
+         * and flushing it costs every 255th handshake a walk of it. */
+        SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);
     } else {
         SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
         if (!c->opts.insecure) {

@@ -139,13 +139,27 @@ peer_available() {
     esac
 }
 
+# Workload 9 (TLS): TLS_PORT set makes start_peer start the peer with a TLS listener there
+# too (plain HTTP stays on port, for the readiness check): tornado.h as examples/httpbin
+# --tls-cert (its / answers Hello, world!), built with OpenSSL; nginx with "listen ... ssl".
+# Both use the same self-signed P-256 certificate, OpenSSL's defaults and TLS 1.2 and 1.3
+# (nginx 1.22 stops at 1.2 unless told), so both speak 1.3 to wrk.
+TLS_PORT=
+
 start_peer() { # name port
     local name=$1 port=$2 d=$TMP/$1
     mkdir -p "$d"
     log "starting $name on port $port"
     chmod 755 "$d"
     case $name in
-    tornado.h) $SRV_CPU "$TMP/bin/hello" --port "$port" --workers "$WORKERS" >>"$d/out" 2>&1 & SRV_PID=$! ;;
+    tornado.h)
+        if [ -n "$TLS_PORT" ]; then
+            $SRV_CPU "$TMP/bin/httpbin-tls" --port "$port" --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
+                --tls-port "$TLS_PORT" >>"$d/out" 2>&1 &
+        else
+            $SRV_CPU "$TMP/bin/hello" --port "$port" --workers "$WORKERS" >>"$d/out" 2>&1 &
+        fi
+        SRV_PID=$! ;;
     ceiling) $SRV_CPU "$TMP/bin/ceiling" "$port" >>"$d/out" 2>&1 & SRV_PID=$! ;;
     python) $SRV_CPU $PY "$BENCH/tornado_hello.py" "$port" >>"$d/out" 2>&1 & SRV_PID=$! ;;
     nginx)
@@ -165,6 +179,7 @@ http {
     scgi_temp_path $d/scgi;
     server {
         listen 127.0.0.1:$port;
+        ${TLS_PORT:+listen 127.0.0.1:$TLS_PORT ssl; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem;}
         location / { return 200 "Hello, world!"; }
     }
 }
@@ -283,14 +298,19 @@ to_ms() { # wrk latency: 485.00us 3.49ms 1.02s 2.00m
         printf "%.3f", n }'
 }
 
-run_wrk() { # peer round kind(ka|pl) port cpu_pids [metric-prefix]
-    local peer=$1 r=$2 kind=$3 port=$4 out rps total p50 p99 non2xx serr extra= pre=${6:-}
-    [ "$kind" = pl ] && extra="-s $BENCH/pipeline.lua"
+run_wrk() { # peer round kind(ka|pl|tka|ths) port cpu_pids [metric-prefix]
+    local peer=$1 r=$2 kind=$3 port=$4 out rps total p50 p99 non2xx serr pre=${6:-} scheme=http
+    local -a extra=()
+    case $kind in
+    pl) extra=(-s "$BENCH/pipeline.lua") ;;
+    tka) scheme=https ;;                                   # workload 9: keep-alive over TLS
+    ths) scheme=https; extra=(-H "Connection: close") ;;   # workload 9: a full handshake per request
+    esac
     # shellcheck disable=SC2086
     if [ -n "$pre" ]; then # workload 8: nothing pinned, two wrk threads to feed two workers
-        run_gen "$peer" "$r" "wrk $pre$kind" "$5" timeout $((WRK_SECS + 30)) wrk -t2 -c50 -d"${WRK_SECS}s" $extra "http://127.0.0.1:$port/"
+        run_gen "$peer" "$r" "wrk $pre$kind" "$5" timeout $((WRK_SECS + 30)) wrk -t2 -c50 -d"${WRK_SECS}s" "${extra[@]}" "http://127.0.0.1:$port/"
     else
-        run_gen "$peer" "$r" "wrk $kind" "$5" timeout $((WRK_SECS + 30)) $GEN_CPU wrk -t1 -c50 -d"${WRK_SECS}s" --latency $extra "http://127.0.0.1:$port/"
+        run_gen "$peer" "$r" "wrk $kind" "$5" timeout $((WRK_SECS + 30)) $GEN_CPU wrk -t1 -c50 -d"${WRK_SECS}s" --latency "${extra[@]}" "$scheme://127.0.0.1:$port/"
     fi
     out=$GEN_OUT
     rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ { print $2 }')
@@ -350,6 +370,16 @@ run_many() { # peer round port cpu_pids
     [ $rc -eq 0 ] || problem "$1" "round $2 many: $out"
 }
 
+run_idle_tls() { # peer round port rss_pid
+    local out rc
+    # shellcheck disable=SC2086
+    run_gen "$1" "$2" idle_tls "$4" timeout 120 $GEN_CPU $PY "$BENCH/idle_tls.py" "$3" "$4" "$TLS_IDLE_CONNS"
+    out=$GEN_OUT rc=$GEN_RC
+    case $out in idle_tls\ *) ;; *) problem "$1" "round $2 idle_tls: no result (exit $rc): $out"; return ;; esac
+    rec "$1" tidle_bpc "$(kv "$out" bytes_per_conn)"
+    [ $rc -eq 0 ] || problem "$1" "round $2 idle_tls: not every request answered with 2xx: $out"
+}
+
 WORKERS=1
 
 # ---- the rounds ----------------------------------------------------------------------------
@@ -405,6 +435,46 @@ if [ $HAVE_WRK = 1 ] && [ "${TNB_SCALE:-1}" != 0 ] && [ -n "$SCALE_PEERS" ]; the
     WORKERS=1
     SRV_CPU=$SAVE_CPU
 fi
+# ---- workload 9: TLS ------------------------------------------------------------------------
+# tornado.h (examples/httpbin built with -DTN_TLS_OPENSSL, --tls-cert) and nginx over TLS, same
+# certificate, same rounds and pinning: keep-alive req/s (wrk over https), a new connection and
+# handshake per request (wrk with Connection: close; wrk offers its last session again, so these
+# are resumed TLS 1.3 handshakes: a key exchange, no signature), and memory per idle TLS
+# connection (idle_tls.py, TLS_IDLE_CONNS of them, each a full handshake).
+TLS_IDLE_CONNS=${TLS_IDLE_CONNS:-1000}
+TLS_PEERS=
+for p in tornado.h nginx; do case " $ACTIVE " in *" $p "*) TLS_PEERS="$TLS_PEERS $p" ;; esac; done
+if [ "${TNB_TLS:-1}" != 0 ] && [ -n "$TLS_PEERS" ]; then
+    if ! have openssl; then
+        say "skipped: openssl not installed (workload 9)"
+    elif ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >>"$LOG" 2>&1; then
+        say "error: cannot make a certificate (see $LOG)"
+    elif ! "$CC" -O2 -std=c99 -DTN_TLS_OPENSSL -o "$TMP/bin/httpbin-tls" ../examples/httpbin.c -lssl -lcrypto -pthread >>"$LOG" 2>&1; then
+        say "skipped: libssl-dev not installed (workload 9: examples/httpbin does not build with OpenSSL)"
+    else
+        chmod 644 "$TMP/key.pem" "$TMP/cert.pem" # nginx's worker reads them as nobody
+        for r in $(seq "$ROUNDS"); do
+            for p in $TLS_PEERS; do
+                wait_quiet
+                free_port
+                TLS_PORT=$PORT
+                free_port
+                start_peer "$p" "$PORT" || { problem "$p" "TLS round $r: did not start"; TLS_PORT=; continue; }
+                printf 'TLS round %s/%s %-10s port %s ...' "$r" "$ROUNDS" "$p" "$TLS_PORT"
+                run_idle_tls "$p" "$r" "$TLS_PORT" "$RSS_PID"
+                if [ $HAVE_WRK = 1 ]; then
+                    run_wrk "$p" "$r" tka "$TLS_PORT" "$CPU_PIDS"
+                    run_wrk "$p" "$r" ths "$TLS_PORT" "$CPU_PIDS"
+                fi
+                kill -0 "$SRV_PID" 2>/dev/null || problem "$p" "TLS round $r: the server exited during the run"
+                stop_server
+                TLS_PORT=
+                printf ' done (%ss)\n' $(($(date +%s) - T_START))
+            done
+        done
+    fi
+fi
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # workload 6: binary size
@@ -416,7 +486,7 @@ SIZE_TEXT=$(size "$TMP/bin/hello-small" 2>/dev/null | awk 'NR == 2 { print $1 }'
 # One row per metric: the median per peer over its clean runs (other load <= 10%), or over all of
 # its runs, marked *, when none was clean; then tornado.h / peer.
 TABLE=$TMP/table.md
-awk -F'\t' -v peers="$ACTIVE" -v many="$MANY_CONNS" -v idle="$IDLE_CONNS" '
+awk -F'\t' -v peers="$ACTIVE" -v many="$MANY_CONNS" -v idle="$IDLE_CONNS" -v tidle="${TLS_IDLE_CONNS:-1000}" '
 function median(list,   n, i, j, t, a) {
     n = split(list, a, " ")
     if (n == 0) return ""
@@ -449,6 +519,9 @@ END {
     M[++nm] = "many_p99";   L[nm] = "5. " many " conns x 1 req/s, p99 latency, ms"; K[nm] = "";    B[nm] = "lower"
     M[++nm] = "many_cpu";   L[nm] = "5. " many " conns, server CPU over the run, s"; K[nm] = "";   B[nm] = "lower"
     M[++nm] = "size_text";  L[nm] = "6. hello binary text (-Os, gc-sections, stripped), bytes"; K[nm] = "int"; B[nm] = "lower"
+    M[++nm] = "tka_rps";    L[nm] = "9. TLS keep-alive, req/s";                     K[nm] = "int"; B[nm] = "higher"
+    M[++nm] = "ths_rps";    L[nm] = "9. TLS, a new connection and (resumed) handshake per request, req/s"; K[nm] = "int"; B[nm] = "higher"
+    M[++nm] = "tidle_bpc";  L[nm] = "9. memory per idle TLS connection (" tidle " conns), bytes"; K[nm] = "int"; B[nm] = "lower"
     hdr = "| workload, metric | better |"; sep = "|---|---|"
     for (i = 1; i <= np; i++) { hdr = hdr " " name[P[i]] " |"; sep = sep "---:|" }
     for (i = 1; i <= np; i++) if (P[i] != "tornado.h") { hdr = hdr " tornado.h / " name[P[i]] " |"; sep = sep "---:|" }

@@ -2,9 +2,12 @@
  * coroutines crawl every page linked under a base URL, once each, and print
  * each URL with its status.
  *
- *   crawler [-n WORKERS] BASE_URL        e.g. crawler http://127.0.0.1:8888/site/
+ *   crawler [-n WORKERS] [--cacert FILE] BASE_URL   e.g. crawler http://127.0.0.1:8888/site/
  *
- * (examples/httpbin serves a small linked site under /site/.) */
+ * (examples/httpbin serves a small linked site under /site/, over HTTPS
+ * too with --tls-cert and --tls-key.) https:// needs a TLS build (make
+ * builds it with OpenSSL when libssl-dev is there); --cacert FILE: the CA
+ * to trust instead of the system's. */
 #define TORNADO_IMPLEMENTATION
 #include "../tornado.h"
 
@@ -60,21 +63,23 @@ struct crawl {
 };
 
 /* Makes href absolute against the page it was found on; NULL if it is not
- * under the base (or not http). The result is malloc'd. */
+ * under the base (so not another scheme either). The result is malloc'd. */
 static char *absolute(const struct crawl *c, const char *page, const char *href, size_t n) {
     char *out = malloc(strlen(page) + n + 2), *hash_mark;
+    const char *host = strstr(page, "://"); /* the page's scheme://host ends at the next '/' */
+    host = host ? host + 3 : page;
     if (!out) return NULL;
-    if (n >= 7 && strncmp(href, "http://", 7) == 0) {
+    if ((n >= 7 && strncmp(href, "http://", 7) == 0) || (n >= 8 && strncmp(href, "https://", 8) == 0)) {
         memcpy(out, href, n);
         out[n] = 0;
     } else if (n && href[0] == '/') { /* scheme://host of the page + path */
-        const char *p = strchr(page + 7, '/');
+        const char *p = strchr(host, '/');
         size_t hl = p ? (size_t)(p - page) : strlen(page);
         memcpy(out, page, hl);
         memcpy(out + hl, href, n);
         out[hl + n] = 0;
     } else { /* relative to the page's directory */
-        const char *slash = strrchr(page + 7, '/');
+        const char *slash = strrchr(host, '/');
         size_t dl = slash ? (size_t)(slash - page) + 1 : strlen(page);
         memcpy(out, page, dl);
         memcpy(out + dl, href, n);
@@ -159,24 +164,45 @@ static int crawl_main(tn_co *co) {
 int main(int argc, char **argv) {
     struct crawl c;
     struct main_frame m;
+    tn_http_client_opts copts;
+    const char *cacert = NULL;
     size_t i;
     int arg = 1, err;
     memset(&c, 0, sizeof c);
     memset(&m, 0, sizeof m);
+    memset(&copts, 0, sizeof copts);
     m.nworkers = 10;
-    if (argc > 2 && strcmp(argv[1], "-n") == 0) {
-        m.nworkers = atoi(argv[2]);
-        arg = 3;
+    for (; arg + 1 < argc; arg += 2) {
+        if (strcmp(argv[arg], "-n") == 0) m.nworkers = atoi(argv[arg + 1]);
+        else if (strcmp(argv[arg], "--cacert") == 0) cacert = argv[arg + 1];
+        else break;
     }
     if (arg != argc - 1 || m.nworkers < 1 || m.nworkers > MAX_WORKERS) {
-        fprintf(stderr, "usage: crawler [-n WORKERS(1..%d)] BASE_URL\n", MAX_WORKERS);
+        fprintf(stderr, "usage: crawler [-n WORKERS(1..%d)] [--cacert FILE] BASE_URL\n", MAX_WORKERS);
         return 2;
+    }
+    if (cacert) {
+#if defined(TN_TLS_OPENSSL) || defined(TN_TLS_MBEDTLS)
+        tn_tls_opts t;
+        memset(&t, 0, sizeof t);
+        t.ca_file = cacert;
+        if ((err = tn_tls_client_ctx_new(&t, &copts.tls)) != 0) {
+            fprintf(stderr, "crawler: --cacert %s: %s\n", cacert, tn_strerror(err));
+            return 2;
+        }
+#else
+        fprintf(stderr, "crawler: built without TLS (see the Makefile)\n");
+        return 2;
+#endif
     }
     c.base = argv[arg];
     c.base_len = strlen(c.base);
-    if (tn_loop_new(&c.loop, NULL) || tn_http_client_new(c.loop, NULL, &c.client) ||
+    if (tn_loop_new(&c.loop, NULL) || tn_http_client_new(c.loop, &copts, &c.client) ||
         !(c.q = tn_queue_new(c.loop, 0)))
         return 1;
+#if defined(TN_TLS_OPENSSL) || defined(TN_TLS_MBEDTLS)
+    tn_tls_ctx_free(copts.tls); /* the client holds its reference (NULL: nothing) */
+#endif
     m.c = &c;
     err = tn_run_sync(c.loop, tn_spawn(c.loop, &m.co, crawl_main), 0, NULL);
     printf("crawled %zu URLs, %d failed\n", c.seen.n, c.failures);

@@ -125,6 +125,98 @@ TEST(slowloris_heads_get_408_and_close) {
 }
 
 /* =====================================================================
+ * TLS handshakes that never finish (httpbin --tls-cert): 20 connections
+ * send nothing, 20 send the start of a ClientHello and stop, 10 send a
+ * record that is no handshake, 10 speak plain HTTP. Plain HTTP gets a
+ * plain 400 and the garbage an alert (or nothing), both closed at once;
+ * the stalled ones are cut once header_timeout passed.
+ * =================================================================== */
+/* A self-signed certificate for localhost in dir (the openssl command). */
+static int make_cert(const char *dir) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem 2>/dev/null",
+             dir, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+static int free_port(void) {
+    struct sockaddr_in a;
+    socklen_t sl = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &sl) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
+TEST(tls_handshakes_that_stall_or_are_garbage_are_cut) {
+    enum { SILENT = 20, HALF = 20, JUNK = 10, PLAIN = 10, NALL = SILENT + HALF + JUNK + PLAIN };
+    static const unsigned char hello[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
+    static const unsigned char junk[] = {0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00};
+    const long HT = 1000;
+    static struct ab_coll c[NALL];
+    char dir[] = "/tmp/tn_abuse_tls_XXXXXX", flags[512];
+    long first[NALL], i, peak, worst_stall = 0, worst_quick = 0;
+    int tls_port, plain400 = 0, junk_ok = 0, stalled_cut = 0;
+    struct ab_srv s;
+    struct cpu_window w;
+    if (system("command -v openssl >/dev/null 2>&1") != 0) SKIP("openssl not installed");
+    REQUIRE(mkdtemp(dir) != NULL);
+    REQUIRE(make_cert(dir) == 0);
+    REQUIRE((tls_port = free_port()) > 0);
+    snprintf(flags, sizeof flags, "--header-timeout 1000 --max-connections 200 --tls-cert %s/cert.pem --tls-key %s/key.pem --tls-port %d",
+             dir, dir, tls_port);
+    if (ab_httpbin(&s, flags, 0) != 0) {
+        if (system("./examples/httpbin --tls-cert x --tls-key y 2>&1 | grep -q 'without TLS'") == 0)
+            SKIP("libssl-dev not installed (examples/httpbin built without TLS)");
+        REQUIRE(!"httpbin --tls-cert did not start");
+    }
+    ab_reset_hwm(s.pid);
+    cpu_start(&w, s.pid);
+    for (i = 0; i < NALL; i++) {
+        int fd = ab_connect(tls_port, 0);
+        REQUIRE(fd >= 0);
+        ab_coll_init(&c[i], fd);
+        first[i] = ab_now_ms();
+        if (i >= SILENT && i < SILENT + HALF) ab_send(fd, hello, sizeof hello);
+        else if (i >= SILENT + HALF && i < SILENT + HALF + JUNK) ab_send(fd, junk, sizeof junk);
+        else if (i >= SILENT + HALF + JUNK) ab_sends(fd, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    }
+    ab_coll_wait_closed(c, NALL, HT + 4000);
+    peak = PEAK_KB(&s);
+    for (i = 0; i < NALL; i++) {
+        long cut = c[i].closed ? c[i].closed_at - first[i] : 99999;
+        if (i < SILENT + HALF) {
+            stalled_cut += c[i].closed && c[i].total == 0;
+            if (cut > worst_stall) worst_stall = cut;
+        } else {
+            if (cut > worst_quick) worst_quick = cut;
+            if (i < SILENT + HALF + JUNK) junk_ok += c[i].closed && (c[i].total == 0 || (unsigned char)c[i].buf[0] == 0x15);
+            else plain400 += ab_coll_status(&c[i]) == 400;
+        }
+    }
+    CHECK_EQ_INT(stalled_cut, SILENT + HALF); /* closed, nothing said */
+    CHECK_EQ_INT(junk_ok, JUNK);
+    CHECK_EQ_INT(plain400, PLAIN);            /* "HTTP/1.1 400": the plain HTTP request... */
+    /* Cut once header_timeout passed (+500 ms of scheduling); the garbage
+     * and the plain ones at once (within 500 ms). */
+    CHECK_LE(worst_stall, HT + 500);
+    CHECK_LE(worst_quick, 500);
+    /* Memory: each is a connection reading, plus the library's state for
+     * a handshake in progress; plus the pools and the allocator's slack. */
+    CHECK_LE(peak - s.rss0, (NALL * (L_CONN_READING + L_TLS_HANDSHAKE) + L_POOLS + L_SLACK) / KiB);
+    CHECK_CPU_BELOW(&w, 10);
+    CHECK_LE(ab_wait_fds(s.pid, s.fds0, 2000, NULL), s.fds0);
+    ab_coll_close(c, NALL);
+    CHECK_EQ_INT(ab_httpbin_stop(&s, 8000), 0);
+    snprintf(flags, sizeof flags, "rm -rf %s", dir);
+    CHECK_EQ_INT(system(flags), 0);
+}
+
+/* =====================================================================
  * Slowloris on bodies: 30 POST /echo declaring 200000 bytes (buffered: the
  * room is taken from max_buffered_bytes up front) and 10 chunked POST
  * /upload (streamed), each dripping one byte of body every 100 ms. A body

@@ -41,7 +41,7 @@
 #define L_MAX_TARGET (8 * KiB)    /* max_target_bytes (414) */
 #define L_MAX_BODY (1 * MiB)      /* max_body_bytes (413) */
 #define L_CONN_OBJ 112L           /* the connection: 96 bytes, a 112-byte malloc chunk */
-#define L_SIO 144L                /* an active connection's stream I/O state */
+#define L_SIO 160L                /* an active connection's stream I/O state (144; 160 in a TLS build) */
 #define L_REQ_OBJ (4 * KiB)       /* a request object: 4 KiB */
 #define L_SCRATCH (3 * L_MAX_TARGET + 64) /* decoded strings: 3 x target + 64 */
 #define L_BUF_POOL 64L            /* TN_BUF_POOL: free buffers a loop keeps */
@@ -51,6 +51,9 @@
 #define L_CLIENT_TIMEOUT_MS 20000L    /* the HTTP client's request_timeout */
 #define L_SHUTDOWN_MS 5000L           /* httpbin's graceful-shutdown deadline */
 #define L_ACCEPT_PAUSE_MS 100L        /* accepting pauses this long at EMFILE */
+/* A TLS handshake in progress: the library's state, ~46 KiB with OpenSSL
+ * 3.0 (the manual's COST table), taken as 64 KiB. */
+#define L_TLS_HANDSHAKE (64 * KiB)
 
 /* A connection reading a request: the connection, its I/O state, its
  * request object, the scratch, and its input buffer. No output beyond a

@@ -97,8 +97,10 @@ TEST(fetch_example_prints_in_order_and_fails_on_errors) {
     CHECK(strstr(out, "HTTP 404") != NULL);
     CHECK(run("./examples/fetch http://127.0.0.1:1/ 2>&1", out, sizeof out) != 0);
     CHECK(strstr(out, "connection refused") != NULL);
-    CHECK(run("./examples/fetch https://127.0.0.1/ 2>&1", out, sizeof out) != 0);
-    CHECK(strstr(out, "TLS") != NULL);
+    /* https to a closed port: refused (a TLS build), or TLS unsupported
+     * (without one); tests/tls.c fetches over https for real */
+    CHECK(run("./examples/fetch https://127.0.0.1:1/ 2>&1", out, sizeof out) != 0);
+    CHECK(strstr(out, "connection refused") != NULL || strstr(out, "TLS") != NULL);
     CHECK_EQ_INT(stop(pid), 0);
 }
 

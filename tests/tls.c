@@ -435,6 +435,114 @@ TEST(tls_server_with_python) {
 }
 
 /* ------------------------------------------------------------------ */
+/* examples/httpbin over HTTPS: curl, Python, examples/fetch and crawler */
+/* ------------------------------------------------------------------ */
+
+/* Starts examples/httpbin with the test certificate; *http and *https get
+ * its ports. 0 if it was built without TLS (exit status 2, said so). */
+static pid_t httpbin_tls(int *http, int *https) {
+    char *argv[10], buf[512];
+    size_t len = 0;
+    pid_t pid;
+    int fd, i;
+    REQUIRE(access("examples/httpbin", X_OK) == 0); /* make test builds the examples first */
+    argv[0] = (char *)"examples/httpbin";
+    argv[1] = (char *)"--port";
+    argv[2] = (char *)"0";
+    argv[3] = (char *)"--tls-cert";
+    argv[4] = (char *)fx("srv.crt");
+    argv[5] = (char *)"--tls-key";
+    argv[6] = (char *)fx("srv.key");
+    argv[7] = NULL;
+    pid = spawn(argv, &fd, NULL);
+    buf[0] = 0;
+    for (i = 0; i < 200 && len + 1 < sizeof buf; i++) { /* two lines, within 10 s */
+        struct pollfd p;
+        ssize_t n;
+        char *https_line = strstr(buf, "https://");
+        if (https_line && strchr(https_line, '\n')) break;
+        p.fd = fd;
+        p.events = POLLIN;
+        if (poll(&p, 1, 50) <= 0) continue;
+        if ((n = read(fd, buf + len, sizeof buf - 1 - len)) <= 0) break;
+        len += (size_t)n;
+        buf[len] = 0;
+    }
+    close(fd);
+    if (sscanf(buf, "listening on http://127.0.0.1:%d\nlistening on https://127.0.0.1:%d", http, https) != 2) {
+        int st = 0;
+        stop_child(pid);
+        if (wait_child(pid, 1000, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 2) return 0;
+        fprintf(stderr, "    httpbin said: %s\n", buf);
+        REQUIRE(!"httpbin did not start over TLS");
+    }
+    return pid;
+}
+
+static const char py_httpbin[] =
+    "import http.client, json, ssl, sys\n"
+    "ctx = ssl.create_default_context(cafile=sys.argv[2])\n"
+    "c = http.client.HTTPSConnection('localhost', int(sys.argv[1]), context=ctx, timeout=10)\n"
+    "c.request('POST', '/post', body=json.dumps({'a': [1, 2]}), headers={'Content-Type': 'application/json'})\n"
+    "r = c.getresponse(); d = json.loads(r.read())\n"
+    "print('post', r.status, d['json'], d['url'])\n"
+    "c.request('GET', '/stream/500'); r = c.getresponse(); d = r.read()\n"
+    "print('stream', r.status, d.count(b'\\n'))\n";
+
+TEST(tls_httpbin_over_https_with_curl_python_fetch_and_crawler) {
+    char cmd[1024], args[256], *out;
+    int http, https, st;
+    pid_t pid;
+    NEED_CERTS();
+    if (!have_tool("curl")) SKIP("curl not installed");
+    if (access("/usr/bin/python3", X_OK) != 0) SKIP("python3 not installed");
+    if (!(pid = httpbin_tls(&http, &https))) SKIP("libssl-dev not installed (examples/httpbin without TLS)");
+    /* the same routes as over http; the url says https */
+    snprintf(cmd, sizeof cmd, "curl -sS --max-time 10 --cacert %s https://localhost:%d/get", fx("ca.crt"), https);
+    out = run(cmd, &st);
+    CHECK_EQ_INT(st, 0);
+    snprintf(args, sizeof args, "\"url\":\"https://localhost:%d/get\"", https);
+    CHECK(strstr(out, args) != NULL);
+    free(out);
+    /* streaming both ways: a chunked upload to an on_body route, a
+     * streamed response with backpressure, 10 MB from a coroutine */
+    snprintf(cmd, sizeof cmd,
+             "head -c 3000000 /dev/zero | curl -sS --max-time 20 --cacert %s -H 'Transfer-Encoding: chunked' "
+             "-X POST -T - https://localhost:%d/upload && curl -sS --max-time 20 --cacert %s https://localhost:%d/stream/20000 "
+             "| wc -l && curl -sS --max-time 20 --cacert %s -o /dev/null -w '%%{size_download}\\n' "
+             "https://localhost:%d/bytes/10000000",
+             fx("ca.crt"), https, fx("ca.crt"), https, fx("ca.crt"), https);
+    out = run(cmd, &st);
+    CHECK_EQ_INT(st, 0);
+    CHECK(strstr(out, "length=3000000 ") != NULL);
+    CHECK(strstr(out, "\n20000\n10000000\n") != NULL);
+    if (!strstr(out, "\n20000\n10000000\n")) fprintf(stderr, "    curl said:\n%s\n", out);
+    free(out);
+    snprintf(args, sizeof args, "%d %s", https, fx("ca.crt"));
+    out = python(py_httpbin, args, &st);
+    CHECK_EQ_INT(st, 0);
+    snprintf(cmd, sizeof cmd, "post 200 {'a': [1, 2]} https://localhost:%d/post\n", https);
+    CHECK(strstr(out, cmd) != NULL);
+    CHECK(strstr(out, "stream 200 500\n") != NULL);
+    if (st || !strstr(out, "stream 200 500\n")) fprintf(stderr, "    python said:\n%s\n", out);
+    free(out);
+    /* our examples: fetch (verifying with --cacert, and failing without),
+     * and the crawler over https */
+    snprintf(cmd, sizeof cmd,
+             "./examples/fetch --cacert %s https://localhost:%d/ && ! ./examples/fetch https://localhost:%d/ 2>&1 && "
+             "./examples/fetch -k https://127.0.0.1:%d/ && ./examples/crawler --cacert %s https://localhost:%d/site/ | tail -1",
+             fx("ca.crt"), https, https, https, fx("ca.crt"), https);
+    out = run(cmd, &st);
+    CHECK_EQ_INT(st, 0);
+    CHECK(strncmp(out, "Hello, world!", 13) == 0);
+    CHECK(strstr(out, "certificate not trusted") != NULL);
+    CHECK(strstr(out, "crawled 41 URLs, 0 failed") != NULL);
+    if (st) fprintf(stderr, "    said:\n%s\n", out);
+    free(out);
+    CHECK_EQ_INT(stop_child(pid), 0);
+}
+
+/* ------------------------------------------------------------------ */
 /* Reload                                                              */
 /* ------------------------------------------------------------------ */
 
