@@ -74,6 +74,7 @@
  *   RequestHandler              a plain handler, or a coroutine handler
  *   stream_request_body         tn_http_route_opts.on_body
  *   RequestHandler.flush        tn_http_drain (a future: backpressure)
+ *   on_connection_close         tn_http_closed; tn_http_route_opts.cancel_on_close
  *   get_argument(s)             tn_http_argument(s); get_query_argument(s),
  *                               get_body_argument(s): tn_http_query_argument(s),
  *                               tn_http_body_argument(s)
@@ -1120,6 +1121,9 @@ typedef struct tn_bytes {
     char data[1];
 } tn_bytes;
 TN__API void tn_bytes_free(void *bytes);
+/* A copy of len bytes of data (NULL only for TN_ENOMEM): what a cache
+ * fill or backend resolves with. */
+TN__API tn_bytes *tn_bytes_new(const void *data, size_t len);
 
 /* Connects to host:port (a numeric address, or a name resolved on the
  * executor; with TN_NO_THREADS resolution blocks the loop). Resolves with a
@@ -1223,7 +1227,8 @@ typedef struct tn_cache_opts {
     void *backend_impl;               /* the cache's from tn_cache_new on */
 } tn_cache_opts;
 typedef struct tn_cache_stats {
-    uint64_t hits, misses, fills, fill_errors; /* fills: computations started */
+    uint64_t hits, misses;          /* fetches and gets answered from the store / not (per call) */
+    uint64_t fills, fill_errors;    /* computations started (one per flight) / failed */
     uint64_t evictions, expirations, entries, bytes; /* in memory */
     uint64_t waiters;                          /* fetches waiting now */
 } tn_cache_stats;
@@ -1317,6 +1322,11 @@ typedef struct tn_http_route_opts {
     tn_http_body_fn on_body; /* stream the body to this callback instead of buffering it */
     size_t frame_size;      /* coroutine routes: sizeof your frame (>= sizeof(tn_http_co)) */
     int no_etag;            /* 1: no automatic ETag / 304 for this route */
+    /* 1: a client that closes its side (EOF) while the handler runs cancels
+     * it, as a reset does (its awaits fail with TN_ECANCELLED: a database
+     * statement it waits for is stopped). 0, the default: the answer is
+     * still written, as a client may half-close once its request is sent. */
+    int cancel_on_close;
     /* A response cache: GET answers made with tn_http_respond(_ref) are
      * kept in cache for cache_ttl_ms (0: the cache's default) under the
      * request's path and query and the request headers named in cache_vary
@@ -5924,7 +5934,7 @@ static void tn__connector_abort(tn__connector *cn) {
 /* --------------------------------------------------------- user streams */
 void tn_bytes_free(void *b) { TN_FREE(b); }
 
-static tn_bytes *tn__bytes_new(const char *p, size_t n) {
+tn_bytes *tn_bytes_new(const void *p, size_t n) {
     tn_bytes *b = (tn_bytes *)TN_MALLOC(sizeof(tn_bytes) + n);
     if (!b) return NULL;
     b->len = n;
@@ -6016,7 +6026,7 @@ static void tn__ustream_try_read(tn__ustream *u) {
         if (err) {
             tn_future_fail(f, err);
         } else {
-            tn_bytes *b = tn__bytes_new(data, take);
+            tn_bytes *b = tn_bytes_new(data, take);
             if (take) {
                 in->off += take;
                 if (in->off == in->len) tn__stream_in_release(&u->s);
@@ -9313,7 +9323,13 @@ static int tn__conn_after_batch(tn__conn *c) {
      * there is nothing more to answer. A request it sent whole is still
      * answered (a client may half-close after sending: nothing says it has
      * gone away, and if it has, the answer's write tells). */
-    if (c->s.flags & TN__S_EOF) c->s.oflags |= TN__C_CLOSE_AFTER;
+    if (c->s.flags & TN__S_EOF) {
+        if (in_handler && r->route && r->route->opts.cancel_on_close) { /* Tornado's on_connection_close */
+            tn__conn_close(c);
+            return 0;
+        }
+        c->s.oflags |= TN__C_CLOSE_AFTER;
+    }
     /* Shutting down: a connection between requests closes. */
     if (c->srv->shutting_down && !r && (c->s.oflags & TN__C_SERVED)) c->s.oflags |= TN__C_CLOSE_AFTER;
     if ((c->s.oflags & TN__C_CLOSE_AFTER) && !in_handler) {
@@ -10616,7 +10632,7 @@ static tn_future *tn__cmem_get(void *impl, const char *key) {
         tn_future_resolve(f, NULL);
         return f;
     }
-    if (!(b = tn__bytes_new(tn__centry_key(e) + e->klen + 1, e->vlen))) tn_future_fail(f, TN_ENOMEM);
+    if (!(b = tn_bytes_new(tn__centry_key(e) + e->klen + 1, e->vlen))) tn_future_fail(f, TN_ENOMEM);
     else tn_future_resolve_owned(f, b, tn_bytes_free);
     return f;
 }
@@ -10720,21 +10736,25 @@ struct tn__flight {
     void *fill_arg;
     tn_future *pending; /* the backend get, then the fill */
     int filling;
+    int stale; /* the key was set or invalidated meanwhile: deliver, do not store, take no new waiters */
     tn__waitlist waiters;
 };
 
-static void tn__flight_end(tn__flight *fl, int err, const tn_bytes *value) {
+/* hit: the waiters are answered from the store (else by a fill, or not). */
+static void tn__flight_end(tn__flight *fl, int err, const tn_bytes *value, int hit) {
     tn_cache *c = fl->cache;
     tn__flight **pp;
     for (pp = &c->flights; *pp != fl; pp = &(*pp)->next) {}
     *pp = fl->next;
     c->stats.waiters -= fl->waiters.n;
+    if (hit) c->stats.hits += fl->waiters.n; /* counted per fetch, not per lookup */
+    else c->stats.misses += fl->waiters.n;
     while (fl->waiters.n) {
         tn__waiter w = tn__waitlist_pop(&fl->waiters);
         tn_bytes *copy;
         tn_future_on_cancel(w.f, NULL, NULL);
         if (err) tn_future_fail(w.f, err);
-        else if (!(copy = tn__bytes_new(value->data, value->len))) tn_future_fail(w.f, TN_ENOMEM);
+        else if (!(copy = tn_bytes_new(value->data, value->len))) tn_future_fail(w.f, TN_ENOMEM);
         else tn_future_resolve_owned(w.f, copy, tn_bytes_free);
     }
     TN_FREE(fl->waiters.w);
@@ -10752,11 +10772,14 @@ static void tn__flight_filled(tn_future *f, void *arg) {
     if (!err && !v) err = TN_EINVAL; /* a fill must give a value */
     if (err) {
         c->stats.fill_errors++; /* not cached: the next miss computes again */
-        tn__flight_end(fl, err, NULL);
+        tn__flight_end(fl, err, NULL, 0);
         return;
     }
-    tn_future_release(c->be->set(c->impl, fl->key, v->data, v->len, fl->ttl_ms)); /* fire and forget */
-    tn__flight_end(fl, 0, v);
+    /* A fill the key's invalidation overtook may hold what was there
+     * before the write: its waiters get it (they asked before), the store
+     * does not. Fire and forget. */
+    if (!fl->stale) tn_future_release(c->be->set(c->impl, fl->key, v->data, v->len, fl->ttl_ms));
+    tn__flight_end(fl, 0, v, 0);
     tn_bytes_free(v);
 }
 
@@ -10768,17 +10791,18 @@ static void tn__flight_looked_up(tn_future *f, void *arg) {
     tn_future_release(f);
     fl->pending = NULL;
     if (v) {
-        c->stats.hits++;
-        tn__flight_end(fl, 0, v);
+        tn__flight_end(fl, 0, v, 1);
         tn_bytes_free(v);
         return;
     }
-    c->stats.misses++; /* a backend error counts as a miss: compute */
+    /* A miss (a backend error counts as one): compute. The fill starts
+     * after any invalidation seen so far, so what it reads is fresh. */
     c->stats.fills++;
     fl->filling = 1;
+    fl->stale = 0;
     if (!(fl->pending = fl->fill(fl->key, fl->fill_arg))) {
         c->stats.fill_errors++;
-        tn__flight_end(fl, TN_ENOMEM, NULL);
+        tn__flight_end(fl, TN_ENOMEM, NULL, 0);
         return;
     }
     tn_future_on_done(fl->pending, tn__flight_filled, fl);
@@ -10799,7 +10823,7 @@ tn_future *tn_cache_fetch(tn_cache *c, const char *key, uint64_t ttl_ms, tn_cach
         return f;
     }
     for (fl = c->flights; fl; fl = fl->next)
-        if (strcmp(fl->key, key) == 0) break;
+        if (!fl->stale && strcmp(fl->key, key) == 0) break; /* a stale one takes no one new */
     if (!fl) {
         if (!(fl = (tn__flight *)TN_MALLOC(sizeof *fl))) return NULL;
         memset(fl, 0, sizeof *fl);
@@ -10816,13 +10840,13 @@ tn_future *tn_cache_fetch(tn_cache *c, const char *key, uint64_t ttl_ms, tn_cach
     }
     f = tn__waitlist_wait(c->loop, &fl->waiters, NULL, tn__flight_wait_cancelled, fl);
     if (!f) {
-        if (!fl->waiters.n && !fl->pending) tn__flight_end(fl, TN_ENOMEM, NULL);
+        if (!fl->waiters.n && !fl->pending) tn__flight_end(fl, TN_ENOMEM, NULL, 0);
         return NULL;
     }
     c->stats.waiters++;
     if (!fl->pending && !fl->filling) {
         if (!(fl->pending = c->be->get(c->impl, key))) {
-            tn__flight_end(fl, TN_ENOMEM, NULL); /* fails f too */
+            tn__flight_end(fl, TN_ENOMEM, NULL, 0); /* fails f too */
             return f;
         }
         tn_future_on_done(fl->pending, tn__flight_looked_up, fl);
@@ -10864,11 +10888,28 @@ tn_future *tn_cache_get(tn_cache *c, const char *key) {
     return out;
 }
 
+/* A write to the key (or the keys under prefix) makes the flights for it
+ * stale: a fetch from now on starts its own, and what they compute with
+ * what the store or the source held before is not stored over the write. */
+static void tn__cache_overtake(tn_cache *c, const char *key, int prefix) {
+    tn__flight *fl;
+    size_t kl = strlen(key);
+    for (fl = c->flights; fl; fl = fl->next)
+        if (prefix ? strncmp(fl->key, key, kl) == 0 : strcmp(fl->key, key) == 0) fl->stale = 1;
+}
 tn_future *tn_cache_set(tn_cache *c, const char *key, const void *data, size_t len, uint64_t ttl_ms) {
+    tn__cache_overtake(c, key, 0);
     return c->be->set(c->impl, key, data, len, ttl_ms ? ttl_ms : c->opts.ttl_ms);
 }
-tn_future *tn_cache_delete(tn_cache *c, const char *key) { return c->be->del(c->impl, key); }
-tn_future *tn_cache_delete_prefix(tn_cache *c, const char *prefix) { return c->be->del_prefix(c->impl, prefix ? prefix : ""); }
+tn_future *tn_cache_delete(tn_cache *c, const char *key) {
+    tn__cache_overtake(c, key, 0);
+    return c->be->del(c->impl, key);
+}
+tn_future *tn_cache_delete_prefix(tn_cache *c, const char *prefix) {
+    if (!prefix) prefix = "";
+    tn__cache_overtake(c, prefix, 1);
+    return c->be->del_prefix(c->impl, prefix);
+}
 void tn_cache_get_stats(const tn_cache *c, tn_cache_stats *out) { *out = c->stats; }
 
 int tn_cache_new(tn_loop *l, const tn_cache_opts *o, tn_cache **out) {
@@ -10911,7 +10952,7 @@ void tn_cache_free(tn_cache *c) {
             tn_future_cancel(f);
             tn_future_release(f);
         }
-        tn__flight_end(fl, TN_ECANCELLED, NULL);
+        tn__flight_end(fl, TN_ECANCELLED, NULL, 0);
     }
     if (c->be->free) c->be->free(c->impl);
     TN_FREE(c);

@@ -183,13 +183,8 @@ static void rc__got(redisAsyncContext *ac, void *reply, void *priv) {
     (void)ac;
     if (err) tn_future_fail(f, err);
     else if (r->type != REDIS_REPLY_STRING) tn_future_resolve(f, NULL); /* nil: a miss */
-    else if (!(b = (tn_bytes *)TN_MALLOC(sizeof *b + r->len))) tn_future_fail(f, TN_ENOMEM);
-    else {
-        b->len = r->len;
-        memcpy(b->data, r->str, r->len);
-        b->data[r->len] = 0;
-        tn_future_resolve_owned(f, b, tn_bytes_free);
-    }
+    else if (!(b = tn_bytes_new(r->str, r->len))) tn_future_fail(f, TN_ENOMEM);
+    else tn_future_resolve_owned(f, b, tn_bytes_free);
 }
 static void rc__done(redisAsyncContext *ac, void *reply, void *priv) {
     int err = rc__reply_error((redisReply *)reply);

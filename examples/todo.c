@@ -59,10 +59,6 @@ int main(void) {
 #include "redis_cache.h"
 #endif
 
-/* A fill that overlapped a write may hold the rows from before it: it
- * fails with this, so it is not cached, and its readers fetch again. */
-#define TODO_ESTALE (-2001)
-#define MAX_TRIES 3
 #define LIST_KEY "list"
 
 struct app {
@@ -74,8 +70,6 @@ struct app {
     tn_cache *cache; /* NULL: no cache */
     uint64_t ttl_ms;
     unsigned long long db_queries, cached_reads, fills;
-    unsigned long long epoch; /* writes ended so far */
-    int writes;               /* writes under way */
 };
 
 /* The statements, in the dialect SQLite and PostgreSQL share ($N
@@ -269,9 +263,7 @@ static int parse_id(tn_http_request *req, char out[24]) {
 struct load_frame {
     tn_co co;
     struct app *a;
-    int check;                /* a fill: refuse to cache across a write */
-    unsigned long long epoch; /* the writes ended when it started */
-    char id[24];              /* "" for the list */
+    char id[24]; /* "" for the list */
 };
 
 static int load(tn_co *co) {
@@ -280,7 +272,6 @@ static int load(tn_co *co) {
     void *r;
     tn_bytes *body;
     TN_BEGIN(co);
-    l->epoch = l->a->epoch;
     params[0] = l->id;
     TN_AWAIT(co, l->id[0] ? db_query(l->a, SQL_GET, 1, params) : db_query(l->a, SQL_LIST, 0, NULL));
     if (co->err) TN_FAIL(co, co->err);
@@ -293,20 +284,15 @@ static int load(tn_co *co) {
     body = render(l->a, r, !l->id[0]);
     result_free(l->a, r);
     if (!body) TN_FAIL(co, TN_ENOMEM);
-    if (l->check && (l->a->writes || l->a->epoch != l->epoch)) {
-        tn_bytes_free(body);
-        TN_FAIL(co, TODO_ESTALE);
-    }
     TN_RETURN_OWNED(co, body, tn_bytes_free);
     TN_END(co);
 }
 
 /* key is LIST_KEY or "id:{id}". */
-static tn_future *load_key(struct app *a, const char *key, int check) {
+static tn_future *load_key(struct app *a, const char *key) {
     struct load_frame *l = TN_CO_NEW(a->loop, struct load_frame);
     if (!l) return NULL;
     l->a = a;
-    l->check = check;
     if (strncmp(key, "id:", 3) == 0) snprintf(l->id, sizeof l->id, "%s", key + 3);
     return tn_spawn(a->loop, &l->co, load);
 }
@@ -314,20 +300,20 @@ static tn_future *load_key(struct app *a, const char *key, int check) {
 static tn_future *fill(const char *key, void *arg) {
     struct app *a = (struct app *)arg;
     a->fills++;
-    return load_key(a, key, 1);
+    return load_key(a, key);
 }
 
-/* Through the cache (a few times at most: a fill refused as stale sends
- * its readers round again), else straight from the database. */
-static tn_future *read_through(struct app *a, const char *key, int tries) {
-    if (a->cache && tries < MAX_TRIES) return tn_cache_fetch(a->cache, key, a->ttl_ms, fill, a);
-    return load_key(a, key, 0);
+/* Through the cache, else straight from the database. A write's
+ * invalidation while a fill runs keeps that fill's rows (maybe from
+ * before the write) out of the cache: tn_cache sees to it. */
+static tn_future *read_through(struct app *a, const char *key) {
+    if (a->cache) return tn_cache_fetch(a->cache, key, a->ttl_ms, fill, a);
+    return load_key(a, key);
 }
 
 struct read_frame {
     tn_http_co h;
     char key[32];
-    int tries;
 };
 
 /* GET /todos and GET /todos/{id} */
@@ -342,10 +328,8 @@ static int read_todos(tn_co *co) {
         respond_error(f->h.req, 404, "no such todo");
         TN_RETURN(co, NULL);
     }
-    do
-        TN_AWAIT(co, read_through(a, f->key, f->tries++));
-    while (co->err == TODO_ESTALE);
-    if (a->cache && f->tries <= MAX_TRIES) a->cached_reads++;
+    TN_AWAIT(co, read_through(a, f->key));
+    if (a->cache) a->cached_reads++;
     if (co->err == TN_ENOENT) respond_error(f->h.req, 404, "no such todo");
     else if (co->err == TN_EINVAL) respond_error(f->h.req, 500, "database error");
     else if (co->err) respond_error(f->h.req, db_error_status(co->err), db_error_message(co->err));
@@ -426,7 +410,7 @@ static int start_write(struct write_frame *f, struct app *a) {
         params[1] = in.title;
         params[2] = in.has_done ? (in.done ? "1" : "0") : NULL;
     }
-    a->writes++; /* the statement copies its parameters: the JSON can go now */
+    /* the statement copies its parameters: the JSON can go now */
     f->pending = f->op == OP_CREATE   ? db_query(a, SQL_CREATE, 2, params)
                  : f->op == OP_UPDATE ? db_query(a, SQL_UPDATE, 3, params)
                                       : db_query(a, SQL_DELETE, 1, params);
@@ -478,20 +462,13 @@ static int write_todo(tn_co *co) {
     /* Awaited even if our client leaves: the statement ends (PostgreSQL
      * cancels it) before this resumes, so the write count stays right. */
     TN_AWAIT(co, f->pending);
-    a->writes--;
-    a->epoch++;
     f->err = co->err;
     f->result = co->value;
     if (a->cache) {
-        /* Invalidate before answering (the client's next read, in this
-         * process or another sharing the cache, must see the write), and
-         * again one iteration later: a fill that passed its staleness
-         * check just before this write ended stores its value on the
-         * next iteration, after the first delete. */
+        /* Invalidate before answering: the client's next read, in this
+         * process or another sharing the cache, must see the write. */
         TN_AWAIT(co, invalidate(a, f->key));
         if (co->err) fprintf(stderr, "todo: invalidate: %s\n", tn_strerror(co->err));
-        TN_YIELD(co);
-        TN_AWAIT(co, invalidate(a, f->key));
     }
     answer_write(f, a, f->err, f->result);
     TN_END(co);

@@ -286,6 +286,11 @@ static void std_routes(tn_http_server *srv) {
     REQUIRE(tn_http_route_co(srv, "GET", "/sleep100", co_sleepy, (void *)(uintptr_t)100, &co) == 0);
     REQUIRE(tn_http_route_co(srv, "GET", "/sleep200", co_sleepy, (void *)(uintptr_t)200, &co) == 0);
     REQUIRE(tn_http_route_co(srv, "GET", "/hang", co_hang, NULL, &co) == 0);
+    {
+        tn_http_route_opts cc = co;
+        cc.cancel_on_close = 1;
+        REQUIRE(tn_http_route_co(srv, "GET", "/hang-cancel", co_hang, NULL, &cc) == 0);
+    }
     REQUIRE(tn_http_route_co(srv, "GET", "/fail", co_fail, NULL, &co) == 0);
     REQUIRE(tn_http_route_co(srv, "GET", "/cutoff-chunked", co_cutoff, (void *)(intptr_t)-1, &co) == 0);
     REQUIRE(tn_http_route_co(srv, "GET", "/cutoff-length", co_cutoff, (void *)(intptr_t)100, &co) == 0);
@@ -979,6 +984,26 @@ TEST(half_close_after_a_whole_request_still_gets_the_answer) {
     CHECK_EQ_INT(r.status, 200);
     CHECK(body_is(&r, "abc"));
     resp_free(&r);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+/* cancel_on_close: the client's EOF cancels the handler (Tornado's
+ * on_connection_close: a query it awaits stops), as a reset does. */
+TEST(cancel_on_close_route_is_cancelled_by_the_clients_eof) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    SET(g_started, 0);
+    SET(g_co_ended, 0);
+    SET(g_co_err, 0);
+    SET(g_hold, 0);
+    REQUIRE(cli_sends(c, "GET /hang-cancel HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CHECK(wait_flag(&g_started));
+    REQUIRE(shutdown(c->fd, SHUT_WR) == 0);
+    CHECK(wait_flag(&g_co_ended)); /* not after its 20 s sleep */
+    CHECK_EQ_INT(GET(g_co_err), TN_ECANCELLED);
+    CHECK(cli_closed(c)); /* nothing written to a gone client */
     cli_close(c);
     CHECK_EQ_INT(wait_connections(s, 0), 0);
     server_stop(s);

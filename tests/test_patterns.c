@@ -8,10 +8,8 @@
 #include <unistd.h>
 
 static tn_bytes *tn__test_bytes(const char *p, size_t n) {
-    tn_bytes *b = (tn_bytes *)malloc(sizeof *b + n);
-    b->len = n;
-    memcpy(b->data, p, n);
-    b->data[n] = 0;
+    tn_bytes *b = tn_bytes_new(p, n);
+    REQUIRE(b != NULL && b->len == n && b->data[n] == 0);
     return b;
 }
 
@@ -193,12 +191,63 @@ TEST(cache_single_flight_100_misses_one_fill) {
     CHECK_EQ_INT(tn_run_sync(l, tn_cache_fetch(c, "todos", 0, slow_fill, l), 5000, &vals[0]), 0);
     CHECK(bytes_is(vals[0], "value of todos"));
     CHECK_EQ_INT(fills, 1);
+    /* counted per fetch: 100 misses answered by one fill, then one hit;
+     * 50 concurrent hits are 50 */
     tn_cache_get_stats(c, &st);
     CHECK_EQ_INT(st.fills, 1);
-    CHECK_EQ_INT(st.misses, 1);
+    CHECK_EQ_INT(st.misses, 100);
     CHECK_EQ_INT(st.hits, 1);
     CHECK_EQ_INT(st.entries, 1);
     CHECK_EQ_INT(st.waiters, 0);
+    for (i = 0; i < 50; i++) REQUIRE((fs[i] = tn_cache_fetch(c, "todos", 0, slow_fill, l)) != NULL);
+    CHECK_EQ_INT(tn_run_sync(l, tn_all(l, fs, 50, vals), 5000, NULL), 0);
+    for (i = 0; i < 50; i++) tn_bytes_free(vals[i]);
+    tn_cache_get_stats(c, &st);
+    CHECK_EQ_INT(st.hits, 51);
+    CHECK_EQ_INT(st.fills, 1);
+    tn_cache_free(c);
+    FREE_LOOP_CLEAN(l);
+}
+
+/* A write while a fill runs: the fill may have read what was there before
+ * it, so its waiters get it (they asked before the write) but the cache
+ * does not keep it, and a fetch after the write does not join it: it
+ * computes afresh. Both for a delete and a set of the key, and a prefix. */
+static tn_future *held_fill_f;
+static const char *held_value = "old";
+static tn_future *held_fill(const char *key, void *arg) {
+    (void)key;
+    fills++;
+    return held_fill_f = tn_future_new((tn_loop *)arg);
+}
+TEST(cache_write_during_a_fill_is_not_undone_by_it) {
+    tn_loop *l = new_loop();
+    tn_cache *c;
+    int how;
+    REQUIRE(tn_cache_new(l, NULL, &c) == 0);
+    for (how = 0; how < 3; how++) {
+        tn_future *before, *after, *fb;
+        void *v = NULL;
+        fills = 0;
+        before = tn_cache_fetch(c, "id:1", 0, held_fill, l);
+        tn_run_sync(l, tn_sleep(l, 1), 0, NULL); /* the lookup misses, the fill starts */
+        REQUIRE(fills == 1 && held_fill_f != NULL);
+        fb = held_fill_f;
+        if (how == 0) tn_future_release(tn_cache_delete(c, "id:1"));
+        else if (how == 1) tn_future_release(tn_cache_delete_prefix(c, "id:"));
+        else tn_future_release(tn_cache_set(c, "id:1", "new", 3, 0));
+        after = tn_cache_fetch(c, "id:1", 0, slow_fill, l);
+        tn_future_resolve_owned(fb, tn__test_bytes(held_value, 3), tn_bytes_free); /* the stale read */
+        CHECK_EQ_INT(tn_run_sync(l, before, 5000, &v), 0);
+        CHECK(bytes_is(v, "old"));
+        CHECK_EQ_INT(tn_run_sync(l, after, 5000, &v), 0);
+        /* a set is there to be found; after a delete a new fill runs */
+        CHECK(bytes_is(v, how == 2 ? "new" : "value of id:1"));
+        CHECK_EQ_INT(fills, how == 2 ? 1 : 2);
+        CHECK_EQ_INT(tn_run_sync(l, tn_cache_get(c, "id:1"), 5000, &v), 0);
+        CHECK(bytes_is(v, how == 2 ? "new" : "value of id:1")); /* never "old" */
+        tn_future_release(tn_cache_delete(c, "id:1"));
+    }
     tn_cache_free(c);
     FREE_LOOP_CLEAN(l);
 }
