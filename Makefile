@@ -139,7 +139,8 @@ check-macros:
 check-cross:
 	@sh tests/cross.sh $(TEST_SRCS)
 
-# The HTTP parsers under libFuzzer (clang), FUZZ_SECS seconds (60).
+# libFuzzer (clang): the HTTP parsers, whole server connections and whole
+# fetches, FUZZ_SECS seconds (60) in all (tests/fuzz.sh).
 check-fuzz:
 	@sh tests/fuzz.sh
 
@@ -147,7 +148,7 @@ bench:
 	@$(MAKE) -C bench run
 
 clean:
-	rm -f tests/tn_tests-* tests/fuzz_http $(EXAMPLES) tests/*.o
+	rm -f tests/tn_tests-* tests/fuzz_http tests/fuzz_server tests/fuzz_client $(EXAMPLES) tests/*.o
 	rm -rf tests/cross
 	-$(MAKE) -C bench clean
 

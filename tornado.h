@@ -7256,7 +7256,7 @@ static int tn__body_feed(tn__body *b, char *raw, size_t n, int eof, const tn_htt
     }
     b->got += *len;
     if (b->max && b->got > b->max) return TN_ETOOLARGE;
-    if (!*done && eof && (size_t)rc == n) return TN_ECLOSED;
+    if (!*done && eof) return TN_ECLOSED; /* nothing more comes: retained trailer bytes included */
     return rc;
 }
 
@@ -7708,7 +7708,10 @@ static int tn__rh_remove(tn_http_request *r, const char *name, size_t nl) {
 static int tn__send_head(tn_http_request *r, int status, const char *ctype, int64_t length, size_t body_room) {
     tn__conn *c = r->conn;
     tn_http_server *srv = r->srv;
-    int keep = r->msg.keep_alive && !srv->shutting_down && !(c->s.oflags & TN__C_CLOSE_AFTER);
+    /* The client half-closed and nothing follows this request: the last answer. */
+    int eof_last = (c->s.flags & TN__S_EOF) && c->s.io &&
+                   c->s.io->in.len - c->s.io->in.off <= r->head_len + r->body_raw + 1;
+    int keep = r->msg.keep_alive && !srv->shutting_down && !(c->s.oflags & TN__C_CLOSE_AFTER) && !eof_last;
     int bodyless = status == 204 || status == 304;
     const char *reason;
     size_t rlen, clen;
@@ -8069,6 +8072,7 @@ static void tn__req_settle_drain(tn_http_request *r, int err) {
 
 static int tn__req_error(tn_http_request *r, int status);
 static int tn__req_strings(tn_http_request *r);
+static void tn__req_terminate(tn_http_request *r);
 static void tn__req_log(tn_http_request *r);
 
 /* An error answer the server owes a request it routed (or failed to): a
@@ -8133,7 +8137,9 @@ static int tn__conn_error(tn__conn *c, int status) {
         c->req = NULL;
         tn__req_put(c->srv, r);
     }
-    tn__conn_maybe_flush(c);
+    /* Outside a batch (a timer's 408, a shed 503) a failed write closes,
+     * and frees, the connection here: it must not be touched after. */
+    if (!(c->s.oflags & TN__C_IN_BATCH) && tn__conn_flush(c)) return 0;
     if (!(c->s.flags & TN__S_CLOSED) && !tn__stream_pending(&c->s)) {
         if (status == 408) tn__conn_close(c);
         else tn__conn_linger(c);
@@ -9164,6 +9170,7 @@ static void tn__req_log(tn_http_request *r) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (!srv->opts.on_access || !r->head_len) return;
+    tn__req_terminate(r); /* answered before tn__req_strings ran (a 413, a 503...) */
     memset(&e, 0, sizeof e);
     e.method = r->msg.method;
     e.target = r->msg.target;
@@ -9328,7 +9335,9 @@ static int tn__conn_after_batch(tn__conn *c) {
             tn__conn_close(c);
             return 0;
         }
-        c->s.oflags |= TN__C_CLOSE_AFTER;
+        /* Not while a handler holds the request or output holds the batch:
+         * whole requests may be buffered behind it, and they are answered. */
+        if (!in_handler && !(c->s.oflags & TN__C_HELD)) c->s.oflags |= TN__C_CLOSE_AFTER;
     }
     /* Shutting down: a connection between requests closes. */
     if (c->srv->shutting_down && !r && (c->s.oflags & TN__C_SERVED)) c->s.oflags |= TN__C_CLOSE_AFTER;
@@ -9435,8 +9444,20 @@ static void tn__req_co_done(tn_future *f, void *arg) {
     tn__conn_run(c);
 }
 
-/* NUL-terminates the head's strings in place (each is followed by a
- * delimiter byte that is no longer needed) and decodes the path. */
+/* NUL-terminates the head's strings in place: each is followed by a
+ * delimiter byte no longer needed. Idempotent; safe once the head parsed. */
+static void tn__req_terminate(tn_http_request *r) {
+    tn_http_message *m = &r->msg;
+    size_t i;
+    ((char *)m->method)[m->method_len] = 0;
+    ((char *)m->target)[m->target_len] = 0;
+    for (i = 0; i < m->num_headers; i++) {
+        ((char *)m->headers[i].name)[m->headers[i].name_len] = 0;
+        ((char *)m->headers[i].value)[m->headers[i].value_len] = 0;
+    }
+}
+
+/* The head's strings terminated, the path decoded (400 for a NUL). */
 static int tn__req_strings(tn_http_request *r) {
     tn_http_message *m = &r->msg;
     size_t i, need, pl = 0;
@@ -9450,16 +9471,11 @@ static int tn__req_strings(tn_http_request *r) {
         r->scratch_cap = need;
     }
     r->scratch_len = 0;
+    tn__req_terminate(r); /* first: an error answer's access log reads them */
     if (memchr(m->target, '%', m->target_len)) {
         const char *tg = m->target;
         for (i = 0; i + 2 < m->target_len; i++)
             if (tg[i] == '%' && tg[i + 1] == '0' && tg[i + 2] == '0') return 400; /* NUL: would truncate */
-    }
-    ((char *)m->method)[m->method_len] = 0;
-    ((char *)m->target)[m->target_len] = 0;
-    for (i = 0; i < m->num_headers; i++) {
-        ((char *)m->headers[i].name)[m->headers[i].name_len] = 0;
-        ((char *)m->headers[i].value)[m->headers[i].value_len] = 0;
     }
     if (tn__req_raw_path(r, &t, &pl)) {
         t = "";
@@ -9920,6 +9936,7 @@ static void tn__conn_process(tn__conn *c) {
                 return;
             }
             r->head_len = (size_t)rc;
+            r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
             r->base = in->data + in->off;
             tn__list_del(c); /* the head is in: its timeout is over */
             rc = tn__req_start(c, r);
@@ -11104,14 +11121,25 @@ static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
     TN_FREE(fe->target);
     fe->url = tn__strndup(url, n);
     fe->host = tn__strndup(hs, (size_t)(he - hs));
-    if (*ts == '/') fe->target = tn__strndup(ts, strcspn(ts, "#"));
-    else { /* "http://h?q" -> "/?q" */
-        size_t tl = strcspn(ts, "#");
-        fe->target = (char *)TN_MALLOC(tl + 2);
+    {
+        /* "http://h?q" -> "/?q"; bytes >= 0x80 (a UTF-8 Location) are
+         * not allowed raw in a request-target: %XX (RFC 3986 2.1). */
+        size_t tl = strcspn(ts, "#"), i, o = 0, extra = 0;
+        for (i = 0; i < tl; i++) extra += (unsigned char)ts[i] >= 0x80 ? 2 : 0;
+        fe->target = (char *)TN_MALLOC(tl + extra + 2);
         if (fe->target) {
-            fe->target[0] = '/';
-            memcpy(fe->target + 1, ts, tl);
-            fe->target[tl + 1] = 0;
+            if (*ts != '/') fe->target[o++] = '/';
+            for (i = 0; i < tl; i++) {
+                unsigned char ch = (unsigned char)ts[i];
+                if (ch < 0x80) {
+                    fe->target[o++] = (char)ch;
+                    continue;
+                }
+                fe->target[o++] = '%';
+                fe->target[o++] = "0123456789ABCDEF"[ch >> 4];
+                fe->target[o++] = "0123456789ABCDEF"[ch & 15];
+            }
+            fe->target[o] = 0;
         }
     }
     fe->port = (int)port;
@@ -11593,6 +11621,7 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
         }
         fe->retried = 0;
         r->body_len = 0;
+        if (r->body) r->body[0] = 0; /* NUL-terminated, and the redirect's bytes gone */
         tn__fetch_dispatch(fe);
         return;
     }

@@ -1473,6 +1473,58 @@ TEST(client_concurrency_200_fetches_max_clients_10) {
 
 #include "proc_util.h"
 
+/* ------------------------------------------------------------------ */
+/* Found by the whole-client fuzzer (tests/fuzz_client.c)              */
+/* ------------------------------------------------------------------ */
+
+/* A chunked body cut inside its trailer section fails at once with
+ * TN_ECLOSED (it waited for the request timeout). */
+static void trailer_cut_conn(rawsrv *rs, int fd, int idx) {
+    rreq r;
+    (void)idx;
+    if (rd_req(rs, fd, &r)) return;
+    snd(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nTrailer: x\r\n");
+}
+TEST(fuzz_client_body_cut_in_its_trailers_fails_at_once) {
+    rawsrv *rs = raw_start(trailer_cut_conn, NULL);
+    tn_http_response *r = NULL;
+    tn_http_fetch_opts o;
+    cli k;
+    memset(&o, 0, sizeof o);
+    o.request_timeout_ms = 10000;
+    cli_new(&k, NULL);
+    CHECK_EQ_INT(fetch(&k, rs->port, "/", &o, &r), TN_ECLOSED); /* not TN_ETIMEOUT after 10 s */
+    cli_free(&k);
+    raw_stop(rs);
+}
+
+/* After a redirect whose own body had bytes, an empty final body is "",
+ * not the redirect's bytes unterminated. And a Location with UTF-8 is
+ * requested percent-encoded (raw bytes >= 0x80 make a request line
+ * servers refuse, ours included). */
+static int stale_body_route(rawsrv *rs, int fd, rreq *r) {
+    (void)rs;
+    if (strcmp(r->target, "/moved") == 0) respond(fd, 301, "Location: /caf\xc3\xa9?q=\xc3\xa9\r\n", "a redirect's body");
+    else if (strcmp(r->target, "/caf%C3%A9?q=%C3%A9") == 0) respond(fd, 200, NULL, "");
+    else respond(fd, 404, NULL, r->target);
+    return 0;
+}
+TEST(fuzz_client_redirect_to_an_empty_body_and_a_utf8_location) {
+    rawsrv *rs = raw_router(stale_body_route);
+    tn_http_response *r = NULL;
+    cli k;
+    cli_new(&k, NULL);
+    REQUIRE(fetch(&k, rs->port, "/moved", NULL, &r) == 0);
+    CHECK_EQ_INT(r->status, 200);
+    CHECK_EQ_INT(r->redirects, 1);
+    CHECK_EQ_INT(r->body_len, 0);
+    CHECK(r->body != NULL && r->body[0] == 0);
+    tn_http_response_free(r);
+    cli_free(&k);
+    raw_stop(rs);
+}
+
+
 TEST(client_against_nginx) {
     char dir[] = "/tmp/tn_nginx_XXXXXX", conf[4096], path[600], *log, *sub, *want;
     char *argv[10];

@@ -2278,3 +2278,129 @@ TEST(server_freed_while_accept_is_paused_leaves_no_timer) {
     for (i = 0; i < n; i++) close(fds[i]);
     REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
 }
+
+/* ------------------------------------------------------------------ */
+/* Found by the whole-server fuzzer (tests/fuzz_server.c)              */
+/* ------------------------------------------------------------------ */
+
+/* The access log reads an error answer's method and target: they must be
+ * terminated strings even when the answer came before the handler's (a
+ * 400 for %00 in the target read past the head, and past the buffer). */
+static char g_log_method[64], g_log_target[256];
+static int g_log_status;
+static void access_record(const tn_http_access *e, void *arg) {
+    (void)arg;
+    snprintf(g_log_method, sizeof g_log_method, "%s", e->method ? e->method : "(null)");
+    snprintf(g_log_target, sizeof g_log_target, "%s", e->target ? e->target : "(null)");
+    g_log_status = e->status;
+}
+TEST(fuzz_access_log_of_an_early_error_has_terminated_strings) {
+    tn_http_server_opts o;
+    server *s;
+    client *c;
+    response r;
+    memset(&o, 0, sizeof o);
+    o.on_access = access_record;
+    o.max_body_bytes = 100;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    resp_free(&r);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    CHECK(strcmp(g_log_method, "GET") == 0);
+    CHECK(strcmp(g_log_target, "/a%00b") == 0);
+    CHECK_EQ_INT(g_log_status, 400);
+    /* a 413 before the handler: the same */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "POST /echo?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    CHECK(strcmp(g_log_method, "POST") == 0);
+    CHECK(strcmp(g_log_target, "/echo?x=1") == 0);
+    server_stop(s);
+}
+
+/* Pipelined requests received whole before the client's half-close are
+ * all answered, even when the EOF is read while a coroutine handler holds
+ * the first (they were dropped); the last answer says Connection: close. */
+TEST(fuzz_half_close_after_pipelined_requests_answers_them_all) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    REQUIRE(cli_sends(c, "GET /sleep100 HTTP/1.1\r\nHost: t\r\n\r\n" GET_HELLO
+                         "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    REQUIRE(shutdown(c->fd, SHUT_WR) == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(body_is(&r, "slept"));
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    REQUIRE(read_response(c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(header_is(&r, "Connection", "close"));
+    resp_free(&r);
+    CHECK(cli_closed(c));
+    cli_close(c);
+    CHECK_EQ_INT(wait_connections(s, 0), 0);
+    server_stop(s);
+}
+
+/* An error answer to HEAD has no body (RFC 9110 9.3.2), also before the
+ * handler (a 413 for the declared length). */
+TEST(fuzz_error_answer_to_head_has_no_body) {
+    tn_http_server_opts o;
+    server *s;
+    client *c;
+    response r;
+    memset(&o, 0, sizeof o);
+    o.max_body_bytes = 100;
+    s = server_start(&o, std_routes);
+    c = cli_open(s->port);
+    REQUIRE(cli_sends(c, "HEAD /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n") == 0);
+    REQUIRE(read_response(c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    CHECK(cli_closed(c)); /* nothing after the head: no body bytes */
+    cli_close(c);
+    server_stop(s);
+}
+
+/* A body timeout (408) that fires once the client is gone: the answer's
+ * write fails and frees the connection inside the error path, which then
+ * read it (a use after free; ASan and valgrind builds catch it). Timers
+ * run before I/O, so stepping a loop of our own makes it certain. */
+static void echo_h(tn_http_request *req, void *arg) {
+    size_t n;
+    const char *b = tn_http_body(req, &n);
+    (void)arg;
+    tn_http_respond(req, 200, NULL, b, n);
+}
+TEST(fuzz_timeout_answer_to_a_gone_client_is_no_use_after_free) {
+    static const char req[] = "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"; /* body cut */
+    tn_http_server_opts o;
+    tn_http_server *srv;
+    tn_loop *l;
+    int sv[2], i;
+    memset(&o, 0, sizeof o);
+    o.body_timeout_ms = 5;
+    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(tn_http_server_new(l, &o, &srv) == 0);
+    REQUIRE(tn_http_route(srv, "POST", "/echo", echo_h, NULL, NULL) == 0);
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    REQUIRE(tn_http_serve_fd(srv, sv[0]) == 0);
+    REQUIRE(write(sv[1], req, sizeof req - 1) == (ssize_t)(sizeof req - 1));
+    for (i = 0; i < 5; i++) tn_loop_step(l, 0); /* the head is in: the body's clock runs */
+    close(sv[1]);                               /* the client is gone... */
+    sleep_ms(20);                               /* ...and the body timeout is due */
+    tn_loop_step(l, 0);                         /* timers before I/O: a 408 to a dead peer */
+    for (i = 0; i < 5; i++) tn_loop_step(l, 0);
+    CHECK_EQ_INT(tn_http_server_connections(srv), 0);
+    tn_http_server_free(srv);
+    tn_loop_free(l);
+}
