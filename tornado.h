@@ -10226,15 +10226,17 @@ static int tn__range_parse(const char *v, uint64_t n, uint64_t *from, uint64_t *
     v += 6;
     while (*v == ' ') v++;
     if (strchr(v, ',')) return 0;
+    /* A number past 2^64 saturates: it is past any file's end, so a first
+     * byte there is unsatisfiable and a last byte there is the end. */
     while (*v >= '0' && *v <= '9') {
-        if (a > (UINT64_MAX - 9) / 10) return 0;
-        a = a * 10 + (uint64_t)(*v++ - '0');
+        a = a > (UINT64_MAX - 9) / 10 ? UINT64_MAX : a * 10 + (uint64_t)(*v - '0');
+        v++;
         has_a = 1;
     }
     if (*v++ != '-') return 0;
     while (*v >= '0' && *v <= '9') {
-        if (b > (UINT64_MAX - 9) / 10) return 0;
-        b = b * 10 + (uint64_t)(*v++ - '0');
+        b = b > (UINT64_MAX - 9) / 10 ? UINT64_MAX : b * 10 + (uint64_t)(*v - '0');
+        v++;
         has_b = 1;
     }
     while (*v == ' ') v++;

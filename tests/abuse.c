@@ -17,6 +17,8 @@
 #include "tn_test.h"
 #include "abuse.h"
 
+#include <sys/stat.h>
+
 /* CPU use of a process over a window, as a per-mille of the wall time. */
 struct cpu_window {
     pid_t pid;
@@ -211,6 +213,156 @@ TEST(tls_handshakes_that_stall_or_are_garbage_are_cut) {
     CHECK_CPU_BELOW(&w, 10);
     CHECK_LE(ab_wait_fds(s.pid, s.fds0, 2000, NULL), s.fds0);
     ab_coll_close(c, NALL);
+    CHECK_EQ_INT(ab_httpbin_stop(&s, 8000), 0);
+    snprintf(flags, sizeof flags, "rm -rf %s", dir);
+    CHECK_EQ_INT(system(flags), 0);
+}
+
+/* =====================================================================
+ * Static files (httpbin --static DIR): traversal in every spelling,
+ * huge and malformed Range headers, a 1 GiB (sparse) file to a client that
+ * reads slowly, and a file cut short while it is served. Never a byte from
+ * outside the root; every answer framed; memory a connection's worth.
+ * =================================================================== */
+/* One request on a new connection: 0 and *r, or a negative AB_* code. */
+static int static_get(int port, const char *path, const char *extra, struct ab_resp *r) {
+    static struct ab_cli c;
+    char req[12288];
+    int fd = ab_connect(port, 0), rc;
+    if (fd < 0) return AB_RESET;
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", path, extra ? extra : "");
+    ab_cli_init(&c, fd);
+    ab_resp_init(r, NULL, NULL);
+    rc = ab_sends(fd, req) ? AB_RESET : ab_read_resp(&c, r, 10000);
+    close(fd);
+    return rc;
+}
+TEST(static_files_traversal_ranges_big_and_changing_files) {
+    static const char *const evil[] = {
+        "/static/../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd", "/static/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+        "/static/..%2f..%2fetc/passwd", "/static//etc/passwd", "/static/.%2e/.%2e/etc/passwd",
+        "/static/a/../../etc/passwd", "/static/%00", "/static/small.txt%00.html", "/static/escape",
+        "/static/escape/passwd", "/static/sub/../../escape", "/static/..\\..\\etc\\passwd", "/static/%252e%252e/etc/passwd",
+        "/static/./././../etc/passwd", "/static/sub/%2e%2e/%2e%2e/etc/passwd"};
+    static const char *const ranges[] = {
+        "bytes=0-99999999999999999999999999", "bytes=99999999999999999999999999-", "bytes=-99999999999999999999",
+        "bytes=abc", "bytes=5-1", "bytes=--1", "bytes=", "bytes=0-0,-1", "bytes=-0", "bits=0-1",
+        "bytes=18446744073709551615-18446744073709551616", "bytes=9223372036854775807-"};
+    char dir[] = "/tmp/tn_abuse_static_XXXXXX", path[256], flags[300], big_range[12000];
+    struct ab_srv s;
+    struct ab_resp r;
+    long peak, i, bad = 0;
+    int fd;
+    REQUIRE(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/small.txt", dir);
+    REQUIRE((fd = open(path, O_CREAT | O_WRONLY, 0644)) >= 0);
+    REQUIRE(write(fd, "0123456789abcdef", 16) == 16);
+    close(fd);
+    snprintf(path, sizeof path, "%s/sub", dir);
+    REQUIRE(mkdir(path, 0755) == 0);
+    snprintf(path, sizeof path, "%s/escape", dir);
+    REQUIRE(symlink("/etc", path) == 0); /* a symlink out of the root */
+    snprintf(path, sizeof path, "%s/big.bin", dir);
+    REQUIRE((fd = open(path, O_CREAT | O_WRONLY, 0644)) >= 0);
+    REQUIRE(ftruncate(fd, 1L << 30) == 0); /* 1 GiB, sparse: no disk */
+    close(fd);
+    snprintf(path, sizeof path, "%s/change.bin", dir);
+    REQUIRE((fd = open(path, O_CREAT | O_WRONLY, 0644)) >= 0);
+    REQUIRE(ftruncate(fd, 64L << 20) == 0);
+    close(fd);
+    snprintf(flags, sizeof flags, "--static %s --write-timeout 20000", dir);
+    REQUIRE(ab_httpbin(&s, flags, 0) == 0);
+    ab_reset_hwm(s.pid);
+    /* traversal: 400, 403 or 404, and nothing of /etc in any answer */
+    for (i = 0; i < (long)(sizeof evil / sizeof *evil); i++) {
+        int rc = static_get(s.port, evil[i], NULL, &r);
+        if (rc || (r.status != 400 && r.status != 403 && r.status != 404) || strstr(r.body, "root:")) {
+            printf("    %s: rc %d status %d\n", evil[i], rc, r.status);
+            bad++;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    /* ranges: a framed 200, 206 or 416 each; a satisfiable one exact */
+    for (bad = 0, i = 0; i < (long)(sizeof ranges / sizeof *ranges); i++) {
+        char h[200];
+        int rc;
+        snprintf(h, sizeof h, "Range: %s\r\n", ranges[i]);
+        rc = static_get(s.port, "/static/small.txt", h, &r);
+        if (rc || (r.status != 200 && r.status != 206 && r.status != 416) || (r.clen >= 0 && r.clen != r.body_len)) {
+            printf("    Range: %s: rc %d status %d clen %lld body %lld\n", ranges[i], rc, r.status, r.clen,
+                   r.body_len);
+            bad++;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(static_get(s.port, "/static/small.txt", "Range: bytes=0-99999999999999999999999999\r\n", &r), 0);
+    CHECK(r.status == 206 && r.body_len == 16); /* clamped to the file */
+    CHECK_EQ_INT(static_get(s.port, "/static/small.txt", "Range: bytes=99999999999999999999-\r\n", &r), 0);
+    CHECK_EQ_INT(r.status, 416);
+    /* 1500 ranges in one 11 KB header: one answer (the whole file) */
+    strcpy(big_range, "Range: bytes=0-0");
+    for (i = 1; i < 1500; i++) snprintf(big_range + strlen(big_range), sizeof big_range - strlen(big_range), ",%ld-%ld", i % 16, i % 16);
+    strcat(big_range, "\r\n");
+    CHECK_EQ_INT(static_get(s.port, "/static/small.txt", big_range, &r), 0);
+    CHECK(r.status == 200 && r.body_len == 16);
+    /* 1 GiB to a reader with a small window taking 1 MiB in ~2 s: the file
+     * goes by sendfile, so user memory is a connection's, never the file */
+    {
+        struct ab_cli c;
+        char buf[65536];
+        long long got = 0;
+        long t0 = ab_now_ms();
+        int cfd = ab_connect(s.port, 16384);
+        REQUIRE(cfd >= 0);
+        REQUIRE(ab_sends(cfd, AB_GET("/static/big.bin")) == 0);
+        ab_cli_init(&c, cfd);
+        while (got < (1 << 20) && ab_now_ms() - t0 < 10000) {
+            long n = ab_recv(cfd, buf, sizeof buf, 2000);
+            if (n <= 0) break;
+            got += n;
+            ab_sleep_ms(5);
+        }
+        CHECK(got >= (1 << 20));
+        peak = PEAK_KB(&s);
+        /* one connection at its worst, the pools, the allocator's slack */
+        CHECK_LE(peak - s.rss0, (L_CONN_WORST + L_POOLS + L_SLACK) / KiB);
+        close(cfd);
+    }
+    /* A file cut short while it is served: the answer is cut (the
+     * connection closes before Content-Length), nothing more is sent, and
+     * the server goes on. */
+    {
+        char buf[65536];
+        long long got = 0, clen = -1;
+        long t0 = ab_now_ms(), n;
+        int cfd = ab_connect(s.port, 16384), cut_done = 0, eof = 0;
+        REQUIRE(cfd >= 0);
+        REQUIRE(ab_sends(cfd, AB_GET("/static/change.bin")) == 0);
+        while (ab_now_ms() - t0 < 15000) {
+            n = ab_recv(cfd, buf, sizeof buf, 3000);
+            if (n <= 0) {
+                eof = n == 0 || n == AB_RESET;
+                break;
+            }
+            if (clen < 0) {
+                char *cl = strstr(buf, "Content-Length: ");
+                if (cl) clen = atoll(cl + 16);
+            }
+            got += n;
+            if (!cut_done && got > (1 << 20)) {
+                REQUIRE(truncate(path, 2L << 20) == 0); /* to 2 MiB, under the reader */
+                cut_done = 1;
+            }
+        }
+        CHECK_EQ_INT(clen, 64L << 20);
+        CHECK(eof);
+        CHECK(got < (64L << 20)); /* cut, never padded to the promised length */
+        printf("    file cut to 2 MiB at ~1 MiB read: %lld bytes received, then the close\n", got);
+        close(cfd);
+    }
+    CHECK_EQ_INT(static_get(s.port, "/static/small.txt", NULL, &r), 0);
+    CHECK(r.status == 200 && r.body_len == 16 && strcmp(r.body, "0123456789abcdef") == 0);
+    CHECK_LE(ab_wait_fds(s.pid, s.fds0, 3000, NULL), s.fds0); /* the files' fds closed too */
     CHECK_EQ_INT(ab_httpbin_stop(&s, 8000), 0);
     snprintf(flags, sizeof flags, "rm -rf %s", dir);
     CHECK_EQ_INT(system(flags), 0);
