@@ -6,7 +6,8 @@
 #
 # Environment: ROUNDS (3), WRK_SECS (5), IDLE_CONNS (5000), MANY_CONNS (10000), MANY_SECS (5),
 # PEERS ("tornado.h nginx h2o python ceiling"), CC (cc), TNB_README=0 to leave bench/README.md
-# alone, TNB_CORE=0 to skip the core micro-benchmarks.
+# alone, TNB_CORE=0 to skip the core micro-benchmarks, TNB_MAIN=0 to skip workloads 1-5,
+# TNB_SCALE=0 workload 8, TNB_TLS=0 workload 9, TLS_IDLE_CONNS (1000).
 # Every peer is started here, with its own temporary configuration, on a free loopback port, and
 # stopped here; servers run on CPU 0 and load generators on CPU 1 (taskset). Each round runs every
 # peer once (A B C ... A B C ...); within a round a peer is started fresh and gets workload 4 (idle
@@ -388,6 +389,7 @@ for p in $PEERS; do peer_available "$p" && ACTIVE="$ACTIVE $p"; done
 say "peers:$ACTIVE; $ROUNDS rounds; RLIMIT_NOFILE $NOFILE; server on CPU 0, load on CPU 1; log: $LOG"
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
+    [ "${TNB_MAIN:-1}" != 0 ] || break # workloads 1-5 skipped (TNB_MAIN=0)
     for p in $ACTIVE; do
         wait_quiet
         free_port

@@ -54,6 +54,7 @@ run_arch() { # arch gcc-triplet qemu-name libc6-dev-package
     mkdir -p "$dir/examples" "$dir/tests" "$dir/bin"
     ln -s "$root/tornado.h" "$dir/tornado.h"
     ln -s "$root/tests/readme_example.c" "$dir/tests/readme_example.c"
+    ln -s "$root/tests/httpbin_diff.py" "$dir/tests/httpbin_diff.py"
     bins=""
     for backend in epoll poll; do
         bin=tests/tn_tests-$arch-$backend
