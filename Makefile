@@ -3,6 +3,7 @@
 #   make test     the whole suite: epoll, poll, and without threads (TN_NO_THREADS)
 #   make check    sanitizers, valgrind, the compile matrix, the symbol check, the fuzzer
 #   make bench    benchmarks (bench/README.md)
+#   make bench-todo  examples/todo on PostgreSQL with and without its cache
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN     = -std=c99 -Wall -Wextra -Wpedantic -Werror
@@ -15,7 +16,7 @@ EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 # the TLS suite, once per library (see below)
 TLS_SUITES = tests/tn_tests-tls-openssl tests/tn_tests-tls-mbedtls
 
-.PHONY: all test check examples bench run clean test-epoll test-poll \
+.PHONY: all test check examples bench bench-todo run clean test-epoll test-poll \
         check-asan check-valgrind check-matrix check-symbols check-macros check-fuzz
 
 all: tests/tn_tests-epoll tests/tn_tests-poll tests/tn_tests-nothreads examples
@@ -126,6 +127,14 @@ check-valgrind: tests/tn_tests-vg
 check-matrix:
 	@sh tests/matrix.sh
 
+# Each feature macro (TN_NO_HTTP_CLIENT, _SERVER, _TCP, _EXECUTOR, _SIGNALS,
+# TN_HTTP_MINIMAL) and the smallest combinations, with the suite's files
+# they leave valid built and run (tests/features.sh).
+.PHONY: check-features
+check: check-features
+check-features: examples
+	@sh tests/features.sh
+
 check-symbols:
 	@sh tests/symbols.sh
 
@@ -147,9 +156,14 @@ check-fuzz:
 bench:
 	@$(MAKE) -C bench run
 
+# examples/todo on PostgreSQL: GET /todos/{id} with and without the cache,
+# and the single-flight count (bench/todo.sh).
+bench-todo: examples
+	@sh bench/todo.sh
+
 clean:
 	rm -f tests/tn_tests-* tests/fuzz_http tests/fuzz_server tests/fuzz_client $(EXAMPLES) tests/*.o
-	rm -rf tests/cross
+	rm -rf tests/cross tests/features
 	-$(MAKE) -C bench clean
 
 # ---- make check-failinject ---------------------------------------------

@@ -279,6 +279,22 @@
  *                           macOS builds get; with TN_BACKEND_POLL)
  *   TN_NO_THREADS           no pthreads: the executor runs work inline
  *   TN_NO_SIGNALS           no signal handling (tn_signal_add and friends)
+ *   TN_NO_EXECUTOR          no tn_run_in_executor (names resolve inline)
+ *   TN_NO_TCP               no tn_tcp_* / tn_stream_* API (the HTTP parts
+ *                           keep the stream core they use)
+ *   TN_NO_HTTP_SERVER       no server (nor its web layer, static files,
+ *                           response cache)
+ *   TN_NO_HTTP_CLIENT       no client (the three: no streams layer at all:
+ *                           the loop, futures, coroutines, locks, cache)
+ *   TN_HTTP_MINIMAL         the server without what a device's API rarely
+ *                           needs: route patterns ({name}: TN_ENOTSUP, exact
+ *                           paths only), chunked request bodies (501, then
+ *                           close), the 100 Continue interim answer
+ *                           (Expect is ignored: send the body), arguments
+ *                           and files from bodies (tn_http_body still has
+ *                           the bytes; query arguments stay), the automatic
+ *                           ETag and 304s, the access log (on_access is not
+ *                           called) and the route response cache
  *   TN_CO_LABELS            labels-as-values continuations (GCC, clang)
  *   TN_TLS_OPENSSL          TLS through OpenSSL (see TLS)
  *   TN_TLS_MBEDTLS          TLS through mbedTLS (see TLS)
@@ -637,7 +653,8 @@ TN__API int tn_call_every(tn_loop *loop, uint64_t interval_ms, tn_callback_fn fn
  * (handles are never reused, so a stale one is harmless). */
 TN__API int tn_cancel_timer(tn_loop *loop, tn_timer timer);
 
-/* --- signals --- */
+/* --- signals (none with TN_NO_SIGNALS) --- */
+#ifndef TN_NO_SIGNALS
 typedef void (*tn_signal_fn)(tn_loop *loop, int signo, void *arg);
 /* Delivers signo to fn as a loop callback (never inside the signal handler),
  * e.g. SIGINT/SIGTERM for a graceful stop. Call it before starting threads of
@@ -646,6 +663,7 @@ typedef void (*tn_signal_fn)(tn_loop *loop, int signo, void *arg);
  * TN_EEXIST, TN_EINVAL, or -errno. */
 TN__API int tn_signal_add(tn_loop *loop, int signo, tn_signal_fn fn, void *arg);
 TN__API int tn_signal_remove(tn_loop *loop, int signo);
+#endif
 
 /* ------------------------------------------------------------------------
  * Futures (Tornado's Future)
@@ -866,7 +884,9 @@ typedef int (*tn_work_fn)(void *arg, void **result);
  * awaiting it stays suspended until then, and whatever arg points into (its
  * frame, say) stays valid while fn runs. arg stays yours.
  * NULL only on TN_ENOMEM. Under TN_NO_THREADS fn runs inline, before this
- * returns, and the future comes back already done. */
+ * returns, and the future comes back already done. TN_NO_EXECUTOR takes
+ * these two out (host names are then resolved inline, blocking the loop). */
+#ifndef TN_NO_EXECUTOR
 TN__API tn_future *tn_run_in_executor(tn_loop *loop, tn_work_fn fn, void *arg, tn_free_fn free_result);
 /* The same, and the job owns arg: free_arg(arg) runs on the loop thread
  * once fn has returned, or when the job is dropped without running
@@ -874,6 +894,7 @@ TN__API tn_future *tn_run_in_executor(tn_loop *loop, tn_work_fn fn, void *arg, t
  * so a heap arg is never leaked nor freed under a running fn. */
 TN__API tn_future *tn_run_in_executor_owned(tn_loop *loop, tn_work_fn fn, void *arg, tn_free_fn free_arg,
                                            tn_free_fn free_result);
+#endif
 
 /* ------------------------------------------------------------------------
  * Event and Queue (tornado.locks.Event, tornado.queues.Queue)
@@ -1125,6 +1146,9 @@ TN__API void tn_bytes_free(void *bytes);
  * fill or backend resolves with. */
 TN__API tn_bytes *tn_bytes_new(const void *data, size_t len);
 
+/* TN_NO_TCP takes this API out (the HTTP server and client keep the
+ * stream core they use). */
+#ifndef TN_NO_TCP
 /* Connects to host:port (a numeric address, or a name resolved on the
  * executor; with TN_NO_THREADS resolution blocks the loop). Resolves with a
  * tn_stream* that is yours (tn_stream_close). Fails with TN_ERESOLVE,
@@ -1157,6 +1181,7 @@ TN__API void tn_stream_on_close(tn_stream *s, void (*fn)(tn_stream *s, void *arg
  * frees the stream. */
 TN__API void tn_stream_close(tn_stream *s);
 TN__API int tn_stream_fd(const tn_stream *s);
+#endif /* TN_NO_TCP */
 
 /* ------------------------------------------------------------------------
  * TLS, under streams (build with -DTN_TLS_OPENSSL and -lssl -lcrypto, or
@@ -1194,7 +1219,9 @@ TN__API const char *tn_tls_backend(void);
  * a server's with a server context, host NULL): resolves once the
  * handshake is done, or fails with its error (the stream is then closed:
  * still yours to tn_stream_close). Reads and writes wait for it. */
+#ifndef TN_NO_TCP
 TN__API tn_future *tn_stream_start_tls(tn_stream *s, tn_tls_ctx *ctx, const char *host);
+#endif
 
 /* ------------------------------------------------------------------------
  * Cache (what Tornado apps write as cache.get(key) / cache.set(key, v))
@@ -1251,6 +1278,7 @@ TN__API tn_future *tn_cache_delete(tn_cache *c, const char *key);
 TN__API tn_future *tn_cache_delete_prefix(tn_cache *c, const char *prefix);
 TN__API void tn_cache_get_stats(const tn_cache *c, tn_cache_stats *out);
 
+#ifndef TN_NO_HTTP_SERVER /* takes the server and its web layer out */
 /* ------------------------------------------------------------------------
  * HTTP server (Tornado's HTTPServer, Application and RequestHandler)
  * ---------------------------------------------------------------------- */
@@ -1551,6 +1579,8 @@ typedef struct tn_http_static_opts {
 TN__API int tn_http_static(tn_http_server *srv, const char *prefix, const char *root,
                            const tn_http_static_opts *opts);
 
+#endif /* TN_NO_HTTP_SERVER */
+
 /* --- multipart/form-data, incrementally (for a streamed body: on_body) ---
  * tn_multipart_begin takes the request's Content-Type (its boundary);
  * tn_multipart_feed takes the body in pieces of any size and calls fn with
@@ -1588,6 +1618,7 @@ TN__API int tn_multipart_end(tn_multipart *mp);
  * parsing JSON use a library (the examples use cJSON). */
 TN__API size_t tn_json_escape(char *dst, size_t cap, const char *s, size_t len);
 
+#ifndef TN_NO_HTTP_CLIENT /* takes the client out */
 /* ------------------------------------------------------------------------
  * HTTP client (Tornado's AsyncHTTPClient and HTTPClient)
  * ---------------------------------------------------------------------- */
@@ -1656,6 +1687,8 @@ TN__API const char *tn_http_response_header(const tn_http_response *r, const cha
 /* The synchronous client (Tornado's HTTPClient): a private loop for one
  * fetch. *out is yours. */
 TN__API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_response **out);
+
+#endif /* TN_NO_HTTP_CLIENT */
 
 #ifdef __cplusplus
 }
@@ -1781,6 +1814,39 @@ const char *tn_strerror(int err) {
 }
 
 /* ------------------------------------------------------ small utilities */
+/* Cursor writes into room reserved beforehand. */
+TN__UNUSED static char *tn__put(char *p, const char *s, size_t n) {
+    memcpy(p, s, n);
+    return p + n;
+}
+TN__UNUSED static char *tn__put_u64(char *p, uint64_t v, int hex) {
+    char buf[20];
+    size_t i = sizeof buf;
+    do {
+        buf[--i] = "0123456789abcdef"[hex ? v % 16 : v % 10];
+        v = hex ? v / 16 : v / 10;
+    } while (v);
+    return tn__put(p, buf + i, sizeof buf - i);
+}
+
+/* FNV-1a: a fingerprint (ETags, the cache's hash), not a MAC. */
+TN__UNUSED static uint64_t tn__fnv1a(const char *p, size_t n) {
+    uint64_t h = 14695981039346656037u;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211u;
+    return h;
+}
+void tn_bytes_free(void *b) { TN_FREE(b); }
+
+tn_bytes *tn_bytes_new(const void *p, size_t n) {
+    tn_bytes *b = (tn_bytes *)TN_MALLOC(sizeof(tn_bytes) + n);
+    if (!b) return NULL;
+    b->len = n;
+    if (n) memcpy(b->data, p, n);
+    b->data[n] = 0;
+    return b;
+}
+
 /* Grows *p (an array of elem-sized items with capacity *cap) to hold at
  * least need items, doubling. Returns 0 or TN_ENOMEM (then *p is unchanged). */
 static int tn__grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -1805,7 +1871,7 @@ static char *tn__strndup(const char *s, size_t n) {
     return d;
 }
 
-static int tn__set_nonblock_cloexec(int fd) {
+TN__UNUSED static int tn__set_nonblock_cloexec(int fd) {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
     fl = fcntl(fd, F_GETFD);
@@ -1859,6 +1925,20 @@ typedef struct tn__heap_entry {
 
 #define TN__MAXSIG 65
 
+/* TN_HTTP_MINIMAL: the server without what a device's API rarely needs. */
+#ifdef TN_HTTP_MINIMAL
+#define TN__MINIMAL 1
+#else
+#define TN__MINIMAL 0
+#endif
+
+/* The streams layer, unless every part that uses it is out. */
+#if !defined(TN_NO_TCP) || !defined(TN_NO_HTTP_SERVER) || !defined(TN_NO_HTTP_CLIENT)
+#define TN__STREAMS 1
+#else
+#define TN__STREAMS 0
+#endif
+
 /* The loop is woken from elsewhere by other threads (tn_add_callback_
  * threadsafe, executor results) and, on the poll backend, by signals. */
 #if !defined(TN_NO_THREADS) || (!TN__EPOLL && !defined(TN_NO_SIGNALS))
@@ -1870,10 +1950,12 @@ typedef struct tn__heap_entry {
 typedef struct tn__be tn__be; /* the backend's state: see "backends" */
 typedef struct tn__executor tn__executor;
 typedef struct tn__job tn__job;
+#ifndef TN_NO_SIGNALS
 typedef struct tn__sig {
     tn_signal_fn fn;
     void *arg;
 } tn__sig;
+#endif
 
 struct tn_loop {
     tn__be *be;
@@ -2616,7 +2698,9 @@ static void tn__free_list(void **head) {
         *head = next;
     }
 }
+#if TN__STREAMS
 static void tn__bufpool_free(tn_loop *l);
+#endif
 
 int tn_loop_new(tn_loop **out, const tn_loop_opts *opts) {
     tn_loop *l;
@@ -2667,7 +2751,9 @@ void tn_loop_free(tn_loop *l) {
     TN_FREE(l->heap);
     TN_FREE(l->waiters);
     TN_FREE(l->waiters_spare);
+#if TN__STREAMS
     tn__bufpool_free(l);
+#endif
     tn__free_list(&l->future_free);
     tn__free_list(&l->job_free);
     TN_FREE(l);
@@ -3425,7 +3511,15 @@ struct tn__job {
     int err, state; /* 0 queued, 1 running, 2 finished */
 };
 
-#ifndef TN_NO_THREADS
+/* The pool needs threads; without them (or without the executor: only the
+ * connector's name lookups use it then) work runs inline, on the loop. */
+#if !defined(TN_NO_THREADS) && !defined(TN_NO_EXECUTOR)
+#define TN__POOL 1
+#else
+#define TN__POOL 0
+#endif
+
+#if TN__POOL
 /* The job's end on the loop thread: its arg goes, and its future completes
  * (a cancelled one fails, whatever fn returned). */
 static void tn__job_settle(tn__job *j) {
@@ -3661,8 +3755,8 @@ static void tn__drain_threadsafe(tn_loop *l) {
     tn__jobs_complete(l, done);
 }
 #else
-tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_arg,
-                                    tn_free_fn free_result) {
+/* Work on the loop's thread, at once (it blocks the loop meanwhile). */
+TN__UNUSED static tn_future *tn__work_inline(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_arg, tn_free_fn free_result) {
     tn_future *f = tn_future_new(l);
     void *result = NULL;
     int err;
@@ -3681,14 +3775,41 @@ tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_fre
     return f;
 }
 static void tn__executor_free(tn_loop *l) { (void)l; }
-#if TN__WAKE
+#ifndef TN_NO_THREADS /* (TN_NO_EXECUTOR) the thread-safe callbacks only */
+static void tn__drain_threadsafe(tn_loop *l) {
+    tn__cb *cbs;
+    size_t n, i;
+    pthread_mutex_lock(&l->ts_lock);
+    cbs = l->ts_cbs;
+    n = l->ts_count;
+    l->ts_cbs = NULL;
+    l->ts_count = l->ts_cap = 0;
+    l->wake_pending = 0;
+    pthread_mutex_unlock(&l->ts_lock);
+    for (i = 0; i < n; i++)
+        if (tn_add_callback(l, cbs[i].fn, cbs[i].arg)) cbs[i].fn(l, cbs[i].arg);
+    TN_FREE(cbs);
+}
+#elif TN__WAKE
 static void tn__drain_threadsafe(tn_loop *l) { (void)l; }
+#endif
+#ifndef TN_NO_EXECUTOR
+tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_arg,
+                                    tn_free_fn free_result) {
+    return tn__work_inline(l, fn, arg, free_arg, free_result);
+}
 #endif
 #endif
 
+#ifndef TN_NO_EXECUTOR
 tn_future *tn_run_in_executor(tn_loop *l, tn_work_fn fn, void *arg, tn_free_fn free_result) {
     return tn_run_in_executor_owned(l, fn, arg, NULL, free_result);
 }
+/* Blocking work off the loop, for the library's own use (name lookups). */
+#define tn__offload(l, fn, arg, free_result) tn_run_in_executor(l, fn, arg, free_result)
+#else
+#define tn__offload(l, fn, arg, free_result) tn__work_inline(l, fn, arg, NULL, free_result)
+#endif
 /* ---------------------------------------------------------- Event, Queue */
 /* A FIFO of waiting futures (each with an item, for queue putters). The
  * waiter's future is produced by the Event/Queue; its cancel hook takes it
@@ -4068,8 +4189,11 @@ void tn_shared_free(tn_shared *s) {
 /* ==========================================================================
  * STREAMS: sockets, the acceptor, buffers, the stream core, the connector
  * and the public TCP streams. The HTTP server and client are owners of
- * streams: they never read or write a socket themselves.
+ * streams: they never read or write a socket themselves. Without any of
+ * the three (TN_NO_TCP, TN_NO_HTTP_SERVER, TN_NO_HTTP_CLIENT all set) the
+ * layer is not compiled: the loop, futures and coroutines remain.
  * ========================================================================== */
+#if TN__STREAMS
 
 /* ---------------------------------------------------------------- sockets
  * Every socket we make or accept is non-blocking and close-on-exec, and is
@@ -4109,7 +4233,7 @@ static int tn__socket(int family) {
     return fd;
 }
 
-static int tn__accept(int lfd) {
+TN__UNUSED static int tn__accept(int lfd) {
     int fd;
 #if TN__LINUX
     fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -4131,7 +4255,7 @@ static int tn__accept(int lfd) {
  * an IPv4 or IPv6 address or a name ("localhost"; resolved here, once, so
  * call it before serving), NULL for 127.0.0.1. Returns the fd or an error,
  * and the bound port. */
-static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out) {
+TN__UNUSED static int tn__listen_socket(const char *host, int port, int backlog, int reuseport, int *port_out) {
     struct addrinfo hints, *res = NULL;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -4169,6 +4293,7 @@ static int tn__listen_socket(const char *host, int port, int backlog, int reusep
     return fd;
 }
 
+#if !defined(TN_NO_TCP) || !defined(TN_NO_HTTP_SERVER)
 /* --------------------------------------------------------------- acceptor
  * One accept loop for tn_tcp_listen and the HTTP server: a batch per
  * readiness event. When accept fails for want of fds or memory (EMFILE,
@@ -4235,6 +4360,8 @@ static void tn__acceptor_close(tn__acceptor *a) {
     close(a->fd);
     a->fd = -1;
 }
+
+#endif /* the acceptor */
 
 /* ---------------------------------------------------------------- buffers
  * Streams borrow read and write buffers only while they read or write; an
@@ -4593,7 +4720,7 @@ static void tn__stream_commit(tn_stream *s, size_t n) {
 }
 
 /* Queues a copy of p[0..n): all of it, or nothing (TN_ENOMEM, TN_ECLOSED). */
-static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
+TN__UNUSED static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
     char *o;
     if (s->flags & TN__S_CLOSED) return TN_ECLOSED;
     if (!n) return 0;
@@ -4609,7 +4736,7 @@ static int tn__stream_queue(tn_stream *s, const char *p, size_t n) {
  * runs once those bytes are written, or dropped with the stream, or at once
  * if this fails: the caller's part ends here in every case. 0, TN_ENOMEM or
  * TN_ECLOSED. */
-static int tn__stream_queue_ref(tn_stream *s, const char *pre, size_t prelen, const char *p, int fd, uint64_t off,
+TN__UNUSED static int tn__stream_queue_ref(tn_stream *s, const char *pre, size_t prelen, const char *p, int fd, uint64_t off,
                                 uint64_t n, const char *post, size_t postlen, tn_free_fn fr, void *frarg) {
     tn__oref *r = NULL;
     tn__sio *io = NULL;
@@ -5015,7 +5142,7 @@ static void tn__stream_stall_fire(tn_loop *l, void *arg) {
 }
 
 /* After a flush: starts the clock if output is left, stops it if not. */
-static void tn__stream_stall_watch(tn_stream *s, unsigned ms) {
+TN__UNUSED static void tn__stream_stall_watch(tn_stream *s, unsigned ms) {
     tn__sio *io = s->io;
     if (!io) return;
     if (tn__stream_pending(s) && !io->stall_armed && ms) {
@@ -5250,7 +5377,7 @@ static int tn__tls_plain_peer(tn__tls *t, int fd) {
 static int tn__tls_read(tn__tls *t, char *buf, size_t n, size_t *got) { return tn__tlsb_read(t, buf, n, got); }
 static size_t tn__tls_pending(tn__tls *t) { return tn__tlsb_pending(t); }
 /* Our close_notify now (a lingering close sends it before its FIN). */
-static void tn__tls_notify(tn__tls *t) {
+TN__UNUSED static void tn__tls_notify(tn__tls *t) {
     if (t->notified) return;
     t->notified = 1;
     tn__tlsb_notify(t);
@@ -5436,10 +5563,10 @@ static void tn__tlsb_close(tn__tls *t, int notify) {
     SSL_free(ssl);
 }
 
-static void *tn__tlsb_session_get(tn__tls *t) { return SSL_get1_session((SSL *)t->lib); }
+TN__UNUSED static void *tn__tlsb_session_get(tn__tls *t) { return SSL_get1_session((SSL *)t->lib); }
 static void tn__tlsb_session_set(tn__tls *t, void *s) { SSL_set_session((SSL *)t->lib, (SSL_SESSION *)s); }
-static void tn__tlsb_session_free(void *s) { SSL_SESSION_free((SSL_SESSION *)s); }
-static int tn__tlsb_resumed(tn__tls *t) { return SSL_session_reused((SSL *)t->lib); }
+TN__UNUSED static void tn__tlsb_session_free(void *s) { SSL_SESSION_free((SSL_SESSION *)s); }
+TN__UNUSED static int tn__tlsb_resumed(tn__tls *t) { return SSL_session_reused((SSL *)t->lib); }
 const char *tn_tls_backend(void) { return "openssl"; }
 
 /* --------------------------------------------------------------- mbedTLS
@@ -5676,7 +5803,7 @@ static void tn__tlsb_close(tn__tls *t, int notify) {
     TN_FREE(mc);
 }
 
-static void *tn__tlsb_session_get(tn__tls *t) {
+TN__UNUSED static void *tn__tlsb_session_get(tn__tls *t) {
     mbedtls_ssl_session *s = (mbedtls_ssl_session *)TN_MALLOC(sizeof *s);
     if (!s) return NULL;
     mbedtls_ssl_session_init(s);
@@ -5691,15 +5818,16 @@ static void tn__tlsb_session_set(tn__tls *t, void *s) {
     /* best effort: a full handshake otherwise */
     (void)mbedtls_ssl_set_session(&((tn__mbedconn *)t->lib)->ssl, (const mbedtls_ssl_session *)s);
 }
-static void tn__tlsb_session_free(void *s) {
+TN__UNUSED static void tn__tlsb_session_free(void *s) {
     mbedtls_ssl_session_free((mbedtls_ssl_session *)s);
     TN_FREE(s);
 }
-static int tn__tlsb_resumed(tn__tls *t) { return ((tn__mbedconn *)t->lib)->resumed; }
+TN__UNUSED static int tn__tlsb_resumed(tn__tls *t) { return ((tn__mbedconn *)t->lib)->resumed; }
 const char *tn_tls_backend(void) { return "mbedtls"; }
 #endif /* the backends */
 #endif /* TN__TLS */
 
+#if !defined(TN_NO_TCP) || !defined(TN_NO_HTTP_CLIENT)
 /* -------------------------------------------------------------- connector
  * Resolve (numeric at once, names on the executor), then a non-blocking
  * connect, all under one timeout. Used by tn_tcp_connect and the client. */
@@ -5904,7 +6032,7 @@ static void tn__connector_start(tn__connector *cn, tn_loop *l, const char *host,
         memset(j, 0, sizeof *j);
         memcpy(j->host, h, strlen(h) + 1);
         j->port = port;
-        cn->resolving = tn_run_in_executor(l, tn__resolve_work, j, tn_bytes_free);
+        cn->resolving = tn__offload(l, tn__resolve_work, j, tn_bytes_free);
         if (!cn->resolving) {
             TN_FREE(j);
             tn__connector_finish(cn, -1, TN_ENOMEM);
@@ -5931,17 +6059,10 @@ static void tn__connector_abort(tn__connector *cn) {
     }
 }
 
-/* --------------------------------------------------------- user streams */
-void tn_bytes_free(void *b) { TN_FREE(b); }
+#endif /* the connector */
 
-tn_bytes *tn_bytes_new(const void *p, size_t n) {
-    tn_bytes *b = (tn_bytes *)TN_MALLOC(sizeof(tn_bytes) + n);
-    if (!b) return NULL;
-    b->len = n;
-    if (n) memcpy(b->data, p, n);
-    b->data[n] = 0;
-    return b;
-}
+/* --------------------------------------------------------- user streams */
+#ifndef TN_NO_TCP
 
 #define TN__RD_NONE 0
 #define TN__RD_UNTIL 1
@@ -6307,6 +6428,9 @@ void tn_tcp_unlisten(tn_loop *l, int fd) {
     tn__acceptor_close(&tl->a);
     TN_FREE(tl);
 }
+
+#endif /* TN_NO_TCP */
+#endif /* the streams layer */
 
 /* tornado.h HTTP/1.1 message parser: implementation (declared above).
  *
@@ -7189,6 +7313,7 @@ int tn_http_error_status(int err) {
 }
 
 
+#if !defined(TN_NO_HTTP_SERVER) || !defined(TN_NO_HTTP_CLIENT)
 /* ------------------------------------------------------------ body reader
  * How a message's body is delimited, and reading it as it arrives: one
  * mechanism for request bodies (the server) and response bodies (the
@@ -7260,6 +7385,9 @@ static int tn__body_feed(tn__body *b, char *raw, size_t n, int eof, const tn_htt
     return rc;
 }
 
+#endif /* the body reader */
+
+#ifndef TN_NO_HTTP_SERVER
 /* ============================================================ HTTP server
  * Routes, requests, responses, connections; the connection is an owner of
  * a stream (see STREAMS) and reads request bodies with the body reader. */
@@ -7659,20 +7787,6 @@ static void tn__req_put(tn_http_server *srv, tn_http_request *r) {
 }
 
 /* -------------------------------------------------------- response out */
-/* Cursor writes into room reserved beforehand. */
-static char *tn__put(char *p, const char *s, size_t n) {
-    memcpy(p, s, n);
-    return p + n;
-}
-static char *tn__put_u64(char *p, uint64_t v, int hex) {
-    char buf[20];
-    size_t i = sizeof buf;
-    do {
-        buf[--i] = "0123456789abcdef"[hex ? v % 16 : v % 10];
-        v = hex ? v / 16 : v / 10;
-    } while (v);
-    return tn__put(p, buf + i, sizeof buf - i);
-}
 
 /* The header lines a handler set: each "Name: value\r\n". The offset of
  * the first named name (and *line_end, where it ends), or -1. */
@@ -7996,8 +8110,10 @@ static void tn__req_cache_store(tn_http_request *r, int status, const char *ctyp
 
 int tn_http_respond(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
     int rc;
+#if !TN__MINIMAL
     if (r->cache_key && !r->headers_sent) tn__req_cache_store(r, status, ctype, body, len);
     if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
+#endif
     rc = tn__respond_head(r, status, ctype, len, len);
     if (rc == 0 && !r->no_body && len) {
         memcpy(r->conn->s.io->out.data + r->conn->s.io->out.len, body, len); /* room reserved with the head */
@@ -8014,8 +8130,10 @@ int tn_http_respond(tn_http_request *r, int status, const char *ctype, const cha
 int tn_http_respond_ref(tn_http_request *r, int status, const char *ctype, const char *body, size_t len,
                         tn_free_fn free_fn, void *free_arg) {
     int rc;
+#if !TN__MINIMAL
     if (r->cache_key && !r->headers_sent) tn__req_cache_store(r, status, ctype, body, len);
     if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
+#endif
     rc = tn__respond_head(r, status, ctype, len, 0);
     if (rc == 0 && !r->no_body && len) {
         rc = tn__stream_queue_ref(&r->conn->s, NULL, 0, body, -1, 0, len, NULL, 0, free_fn, free_arg);
@@ -8133,7 +8251,9 @@ static int tn__conn_error(tn__conn *c, int status) {
         tn__stream_commit(&c->s, (size_t)(p - start));
     }
     if (r && r->state != TN__RQ_HANDLER) {
+#if !TN__MINIMAL
         tn__req_log(r);
+#endif
         c->req = NULL;
         tn__req_put(c->srv, r);
     }
@@ -8160,6 +8280,10 @@ static int tn__method_known(const char *m, size_t n) {
 /* Matches the raw path (no query) against a pattern; fills r->params with
  * raw (still percent-encoded) values, decoded later. */
 static int tn__route_match(const char *pat, const char *path, size_t plen, tn_http_request *r) {
+#if TN__MINIMAL /* exact paths only */
+    (void)r;
+    return strlen(pat) == plen && memcmp(pat, path, plen) == 0;
+#else
     size_t pi = 0, si = 0, np = 0;
     size_t patlen = strlen(pat);
     while (pi < patlen) {
@@ -8192,6 +8316,7 @@ static int tn__route_match(const char *pat, const char *path, size_t plen, tn_ht
     if (si != plen) return 0;
     r->nparams = np;
     return 1;
+#endif
 }
 
 static int tn__hexval(int ch) {
@@ -8552,7 +8677,7 @@ static int tn__form_on_part(void *arg, int event, const tn_http_part *part, cons
 /* Parses a buffered form body into the request's arguments and files.
  * 0, or the status to answer instead of running the handler (400, 413,
  * 503). */
-static int tn__req_body_args(tn_http_request *r) {
+TN__UNUSED static int tn__req_body_args(tn_http_request *r) {
     const char *ct = tn_http_get_header(r, "Content-Type");
     size_t len;
     const char *body = tn_http_body(r, &len);
@@ -9064,12 +9189,6 @@ int tn_http_send_error(tn_http_request *r, int status) {
 /* --------------------------------------------------- conditional answers
  * Tornado's compute_etag for buffered bodies (a hash of the body) and the
  * If-None-Match / If-Modified-Since checks that turn a 200 into a 304. */
-static uint64_t tn__etag_hash(const char *p, size_t n) {
-    uint64_t h = 14695981039346656037u; /* FNV-1a: a fingerprint, not a MAC */
-    size_t i;
-    for (i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211u;
-    return h;
-}
 
 /* The entity-tag tag (with its quotes, "W/" allowed) is in the list of an
  * If-None-Match value, by the weak comparison (RFC 9110 13.1.2): W/"x"
@@ -9127,7 +9246,7 @@ static int tn__req_not_modified(tn_http_request *r, const char *tag, size_t tl) 
 /* For tn_http_respond(_ref): a GET or HEAD 200 gets an ETag of its body
  * (unless the handler set one or the route or server opted out), and the
  * answer becomes a 304 when the client has it. Returns the status to send. */
-static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len) {
+TN__UNUSED static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len) {
     char tag[20];
     int has;
     size_t e;
@@ -9135,7 +9254,7 @@ static int tn__req_conditional(tn_http_request *r, int status, const char *body,
         return status;
     has = tn__rh_find(r, "etag", 4, &e) >= 0;
     if (!has && !(r->route && r->route->opts.no_etag) && !r->srv->opts.no_etag) {
-        r->etag = tn__etag_hash(body, len);
+        r->etag = tn__fnv1a(body, len);
         r->has_etag = 1;
         tag[0] = '"';
         {
@@ -9164,7 +9283,7 @@ size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
 }
 
 /* Calls the server's access hook for a request that ends now. */
-static void tn__req_log(tn_http_request *r) {
+TN__UNUSED static void tn__req_log(tn_http_request *r) {
     tn_http_server *srv = r->srv;
     tn_http_access e;
     struct sockaddr_storage ss;
@@ -9404,7 +9523,9 @@ static void tn__conn_end_request(tn__conn *c) {
         if (in->off == in->len) in->off = in->len = 0;
     }
     tn__req_settle_drain(r, 0);
+#if !TN__MINIMAL
     tn__req_log(r);
+#endif
     c->req = NULL;
     tn__list_del(c); /* a body's deadline, if the handler ran before the body was in */
     c->s.oflags = (uint16_t)((c->s.oflags & ~TN__C_GOT_BYTES) | TN__C_SERVED);
@@ -9689,7 +9810,7 @@ static void tn__req_cache_looked_up(tn_future *f, void *arg) {
 }
 
 /* 0: the request waits for its lookup; else the handler runs now. */
-static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r) {
+TN__UNUSED static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r) {
     tn_future *f;
     if (tn__req_cache_key(r) || !(f = tn_cache_get(r->route->opts.cache, r->cache_key))) {
         r->cache_key = NULL;
@@ -9703,7 +9824,7 @@ static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r) {
 
 /* A cached route's answer, as it goes out (tn_http_respond): kept, if it
  * may be. */
-static void tn__req_cache_store(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
+TN__UNUSED static void tn__req_cache_store(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
     const tn_http_route_opts *o = &r->route->opts;
     uint64_t ttl = o->cache_ttl_ms ? o->cache_ttl_ms : 60000;
     size_t e, cl = ctype ? strlen(ctype) : 0, hl;
@@ -9740,13 +9861,16 @@ static void tn__req_cache_store(tn_http_request *r, int status, const char *ctyp
 static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r);
 
 static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
+#if !TN__MINIMAL
     const tn__route *rt = r->route;
+#endif
     r->state = TN__RQ_HANDLER;
     tn__list_del(c); /* the body is in */
     if (tn__req_nul_body(c, r)) {
         tn__conn_error(c, 503);
         return;
     }
+#if !TN__MINIMAL
     {
         /* Arguments: a query with too many pairs, or a form body that does
          * not parse, never reaches the handler. */
@@ -9762,6 +9886,7 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
     if (rt->opts.cache && (r->is_head || (r->msg.method_len == 3 && memcmp(r->msg.method, "GET", 3) == 0)) &&
         tn__req_cache_lookup(c, r) == 0)
         return; /* answered when the lookup ends */
+#endif
     tn__req_run_handler(c, r);
 }
 
@@ -9782,6 +9907,9 @@ static int tn__req_start(tn__conn *c, tn_http_request *r) {
         ((uint64_t)r->msg.content_length > max ||
          (uint64_t)r->msg.content_length > (uint64_t)(SIZE_MAX - r->head_len - 1)))
         return 413;
+#if TN__MINIMAL
+    if (r->msg.chunked) return 501; /* no chunked request bodies (then the connection closes) */
+#endif
     tn__body_start(&r->body, &r->msg, rt->opts.on_body ? 0 : max);
     if (r->body.kind == TN__B_NONE) return 0;
     r->state = TN__RQ_BODY;
@@ -9797,6 +9925,7 @@ static int tn__req_start(tn__conn *c, tn_http_request *r) {
             tn__conn_account(c);
         }
     }
+#if !TN__MINIMAL
     /* Tell a client waiting for it that we will read the body; never to
      * HTTP/1.0 (the parser drops the expectation there). */
     if (r->msg.expect_continue) {
@@ -9804,6 +9933,7 @@ static int tn__req_start(tn__conn *c, tn_http_request *r) {
         tn__stream_flush(&c->s);
         if (c->s.flags & TN__S_CLOSED) return -1;
     }
+#endif
     tn__list_add(c, TN__L_BODY);
     return 0;
 }
@@ -10095,6 +10225,7 @@ static int tn__route_add(tn_http_server *srv, const char *method, const char *pa
     if (!pattern || pattern[0] != '/' || (!fn && !co_fn)) return TN_EINVAL;
     for (p = pattern; *p; p++) { /* "{name}" segments; "{name*}" only last */
         if (*p != '{') continue;
+        if (TN__MINIMAL) return TN_ENOTSUP; /* exact paths only */
         {
             const char *close = strchr(p, '}');
             if (!close || close == p + 1 || p[-1] != '/') return TN_EINVAL;
@@ -10547,6 +10678,8 @@ const char *tn_http_body(const tn_http_request *r, size_t *len) {
     return buffered ? r->conn->s.io->in.data + r->conn->s.io->in.off + r->head_len : "";
 }
 
+#endif /* TN_NO_HTTP_SERVER */
+
 /* ================================================================= CACHE
  * A cache of byte values under string keys: the core (counters, and
  * single-flight: one computation per key however many miss it at once)
@@ -10573,7 +10706,7 @@ typedef struct tn__cmem {
     tn_cache_stats *stats; /* the cache's: evictions, expirations, entries, bytes */
 } tn__cmem;
 
-static uint64_t tn__hash_str(const char *s, size_t n) { return tn__etag_hash(s, n) | 1u; }
+static uint64_t tn__hash_str(const char *s, size_t n) { return tn__fnv1a(s, n) | 1u; }
 static const char *tn__centry_key(const tn__centry *e) { return (const char *)(e + 1); }
 static size_t tn__centry_size(const tn__centry *e) { return sizeof *e + e->klen + 1 + e->vlen; }
 
@@ -10977,6 +11110,7 @@ void tn_cache_free(tn_cache *c) {
     TN_FREE(c);
 }
 
+#ifndef TN_NO_HTTP_CLIENT
 /* ============================================================ HTTP client
  * Pools of connections per host:port; a connection is an owner of a stream
  * and reads response bodies with the body reader, as the server does. */
@@ -11881,6 +12015,8 @@ int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_
     tn_loop_free(l);
     return rc;
 }
+
+#endif /* TN_NO_HTTP_CLIENT */
 
 #ifdef __cplusplus
 }

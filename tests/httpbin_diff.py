@@ -21,7 +21,7 @@ installed reference cannot answer (e.g. /json, which is newer than Debian's 0.7.
 fixed expectation in `expect=` instead; --self-test skips those.
 
 Known differences: where ours differs from the reference on purpose (a route of our own that the
-suite relies on) or because of tornado.h (written up in /work/scratch/httpbin-findings.md), the
+suite relies on) or because of a choice of tornado.h, the
 case names the reason with known='key' (see KNOWN), and leaves out only what differs (mode,
 ignore=, fix=, ours_fix=): the rest is still compared. Such a case prints "ok [known: key]", and
 the summary lists every key in use with its reason before the last line.
@@ -69,7 +69,7 @@ UA = 'httpbin-diff/1.0'
 
 # Documented, intentional differences: a case that names one as known= leaves out what differs
 # and compares the rest. The first four are routes of our own that the suite depends on (their
-# paths are httpbin's too); the others come from tornado.h (see /work/scratch/httpbin-findings.md).
+# paths are httpbin's too); the others are choices of tornado.h itself.
 KNOWN = {
     'headers-text': 'ours: /headers answers text, a "Name: value" line per field (tests/soak.c '
                     'looks for "X-Soak: N\\n" in it); httpbin\'s JSON form is in /get and /anything',

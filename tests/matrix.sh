@@ -28,7 +28,10 @@ CO
 fail=0; n=0
 for cc in gcc clang; do
     command -v $cc >/dev/null 2>&1 || { echo "skipped: $cc not installed"; [ "${CI:-}" = true ] && fail=1; continue; }
-    cfgs='"" "-DTN_BACKEND_POLL" "-DTN_NO_THREADS" "-DTN_NO_THREADS -DTN_BACKEND_POLL" "-DTN_CO_LABELS"'
+    cfgs='"" "-DTN_BACKEND_POLL" "-DTN_NO_THREADS" "-DTN_NO_THREADS -DTN_BACKEND_POLL" "-DTN_CO_LABELS"
+          "-DTN_NO_HTTP_CLIENT" "-DTN_NO_HTTP_SERVER" "-DTN_NO_TCP" "-DTN_NO_EXECUTOR" "-DTN_NO_SIGNALS"
+          "-DTN_HTTP_MINIMAL" "-DTN_HTTP_MINIMAL -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS -DTN_NO_THREADS -DTN_BACKEND_POLL"
+          "-DTN_NO_HTTP_SERVER -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS"'
     # TLS builds need their library's headers (CI installs both)
     for tls in OPENSSL:openssl/ssl.h:libssl-dev MBEDTLS:mbedtls/ssl.h:libmbedtls-dev; do
         if printf '#include <%s>\n' "${tls#*:}" | sed 's/:.*>/>/' | $cc -E -x c - >/dev/null 2>&1; then
@@ -37,7 +40,7 @@ for cc in gcc clang; do
             echo "skipped: ${tls##*:} not installed (TLS builds)"; [ "${CI:-}" = true ] && fail=1
         fi
     done
-    eval "set -- $cfgs"
+    eval "set -- $(printf "%s" "$cfgs" | tr "\n" " ")"
     for cfg in "$@"; do
         for std in "-std=c99" "-std=c11" "-x c++ -std=c++11" "-x c++ -std=c++17"; do
             case "$std" in *c++*) comp=$([ $cc = gcc ] && echo g++ || echo clang++) ;; *) comp=$cc ;; esac

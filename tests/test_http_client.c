@@ -1310,6 +1310,7 @@ TEST(client_fetch_sync) {
     raw_stop(rs);
 }
 
+#ifndef TN_HTTP_MINIMAL /* its server routes a pattern ("/slow/{i}") */
 /* ------------------------------------------------------------------ */
 /* Concurrency: 200 fetches, max_clients 10, against tn_http_server    */
 /* ------------------------------------------------------------------ */
@@ -1466,6 +1467,7 @@ TEST(client_concurrency_200_fetches_max_clients_10) {
     CHECK_EQ_INT(st.handlers, 0);
     tn_loop_free(l);
 }
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Real servers, started by the test                                   */

@@ -1111,6 +1111,7 @@ TEST(loop_fd_signals_pending_io_for_embedding) {
 }
 
 /* --------------------------------------------------------------- signals */
+#ifndef TN_NO_SIGNALS
 static int sig_calls, sig_seen, sig_in_raise;
 static void on_sig(tn_loop *l, int signo, void *arg) {
     (void)l;
@@ -1206,6 +1207,7 @@ TEST(signal_two_signals_and_loop_free_restores) {
     sigaction(SIGUSR1, &old1, NULL);
     sigaction(SIGUSR2, &old2, NULL);
 }
+#endif /* TN_NO_SIGNALS */
 
 /* A paused fd (no events) whose peer is gone delivers nothing: the loop
  * blocks instead of spinning on the hang-up; TN_ERROR alone hears it. */
@@ -1274,7 +1276,7 @@ TEST(handler_paused_in_the_same_batch_gets_no_stale_event) {
  * the loop did not become the process's signal owner (another loop could
  * then never own signals: TN_EEXIST). The poll backend's concern: epoll's
  * signalfd takes those numbers. */
-#ifdef TN_BACKEND_POLL
+#if defined(TN_BACKEND_POLL) && !defined(TN_NO_SIGNALS)
 static void sig_noop(tn_loop *l, int signo, void *arg) {
     (void)l;
     (void)signo;
