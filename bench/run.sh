@@ -5,9 +5,9 @@
 #   make bench                  (or: bash bench/run.sh from anywhere)
 #
 # Environment: ROUNDS (3), WRK_SECS (5), IDLE_CONNS (5000), MANY_CONNS (10000), MANY_SECS (5),
-# PEERS ("tornado.h nginx h2o python ceiling"), CC (cc), TNB_README=0 to leave bench/README.md
-# alone, TNB_CORE=0 to skip the core micro-benchmarks, TNB_MAIN=0 to skip workloads 1-5,
-# TNB_SCALE=0 workload 8, TNB_TLS=0 workload 9, TLS_IDLE_CONNS (1000).
+# PEERS ("tornado.h nginx h2o python ceiling"), CC (cc), TNB_README=1 to also put the results
+# in bench/README.md (they always go to bench/results.md, untracked), TNB_CORE=0 to skip the
+# core micro-benchmarks, TNB_MAIN=0 to skip workloads 1-5, TNB_SCALE=0 workload 8, TNB_TLS=0 workload 9, TLS_IDLE_CONNS (1000).
 # Every peer is started here, with its own temporary configuration, on a free loopback port, and
 # stopped here; servers run on CPU 0 and load generators on CPU 1 (taskset). Each round runs every
 # peer once (A B C ... A B C ...); within a round a peer is started fresh and gets workload 4 (idle
@@ -645,23 +645,30 @@ if [ "${TNB_CORE:-1}" != 0 ] && [ -f core.c ] && [ -f Makefile ]; then
     fi
 fi
 
-# ---- bench/README.md: replace the section between the markers ------------------------------
-if [ "${TNB_README:-1}" != 0 ] && [ -f README.md ] && grep -q '<!-- results:begin -->' README.md; then
+# ---- the results: bench/results.md (untracked) every run; bench/README.md only when asked --
+# The tracked README keeps figures someone chose to record (TNB_README=1 replaces the section
+# between its markers with this run's); a plain run never dirties the tree.
+{
+    cat "$TMP/report.md"
+    if [ -n "$CORE_OUT" ]; then
+        echo
+        echo "Core micro-benchmarks (workload 7, \`$SRV_CPU ./core\`):"
+        echo
+        echo '```'
+        # without the progress lines ("core: running", "  1 add_callback ...   ...")
+        printf '%s\n' "$CORE_OUT" | grep -Ev '^core: running|^  [0-9][a-z]? .*[.]$'
+        echo '```'
+    fi
+} >"$TMP/results.md"
+cat "$TMP/results.md" >results.md
+echo
+echo "results written to bench/results.md"
+if [ "${TNB_README:-0}" = 1 ] && [ -f README.md ] && grep -q '<!-- results:begin -->' README.md; then
     {
         sed '/<!-- results:begin -->/q' README.md
-        cat "$TMP/report.md"
-        if [ -n "$CORE_OUT" ]; then
-            echo
-            echo "Core micro-benchmarks (workload 7, \`$SRV_CPU ./core\`):"
-            echo
-            echo '```'
-            # without the progress lines ("core: running", "  1 add_callback ...   ...")
-            printf '%s\n' "$CORE_OUT" | grep -Ev '^core: running|^  [0-9][a-z]? .*[.]$'
-            echo '```'
-        fi
+        cat "$TMP/results.md"
         sed -n '/<!-- results:end -->/,$p' README.md
     } >"$TMP/README.new" && cat "$TMP/README.new" >README.md
-    echo
     echo "bench/README.md updated (between the results markers)."
 fi
 echo "total time: $(($(date +%s) - T_START)) s"
