@@ -9,7 +9,8 @@
 # the kernel puts them (a database is usually another machine). The
 # figures are for this machine only; the single-flight count is exact.
 # Tools: wrk, postgresql, redis-server (each missing one is reported and
-# its part skipped). DUR=seconds per measurement (5), CONNS=connections (50).
+# its part skipped). DUR=seconds per measurement (5), CONNS=connections (50),
+# POOL=todo's PostgreSQL connections (4).
 set -u
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
@@ -62,7 +63,7 @@ fi
 
 start_todo() { # extra flags...: sets PORT and TODO_PID
     PORT=$(free_port)
-    taskset -c 0 "$TODO" --port "$PORT" --pg "$CONNINFO" --pool 4 "$@" >"$TMP/todo.log" 2>&1 &
+    taskset -c 0 "$TODO" --port "$PORT" --pg "$CONNINFO" --pool "${POOL:-4}" "$@" >"$TMP/todo.log" 2>&1 &
     TODO_PID=$!
     PIDS="$PIDS $TODO_PID"
     i=0
@@ -86,7 +87,7 @@ measure() { # label, flags...
     stop_todo
 }
 
-echo "GET /todos/1 on PostgreSQL, pool 4, wrk -t1 -c$CONNS -d${DUR}s (todo on core 0, wrk on core 1, the database unpinned)"
+echo "GET /todos/1 on PostgreSQL, pool ${POOL:-4}, wrk -t1 -c$CONNS -d${DUR}s (todo on core 0, wrk on core 1, the database unpinned)"
 measure "no cache"
 measure "in-memory cache (--cache-ttl 60)" --cache-ttl 60
 [ -n "$REDIS_PORT" ] && measure "Redis cache (--cache-ttl 60)" --cache-ttl 60 --redis "127.0.0.1:$REDIS_PORT"
