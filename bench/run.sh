@@ -7,7 +7,8 @@
 # Environment: ROUNDS (3), WRK_SECS (5), IDLE_CONNS (5000), MANY_CONNS (10000), MANY_SECS (5),
 # PEERS ("tornado.h nginx h2o python ceiling"), CC (cc), TNB_README=1 to also put the results
 # in bench/README.md (they always go to bench/results.md, untracked), TNB_CORE=0 to skip the
-# core micro-benchmarks, TNB_MAIN=0 to skip workloads 1-5, TNB_SCALE=0 workload 8, TNB_TLS=0 workload 9, TLS_IDLE_CONNS (1000).
+# core micro-benchmarks, TNB_MAIN=0 to skip workloads 1-5, TNB_SCALE=0 workload 8, TNB_TLS=0 workload 9, TLS_IDLE_CONNS (1000),
+# TNB_COUNTS=0 workload 10 (the deterministic figures of bench/counts.sh; COUNTS_N1, COUNTS_N2 ...: see there).
 # Every peer is started here, with its own temporary configuration, on a free loopback port, and
 # stopped here; servers run on CPU 0 and load generators on CPU 1 (taskset). Each round runs every
 # peer once (A B C ... A B C ...); within a round a peer is started fresh and gets workload 4 (idle
@@ -81,7 +82,6 @@ build() { # out src flags...
 }
 mkdir -p "$TMP/bin"
 build "$TMP/bin/hello" ../examples/hello.c -O2 -pthread
-build "$TMP/bin/hello-small" ../examples/hello.c -Os -ffunction-sections -fdata-sections -Wl,--gc-sections -s -pthread
 build "$TMP/bin/ceiling" ceiling.c -O2 -std=c99
 build "$TMP/bin/idle" idle.c -O2 -std=c99
 build "$TMP/bin/many" many.c -O2 -std=c99
@@ -479,10 +479,17 @@ if [ "${TNB_TLS:-1}" != 0 ] && [ -n "$TLS_PEERS" ]; then
 fi
 say "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# workload 6: binary size
+# ---- workload 10: the deterministic figures (bench/counts.sh) --------------------------------
+# Instructions, syscalls and allocations per request, the 100 MiB transfers, the text sizes; its
+# tables go at the end of the report. It also measures workload 6 (hello's text size): it appends
+# that row to $RES (so TNB_COUNTS=0 leaves workload 6 out of the table, "not measured").
 CUR_NOISE=0
-SIZE_TEXT=$(size "$TMP/bin/hello-small" 2>/dev/null | awk 'NR == 2 { print $1 }')
-[ -n "$SIZE_TEXT" ] && rec tornado.h size_text "$SIZE_TEXT"
+: >"$TMP/counts.md"
+if [ "${TNB_COUNTS:-1}" != 0 ]; then
+    say "deterministic figures (bench/counts.sh; its raw output is in this log) ..."
+    COUNTS_LOG=$LOG COUNTS_TSV=$RES CC=$CC bash "$BENCH/counts.sh" >"$TMP/counts.md" ||
+        say "error: bench/counts.sh failed (see $LOG)"
+fi
 
 # ---- the table -----------------------------------------------------------------------------
 # One row per metric: the median per peer over its clean runs (other load <= 10%), or over all of
@@ -625,6 +632,10 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
         echo "Failures seen during the run (unanswered or non-2xx requests, socket errors, a server that did not start or exited):"
         echo
         awk -F'\t' '$1 == "problem" { print "- " $2 ": " $3 }' "$RES"
+    fi
+    if [ -s "$TMP/counts.md" ]; then
+        echo
+        cat "$TMP/counts.md"
     fi
 } >"$TMP/report.md"
 echo
