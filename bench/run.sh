@@ -172,6 +172,7 @@ error_log $d/error.log warn;
 events { worker_connections 20000; }
 http {
     access_log off;
+    keepalive_requests 1000000;
     default_type text/plain;
     client_body_temp_path $d/body;
     proxy_temp_path $d/proxy;
