@@ -138,6 +138,25 @@ check-features: examples
 check-symbols:
 	@sh tests/symbols.sh
 
+# TN_NO_MALLOC: the implementation compiled with it references no allocator
+# of the C library (nm -u; the ordinary build's object must, or the check
+# proves nothing), and the suite runs with every loop on a region of its own
+# (tests/features.sh no-malloc, with and without threads).
+.PHONY: check-nomalloc
+check: check-nomalloc
+NOMALLOC_SYMS = malloc|calloc|realloc|reallocarray|free|strdup|strndup|posix_memalign|aligned_alloc|memalign|valloc|pvalloc
+check-nomalloc:
+	@mkdir -p tests/features
+	$(CC) $(WARN) -O2 -D_GNU_SOURCE -c -x c tests/impl.c -o tests/features/impl-malloc.o
+	$(CC) $(WARN) -O2 -D_GNU_SOURCE -DTN_NO_MALLOC -c -x c tests/impl.c -o tests/features/impl-nomalloc.o
+	$(CC) $(WARN) -O2 -D_GNU_SOURCE -DTN_NO_MALLOC -DTN_NO_THREADS -DTN_BACKEND_POLL -c -x c tests/impl.c -o tests/features/impl-nomalloc-nothreads.o
+	@nm -u tests/features/impl-malloc.o | grep -qwE '$(NOMALLOC_SYMS)' || \
+	    { echo "check-nomalloc: the ordinary object references no malloc: the check is broken"; exit 1; }
+	@for o in tests/features/impl-nomalloc.o tests/features/impl-nomalloc-nothreads.o; do \
+	    if nm -u $$o | grep -wE '$(NOMALLOC_SYMS)'; then echo "check-nomalloc: $$o allocates (above)"; exit 1; fi; \
+	    echo "$$o: no allocator referenced ($$(nm -u $$o | wc -l) undefined symbols)"; done
+	@sh tests/features.sh no-malloc no-malloc-nothreads
+
 # Every configuration macro in the code is in the manual and the README.
 check-macros:
 	@sh tests/macros.sh

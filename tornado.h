@@ -273,6 +273,9 @@
  *   TORNADO_IMPLEMENTATION  compile the implementation in this file
  *   TN_API                  linkage of every function (extern; e.g. static)
  *   TN_MALLOC(sz), TN_REALLOC(p, sz), TN_FREE(p)   malloc, realloc, free
+ *   TN_NO_MALLOC            no allocator at all: every allocation from the
+ *                           region each loop is given (tn_loop_opts.heap);
+ *                           not with TLS (see MEMORY WITHOUT MALLOC)
  *   TN_ASSERT(c)            assert(c)
  *   TN_BACKEND_POLL         use poll(2), a self-pipe and sigaction
  *   TN_POSIX_ONLY           no Linux-only calls even on Linux (what BSD and
@@ -365,6 +368,50 @@
  *                             one record per piece (measured on x86-64:
  *                             make bench, tests/tls.c)
  *
+ * MEMORY WITHOUT MALLOC (TN_NO_MALLOC) --------------------------------------
+ * The library then calls no malloc, realloc or free (make check-nomalloc
+ * checks the object with nm -u and runs the suite so). Each loop gets a
+ * region, and the loop itself is its first block:
+ *     static char region[1 << 20];
+ *     tn_loop_opts o = {0};
+ *     o.heap = region;  o.heap_size = sizeof region;   // yours; outlives the loop
+ *     tn_loop_new(&loop, &o);   // TN_EINVAL: no region, or too small for the loop
+ * Everything of that loop (its servers, clients, caches, futures, frames,
+ * timers, buffers) comes from it. Size classes: multiples of 16 up to 128,
+ * then four to an octave (160, 192, 224, 256, 320, ...), each block with a
+ * 16-byte header; a freed block waits on its class's free list for the
+ * next request of that class (no splitting or merging: fragmentation is
+ * bounded, and the region needed is the sum of each class's peak). A
+ * request the region cannot meet is TN_ENOMEM, handled as a failed malloc
+ * is (make check-failinject); a connection accepted then is answered a
+ * fixed 503 with no memory and closed, and the region serves again as
+ * connections end. tn_loop_get_stats: region_used (live blocks), and
+ * region_peak (the most ever carved: a region of that size, plus 15 bytes
+ * of alignment, would have served the same run). Measured on x86-64
+ * (TN_TEST_FIGURES=1 tests/features/no-malloc nomalloc_figures): the loop
+ * 2.8 KiB (the region's bookkeeping included), a future 96 B, a coroutine
+ * frame its size rounded to a class + 16 (64 B: 80 B) plus its future, a
+ * timer ~63 B, a server with a listener 1.9 KiB; N idle keep-alive
+ * connections about 35 KiB + N x 350 B up to a few hundred, ~220 B each
+ * beyond (the 35 KiB: a pooled buffer, request object and I/O state,
+ * reused by whichever connection is active; the rest: the connection and
+ * its share of the fd tables, which grow by doubling). Peaks measured for
+ * N idle connections, loop and server included: 100 68 KiB, 300 135 KiB,
+ * 1000 272 KiB, 4000 888 KiB; a 1 MiB region served 4092 and answered the
+ * next with the fixed 503 (the fd table's doubling to 8192 did not fit).
+ * Each connection active at the same moment takes ~21 KiB more (16 KiB
+ * input, a 4 KiB request object), plus what LIMITS lets a request hold
+ * beyond that (a long head, a buffered body, queued output). With threads a
+ * mutex guards the region: executor threads free job results there and
+ * tn_add_callback_threadsafe grows its queue from any thread.
+ * What cannot work: TLS (an #error: OpenSSL and mbedTLS allocate with
+ * malloc, and their contexts have no loop); tn_bytes_new (it has no loop:
+ * always NULL; tn_bytes_new_in(loop, ...) works in every build);
+ * tn_http_fetch_sync (its loop of its own has no region: TN_EINVAL). Inside
+ * the C library, getaddrinfo (host names; a literal address needs none) and
+ * pthread_create (the executor's threads) still allocate their own. A
+ * region without TN_NO_MALLOC is TN_ENOTSUP.
+ *
  * LIMITS AND SECURITY -------------------------------------------------------
  * Everything a peer can make the library hold has a bound (defaults shown;
  * tn_http_server_opts / tn_http_client_opts / the macros above change them).
@@ -439,7 +486,7 @@
  * at least; the limits below also size public arrays, so define them the
  * same way everywhere). The manual lists each with its meaning.
  * ========================================================================== */
-#ifndef TN_MALLOC                /* every allocation goes through these three */
+#ifndef TN_MALLOC                /* every allocation goes through these three (TN_NO_MALLOC: none) */
 #define TN_MALLOC(sz) malloc(sz)
 #define TN_REALLOC(p, sz) realloc((p), (sz))
 #define TN_FREE(p) free(p)
@@ -520,7 +567,7 @@ extern "C" {
  * own are below -1000. tn_strerror() names both.
  * ---------------------------------------------------------------------- */
 #define TN_OK          0
-#define TN_ENOMEM      (-1001) /* TN_MALLOC returned NULL */
+#define TN_ENOMEM      (-1001) /* TN_MALLOC returned NULL (TN_NO_MALLOC: the region is spent) */
 #define TN_EINVAL      (-1002) /* bad argument */
 #define TN_ETIMEOUT    (-1003) /* a deadline passed */
 #define TN_ECANCELLED  (-1004) /* the future was cancelled */
@@ -566,12 +613,20 @@ typedef struct tn_future tn_future;
 /* Run-time options; a zeroed struct (or NULL) means every default. */
 typedef struct tn_loop_opts {
     int executor_threads; /* 0: TN_EXECUTOR_THREADS; threads start on first use */
+    /* TN_NO_MALLOC: the memory every allocation of this loop comes from
+     * (the loop itself included; see MEMORY WITHOUT MALLOC). It stays the
+     * caller's, and must outlive the loop. Without TN_NO_MALLOC a heap is
+     * TN_ENOTSUP. */
+    void *heap;
+    size_t heap_size;
 } tn_loop_opts;
 
 typedef void (*tn_callback_fn)(tn_loop *loop, void *arg);
 
 /* Creates a loop. *out receives it; the caller owns it and frees it with
- * tn_loop_free(). Returns 0, TN_ENOMEM or -errno (epoll/eventfd failed). */
+ * tn_loop_free(). Returns 0, TN_ENOMEM or -errno (epoll/eventfd failed);
+ * TN_EINVAL under TN_NO_MALLOC without a heap or with one too small to
+ * hold the loop, TN_ENOTSUP for a heap without TN_NO_MALLOC. */
 TN__API int tn_loop_new(tn_loop **out, const tn_loop_opts *opts);
 /* Frees the loop and what it owns: its callback queue, timers, pools and
  * executor (queued jobs are cancelled, running ones joined); restores signal
@@ -606,6 +661,11 @@ TN__API uint64_t tn_time_ms(const tn_loop *loop);
 /* Counters of what the loop tracks: tests use them to prove nothing leaked. */
 typedef struct tn_loop_stats {
     size_t handlers, timers, callbacks, futures, coroutines, jobs;
+    /* TN_NO_MALLOC (0 otherwise): bytes of the region in live blocks
+     * (headers included), and the most of it ever carved: a region of
+     * region_peak bytes (plus alignment, 15 at most) would have served
+     * this loop's life so far exactly as this one did. */
+    size_t region_used, region_peak;
 } tn_loop_stats;
 TN__API void tn_loop_get_stats(const tn_loop *loop, tn_loop_stats *out);
 
@@ -1145,6 +1205,9 @@ TN__API void tn_bytes_free(void *bytes);
 /* A copy of len bytes of data (NULL only for TN_ENOMEM): what a cache
  * fill or backend resolves with. */
 TN__API tn_bytes *tn_bytes_new(const void *data, size_t len);
+/* The same, from the loop's memory: under TN_NO_MALLOC, tn_bytes_new has no
+ * region to use and is always NULL; tn_bytes_new_in works in every build. */
+TN__API tn_bytes *tn_bytes_new_in(tn_loop *loop, const void *data, size_t len);
 
 /* TN_NO_TCP takes this API out (the HTTP server and client keep the
  * stream core they use). */
@@ -1772,6 +1835,168 @@ TN__API int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, 
 extern "C" {
 #endif
 
+/* -------------------------------------------------------------- allocation
+ * Every allocation of the library goes through tn__malloc(l, n) and
+ * tn__realloc(l, p, n), which name the loop the memory is for, and every
+ * release through tn__free(p). In the ordinary build they are TN_MALLOC,
+ * TN_REALLOC and TN_FREE (the loop is not even evaluated: no cost). Under
+ * TN_NO_MALLOC they take blocks from the loop's region (tn_loop_opts.heap).
+ * tn__free needs no loop: a block's header names its region, so the free
+ * functions the library hands out (tn_bytes_free, tn_http_response_free,
+ * a tn_free_fn of a future's value) work without one.
+ * ---------------------------------------------------------------------- */
+#ifdef TN_NO_MALLOC
+#if TN__TLS
+#error "TN_NO_MALLOC cannot be combined with TLS: the TLS libraries allocate with malloc themselves"
+#endif
+typedef struct tn__region tn__region;
+static void *tn__lmalloc(tn_loop *l, size_t n);
+static void *tn__lrealloc(tn_loop *l, void *p, size_t n);
+static void tn__region_free(void *p);
+#define tn__malloc(l, sz) tn__lmalloc((l), (sz))
+#define tn__realloc(l, p, sz) tn__lrealloc((l), (p), (sz))
+#define tn__free(p) tn__region_free(p)
+#else
+#define tn__malloc(l, sz) TN_MALLOC(sz)
+#define tn__realloc(l, p, sz) TN_REALLOC((p), (sz))
+#define tn__free(p) TN_FREE(p)
+#endif
+
+#ifdef TN_NO_MALLOC
+/* The region allocator. Size classes: every multiple of 16 up to 128, then
+ * four to an octave (160, 192, 224, 256, 320, 384, ...): at most a fifth
+ * of a block is slack. Each block is a 16-byte header (its region and
+ * class) and its class's bytes; blocks are carved from the region's bump
+ * pointer and, once freed, kept on their class's free list for the next
+ * allocation of that class (never split or merged: a class's footprint is
+ * the most of its blocks ever live at once, so fragmentation is bounded by
+ * the peaks, not by the order of frees). A request the region cannot meet
+ * is NULL (the library's TN_ENOMEM paths take it from there). One mutex
+ * guards it when threads exist: the loop thread allocates and frees, and
+ * so may the executor's threads (a job's result freed after a cancel,
+ * tn_bytes_free of a resolved name) and tn_add_callback_threadsafe's
+ * callers (it grows its queue). */
+#define TN__RCLASSES (8 + 4 * (8 * (unsigned)sizeof(size_t) - 8))
+typedef union tn__rblock {
+    struct {
+        tn__region *r;
+        size_t cls;
+    } h;
+    union tn__rblock *next; /* while free: the next of its class */
+    long double ld;         /* the alignment malloc gives */
+    long long ll;
+    void *p;
+    char pad[16];
+} tn__rblock;
+struct tn__region {
+    char *base, *top, *end; /* carved: base .. top */
+    tn__rblock *free_list[TN__RCLASSES];
+    size_t used; /* bytes of live blocks, headers included */
+#ifndef TN_NO_THREADS
+    pthread_mutex_t lock;
+#endif
+};
+static size_t tn__rclass_size(size_t c) {
+    size_t j, q;
+    if (c < 8) return 16 * (c + 1);
+    j = (c - 8) / 4;
+    q = (c - 8) % 4;
+    return ((size_t)128 << j) + (q + 1) * ((size_t)32 << j);
+}
+/* The smallest class that holds n bytes, or TN__RCLASSES for none. */
+static size_t tn__rclass(size_t n) {
+    size_t j = 0, step;
+    if (n <= 128) return n ? (n - 1) / 16 : 0;
+    if (n > SIZE_MAX / 4) return TN__RCLASSES;
+    while (((size_t)256 << j) < n) j++;
+    step = (size_t)32 << j;
+    return 8 + 4 * j + (n - ((size_t)128 << j) + step - 1) / step - 1;
+}
+static void tn__region_lock(tn__region *r) {
+#ifndef TN_NO_THREADS
+    pthread_mutex_lock(&r->lock);
+#else
+    (void)r;
+#endif
+}
+static void tn__region_unlock(tn__region *r) {
+#ifndef TN_NO_THREADS
+    pthread_mutex_unlock(&r->lock);
+#else
+    (void)r;
+#endif
+}
+/* Lays a region over mem (aligned up), NULL if it cannot even hold its own
+ * bookkeeping. */
+static tn__region *tn__region_init(void *mem, size_t size) {
+    uintptr_t a = ((uintptr_t)mem + sizeof(tn__rblock) - 1) & ~(uintptr_t)(sizeof(tn__rblock) - 1);
+    size_t skip = (size_t)(a - (uintptr_t)mem), head = (sizeof(tn__region) + sizeof(tn__rblock) - 1) & ~(sizeof(tn__rblock) - 1);
+    tn__region *r;
+    if (!mem || size < skip + head) return NULL;
+    r = (tn__region *)a;
+    memset(r, 0, sizeof *r);
+    r->base = (char *)a;
+    r->top = r->base + head;
+    r->end = (char *)mem + size;
+#ifndef TN_NO_THREADS
+    if (pthread_mutex_init(&r->lock, NULL) != 0) return NULL;
+#endif
+    return r;
+}
+static void tn__region_destroy(tn__region *r) {
+#ifndef TN_NO_THREADS
+    pthread_mutex_destroy(&r->lock);
+#else
+    (void)r;
+#endif
+}
+static void *tn__region_alloc(tn__region *r, size_t n) {
+    size_t c = tn__rclass(n ? n : 1), sz;
+    tn__rblock *b;
+    if (c >= TN__RCLASSES) return NULL;
+    sz = tn__rclass_size(c);
+    tn__region_lock(r);
+    if ((b = r->free_list[c]) != NULL) {
+        r->free_list[c] = b->next;
+    } else if ((size_t)(r->end - r->top) >= sizeof *b && (size_t)(r->end - r->top) - sizeof *b >= sz) {
+        b = (tn__rblock *)(void *)r->top;
+        r->top += sizeof *b + sz;
+    }
+    if (b) {
+        b->h.r = r;
+        b->h.cls = c;
+        r->used += sizeof *b + sz;
+    }
+    tn__region_unlock(r);
+    return b ? b + 1 : NULL;
+}
+static void tn__region_free(void *p) {
+    tn__rblock *b;
+    tn__region *r;
+    size_t c;
+    if (!p) return;
+    b = (tn__rblock *)p - 1;
+    r = b->h.r;
+    c = b->h.cls;
+    tn__region_lock(r);
+    r->used -= sizeof *b + tn__rclass_size(c);
+    b->next = r->free_list[c];
+    r->free_list[c] = b;
+    tn__region_unlock(r);
+}
+static void *tn__region_realloc(tn__region *r, void *p, size_t n) {
+    void *np;
+    size_t have;
+    if (!p) return tn__region_alloc(r, n);
+    have = tn__rclass_size(((tn__rblock *)p - 1)->h.cls);
+    if (n <= have) return p; /* its class still holds it (never shrunk: the block stays its class) */
+    if (!(np = tn__region_alloc(r, n))) return NULL;
+    memcpy(np, p, have);
+    tn__region_free(p);
+    return np;
+}
+#endif
+
 /* ---------------------------------------------------------------- errors */
 const char *tn_strerror(int err) {
     switch (err) {
@@ -1836,35 +2061,48 @@ TN__UNUSED static uint64_t tn__fnv1a(const char *p, size_t n) {
     for (i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211u;
     return h;
 }
-void tn_bytes_free(void *b) { TN_FREE(b); }
+void tn_bytes_free(void *b) { tn__free(b); }
 
-tn_bytes *tn_bytes_new(const void *p, size_t n) {
-    tn_bytes *b = (tn_bytes *)TN_MALLOC(sizeof(tn_bytes) + n);
+tn_bytes *tn_bytes_new_in(tn_loop *l, const void *p, size_t n) {
+    (void)l; /* unused without TN_NO_MALLOC */
+    tn_bytes *b = n > SIZE_MAX - sizeof(tn_bytes) ? NULL : (tn_bytes *)tn__malloc(l, sizeof(tn_bytes) + n);
     if (!b) return NULL;
     b->len = n;
     if (n) memcpy(b->data, p, n);
     b->data[n] = 0;
     return b;
 }
+/* Without a loop there is no region to take it from under TN_NO_MALLOC. */
+tn_bytes *tn_bytes_new(const void *p, size_t n) {
+#ifdef TN_NO_MALLOC
+    (void)p;
+    (void)n;
+    return NULL;
+#else
+    return tn_bytes_new_in(NULL, p, n);
+#endif
+}
 
 /* Grows *p (an array of elem-sized items with capacity *cap) to hold at
  * least need items, doubling. Returns 0 or TN_ENOMEM (then *p is unchanged). */
-static int tn__grow(void **p, size_t *cap, size_t need, size_t elem) {
+static int tn__grow(tn_loop *l, void **p, size_t *cap, size_t need, size_t elem) {
     size_t ncap;
     void *np;
+    (void)l;
     if (need <= *cap) return 0;
     ncap = *cap ? *cap : 8;
     while (ncap < need) ncap *= 2;
     if (ncap > SIZE_MAX / elem) return TN_ENOMEM;
-    np = TN_REALLOC(*p, ncap * elem);
+    np = tn__realloc(l, *p, ncap * elem);
     if (!np) return TN_ENOMEM;
     *p = np;
     *cap = ncap;
     return 0;
 }
 
-static char *tn__strndup(const char *s, size_t n) {
-    char *d = (char *)TN_MALLOC(n + 1);
+static char *tn__strndup(tn_loop *l, const char *s, size_t n) {
+    (void)l;
+    char *d = (char *)tn__malloc(l, n + 1);
     if (!d) return NULL;
     memcpy(d, s, n);
     d[n] = 0;
@@ -2011,7 +2249,14 @@ struct tn_loop {
     size_t nsio_free;
     size_t nfutures, ncoroutines, njobs;
     int running, stop_requested;
+#ifdef TN_NO_MALLOC
+    tn__region *region; /* where everything of this loop lives, itself included */
+#endif
 };
+#ifdef TN_NO_MALLOC
+static void *tn__lmalloc(tn_loop *l, size_t n) { return tn__region_alloc(l->region, n); }
+static void *tn__lrealloc(tn_loop *l, void *p, size_t n) { return tn__region_realloc(l->region, p, n); }
+#endif
 
 /* What the backends call back into (defined with the loop below). */
 static int tn__handler_add_internal(tn_loop *l, int fd, tn_io_fn cb);
@@ -2060,7 +2305,7 @@ static void tn__be_on_wake(tn_loop *l, int fd, unsigned events, void *arg) {
 #endif
 
 static int tn__be_init(tn_loop *l) {
-    tn__be *b = (tn__be *)TN_MALLOC(sizeof *b);
+    tn__be *b = (tn__be *)tn__malloc(l, sizeof *b);
     if (!b) return TN_ENOMEM;
     memset(b, 0, sizeof *b);
     b->epfd = b->wakefd = b->sigfd = -1;
@@ -2080,8 +2325,8 @@ static void tn__be_free(tn_loop *l) {
     if (!b) return;
     if (b->epfd >= 0) close(b->epfd);
     if (b->wakefd >= 0) close(b->wakefd);
-    TN_FREE(b->events);
-    TN_FREE(b);
+    tn__free(b->events);
+    tn__free(b);
     l->be = NULL;
 }
 
@@ -2109,8 +2354,8 @@ static int tn__be_wait(tn_loop *l, int timeout_ms) {
     int n, i;
     size_t want = l->nhandlers + 2;
     if (want > 1024) want = 1024; /* a batch; the rest come next iteration */
-    if (tn__grow((void **)&b->events, &b->cap, want, sizeof *b->events)) return TN_ENOMEM;
-    if (tn__grow((void **)&l->ready, &l->ready_cap, want, sizeof *l->ready)) return TN_ENOMEM;
+    if (tn__grow(l, (void **)&b->events, &b->cap, want, sizeof *b->events)) return TN_ENOMEM;
+    if (tn__grow(l, (void **)&l->ready, &l->ready_cap, want, sizeof *l->ready)) return TN_ENOMEM;
     n = epoll_wait(b->epfd, b->events, (int)want, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
     for (i = 0; i < n; i++) {
@@ -2217,7 +2462,7 @@ static void tn__be_on_wake(tn_loop *l, int fd, unsigned events, void *arg) {
 #endif
 
 static int tn__be_init(tn_loop *l) {
-    tn__be *b = (tn__be *)TN_MALLOC(sizeof *b);
+    tn__be *b = (tn__be *)tn__malloc(l, sizeof *b);
     if (!b) return TN_ENOMEM;
     memset(b, 0, sizeof *b);
     b->wake_r = b->wake_w = -1;
@@ -2241,12 +2486,12 @@ static void tn__be_free(tn_loop *l) {
     if (!b) return;
     if (b->wake_r >= 0) close(b->wake_r);
     if (b->wake_w >= 0) close(b->wake_w);
-    TN_FREE(b->pfds);
-    TN_FREE(b->slot);
+    tn__free(b->pfds);
+    tn__free(b->slot);
 #ifndef TN_NO_SIGNALS
-    TN_FREE(b->old);
+    tn__free(b->old);
 #endif
-    TN_FREE(b);
+    tn__free(b);
     l->be = NULL;
 }
 
@@ -2257,9 +2502,9 @@ static int tn__be_add(tn_loop *l, int fd, unsigned events, uint32_t gen) {
     tn__be *b = l->be;
     size_t i, oldcap = b->slot_cap;
     (void)gen; /* read from the handler table at wait time */
-    if (tn__grow((void **)&b->slot, &b->slot_cap, (size_t)fd + 1, sizeof(int))) return TN_ENOMEM;
+    if (tn__grow(l, (void **)&b->slot, &b->slot_cap, (size_t)fd + 1, sizeof(int))) return TN_ENOMEM;
     for (i = oldcap; i < b->slot_cap; i++) b->slot[i] = -1;
-    if (tn__grow((void **)&b->pfds, &b->cap, b->n + 1, sizeof *b->pfds)) return TN_ENOMEM;
+    if (tn__grow(l, (void **)&b->pfds, &b->cap, b->n + 1, sizeof *b->pfds)) return TN_ENOMEM;
     b->slot[fd] = (int)b->n;
     b->pfds[b->n].fd = fd;
     b->pfds[b->n].events = tn__be_pollev(events);
@@ -2288,7 +2533,7 @@ static int tn__be_wait(tn_loop *l, int timeout_ms) {
     tn__be *b = l->be;
     int n;
     size_t i;
-    if (tn__grow((void **)&l->ready, &l->ready_cap, b->n + 1, sizeof *l->ready)) return TN_ENOMEM;
+    if (tn__grow(l, (void **)&l->ready, &l->ready_cap, b->n + 1, sizeof *l->ready)) return TN_ENOMEM;
     n = poll(b->pfds, (nfds_t)b->n, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
     for (i = 0; i < b->n && n > 0; i++) {
@@ -2334,7 +2579,7 @@ static int tn__be_signal_add(tn_loop *l, int signo) {
     tn__be *b = l->be;
     struct sigaction sa;
     if (tn__signal_owner && tn__signal_owner != l) return TN_EEXIST;
-    if (!b->old && !(b->old = (struct sigaction *)TN_MALLOC(TN__MAXSIG * sizeof *b->old))) return TN_ENOMEM;
+    if (!b->old && !(b->old = (struct sigaction *)tn__malloc(l, TN__MAXSIG * sizeof *b->old))) return TN_ENOMEM;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = tn__be_signal_handler;
     sigemptyset(&sa.sa_mask);
@@ -2372,7 +2617,7 @@ int tn_add_handler(tn_loop *l, int fd, unsigned events, tn_io_fn cb, void *arg) 
     int rc;
     if (fd < 0 || !cb || (events & ~(TN_READ | TN_WRITE | TN_ERROR))) return TN_EINVAL;
     if ((size_t)fd >= l->handlers_cap) {
-        if (tn__grow((void **)&l->handlers, &l->handlers_cap, (size_t)fd + 1, sizeof *l->handlers))
+        if (tn__grow(l, (void **)&l->handlers, &l->handlers_cap, (size_t)fd + 1, sizeof *l->handlers))
             return TN_ENOMEM;
         memset(l->handlers + old_cap, 0, (l->handlers_cap - old_cap) * sizeof *l->handlers);
     }
@@ -2434,10 +2679,10 @@ int tn_add_callback(tn_loop *l, tn_callback_fn fn, void *arg) {
     if (l->cb_count == l->cb_cap) {
         /* Grow and unwrap the ring so it stays contiguous from cb_head. */
         size_t ncap = l->cb_cap ? l->cb_cap * 2 : 64, i; /* a power of two: masks, not % */
-        tn__cb *n = (tn__cb *)TN_MALLOC(ncap * sizeof *n);
+        tn__cb *n = (tn__cb *)tn__malloc(l, ncap * sizeof *n);
         if (!n) return TN_ENOMEM;
         for (i = 0; i < l->cb_count; i++) n[i] = l->cbs[(l->cb_head + i) & (l->cb_cap - 1)];
-        TN_FREE(l->cbs);
+        tn__free(l->cbs);
         l->cbs = n;
         l->cb_cap = ncap;
         l->cb_head = 0;
@@ -2454,7 +2699,7 @@ int tn_add_callback(tn_loop *l, tn_callback_fn fn, void *arg) {
 int tn_add_callback_threadsafe(tn_loop *l, tn_callback_fn fn, void *arg) {
     int wake;
     pthread_mutex_lock(&l->ts_lock);
-    if (tn__grow((void **)&l->ts_cbs, &l->ts_cap, l->ts_count + 1, sizeof *l->ts_cbs)) {
+    if (tn__grow(l, (void **)&l->ts_cbs, &l->ts_cap, l->ts_count + 1, sizeof *l->ts_cbs)) {
         pthread_mutex_unlock(&l->ts_lock);
         return TN_ENOMEM;
     }
@@ -2513,7 +2758,7 @@ static void tn__heap_pop(tn_loop *l) {
 
 static int tn__heap_push(tn_loop *l, uint32_t slot, uint64_t when) {
     tn__heap_entry e;
-    if (tn__grow((void **)&l->heap, &l->heap_cap, l->heap_len + 1, sizeof *l->heap)) return TN_ENOMEM;
+    if (tn__grow(l, (void **)&l->heap, &l->heap_cap, l->heap_len + 1, sizeof *l->heap)) return TN_ENOMEM;
     e.when = when;
     e.seq = l->timer_seq++;
     e.slot = slot;
@@ -2563,7 +2808,7 @@ static int tn__timer_start(tn_loop *l, uint64_t when_ns, uint64_t interval_ns, t
     if (!l->free_slot) {
         size_t old = l->slots_cap, i;
         if (old >= UINT32_MAX - 1) return TN_ENOMEM;
-        if (tn__grow((void **)&l->slots, &l->slots_cap, old + 1, sizeof *l->slots)) return TN_ENOMEM;
+        if (tn__grow(l, (void **)&l->slots, &l->slots_cap, old + 1, sizeof *l->slots)) return TN_ENOMEM;
         /* Thread the new slots onto the free list, lowest index first. */
         for (i = l->slots_cap; i > old; i--) {
             l->slots[i - 1].gen = 1;
@@ -2666,7 +2911,7 @@ int tn_signal_add(tn_loop *l, int signo, tn_signal_fn fn, void *arg) {
     int rc;
     if (signo <= 0 || signo >= TN__MAXSIG || !fn || signo == SIGKILL || signo == SIGSTOP) return TN_EINVAL;
     if (!l->sigs) {
-        if (!(l->sigs = (tn__sig *)TN_MALLOC(TN__MAXSIG * sizeof *l->sigs))) return TN_ENOMEM;
+        if (!(l->sigs = (tn__sig *)tn__malloc(l, TN__MAXSIG * sizeof *l->sigs))) return TN_ENOMEM;
         memset(l->sigs, 0, TN__MAXSIG * sizeof *l->sigs);
     }
     if (l->sigs[signo].fn) return TN_EEXIST;
@@ -2694,7 +2939,7 @@ static void tn__drop_callbacks(tn_loop *l);
 static void tn__free_list(void **head) {
     while (*head) {
         void *next = *(void **)*head;
-        TN_FREE(*head);
+        tn__free(*head);
         *head = next;
     }
 }
@@ -2706,14 +2951,30 @@ int tn_loop_new(tn_loop **out, const tn_loop_opts *opts) {
     tn_loop *l;
     int rc;
     *out = NULL;
+#ifdef TN_NO_MALLOC
+    {
+        /* The loop is the region's first block; a region too small for
+         * that (or none) is a mistake of the caller's, not a shortage. */
+        tn__region *r = opts ? tn__region_init(opts->heap, opts->heap_size) : NULL;
+        if (!r) return TN_EINVAL;
+        if (!(l = (tn_loop *)tn__region_alloc(r, sizeof *l))) {
+            tn__region_destroy(r);
+            return TN_EINVAL;
+        }
+        memset(l, 0, sizeof *l);
+        l->region = r;
+    }
+#else
+    if (opts && opts->heap) return TN_ENOTSUP; /* a region is for TN_NO_MALLOC builds */
     l = (tn_loop *)TN_MALLOC(sizeof *l);
     if (!l) return TN_ENOMEM;
     memset(l, 0, sizeof *l);
+#endif
     l->start_ns = l->now_ns = tn__clock_ns();
 #ifndef TN_NO_THREADS
     l->executor_threads = (opts && opts->executor_threads > 0) ? opts->executor_threads : TN_EXECUTOR_THREADS;
     if (pthread_mutex_init(&l->ts_lock, NULL)) {
-        TN_FREE(l);
+        tn__free(l);
         return TN_ENOMEM;
     }
 #else
@@ -2734,29 +2995,37 @@ void tn_loop_free(tn_loop *l) {
         int s;
         for (s = 1; s < TN__MAXSIG && l->nsignals; s++)
             if (l->sigs[s].fn) tn_signal_remove(l, s);
-        TN_FREE(l->sigs);
+        tn__free(l->sigs);
     }
 #endif
     tn__executor_free(l);
     tn__drop_callbacks(l);
     tn__be_free(l);
 #ifndef TN_NO_THREADS
-    TN_FREE(l->ts_cbs);
+    tn__free(l->ts_cbs);
     pthread_mutex_destroy(&l->ts_lock);
 #endif
-    TN_FREE(l->handlers);
-    TN_FREE(l->ready);
-    TN_FREE(l->cbs);
-    TN_FREE(l->slots);
-    TN_FREE(l->heap);
-    TN_FREE(l->waiters);
-    TN_FREE(l->waiters_spare);
+    tn__free(l->handlers);
+    tn__free(l->ready);
+    tn__free(l->cbs);
+    tn__free(l->slots);
+    tn__free(l->heap);
+    tn__free(l->waiters);
+    tn__free(l->waiters_spare);
 #if TN__STREAMS
     tn__bufpool_free(l);
 #endif
     tn__free_list(&l->future_free);
     tn__free_list(&l->job_free);
-    TN_FREE(l);
+#ifdef TN_NO_MALLOC
+    {
+        tn__region *r = l->region;
+        tn__free(l);
+        tn__region_destroy(r);
+    }
+#else
+    tn__free(l);
+#endif
 }
 
 const char *tn_loop_backend(const tn_loop *l) {
@@ -2772,6 +3041,14 @@ void tn_loop_get_stats(const tn_loop *l, tn_loop_stats *o) {
     o->futures = l->nfutures;
     o->coroutines = l->ncoroutines;
     o->jobs = l->njobs;
+#ifdef TN_NO_MALLOC
+    tn__region_lock(l->region); /* executor threads may be freeing */
+    o->region_used = l->region->used;
+    o->region_peak = (size_t)(l->region->top - l->region->base);
+    tn__region_unlock(l->region);
+#else
+    o->region_used = o->region_peak = 0;
+#endif
 }
 
 /* ----------------------------------------------------------- iteration */
@@ -2892,7 +3169,7 @@ tn_future *tn_future_new(tn_loop *l) {
     if (f) { /* reuse: futures come and go at the rate of awaits */
         l->future_free = *(void **)f;
         l->nfuture_free--;
-    } else if (!(f = (tn_future *)TN_MALLOC(sizeof *f))) {
+    } else if (!(f = (tn_future *)tn__malloc(l, sizeof *f))) {
         return NULL;
     }
     memset(f, 0, sizeof *f);
@@ -2924,7 +3201,7 @@ static void tn__future_maybe_free(tn_future *f) {
         l->nfuture_free++;
         return;
     }
-    TN_FREE(f);
+    tn__free(f);
 }
 
 static void tn__future_dispatch(tn_loop *l, void *arg) {
@@ -3082,8 +3359,8 @@ struct tn__multi {
 static void tn__multi_free(tn__multi *m) {
     size_t i;
     for (i = 0; i < m->n; i++) tn_future_release(m->ins[i].f);
-    TN_FREE(m->ins);
-    TN_FREE(m);
+    tn__free(m->ins);
+    tn__free(m);
 }
 
 /* The output was cancelled by its consumer: cancel every input. */
@@ -3135,13 +3412,13 @@ static void tn__multi_input_done(tn_future *f, void *arg) {
 
 static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, void **values,
                                 size_t *index, tn_settled *settled) {
-    tn__multi *m = (tn__multi *)TN_MALLOC(sizeof *m);
+    tn__multi *m = (tn__multi *)tn__malloc(l, sizeof *m);
     tn_future *out = tn_future_new(l);
     size_t i;
     int missing = 0;
     for (i = 0; i < n; i++) missing |= fs[i] == NULL; /* an input that failed to allocate */
     if (m) m->ins = NULL;
-    if (!m || !out || missing || (n && !(m->ins = (tn__multi_in *)TN_MALLOC(n * sizeof *m->ins)))) {
+    if (!m || !out || missing || (n && !(m->ins = (tn__multi_in *)tn__malloc(l, n * sizeof *m->ins)))) {
         for (i = 0; i < n; i++) {
             if (!fs[i]) continue;
             tn_future_cancel(fs[i]);
@@ -3150,8 +3427,8 @@ static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, v
         if (out) {
             tn__future_abandon(out);
         }
-        if (m) TN_FREE(m->ins);
-        TN_FREE(m);
+        if (m) tn__free(m->ins);
+        tn__free(m);
         return NULL;
     }
     m->out = out;
@@ -3162,7 +3439,7 @@ static tn_future *tn__multi_new(tn_loop *l, tn_future **fs, size_t n, int any, v
     m->any = any;
     m->finished = 0;
     if (n == 0) {
-        TN_FREE(m);
+        tn__free(m);
         if (any) tn_future_fail(out, TN_EINVAL);
         else tn_future_resolve(out, NULL);
         return out;
@@ -3232,7 +3509,7 @@ static void tn__timeout_in_done(tn_future *in, void *arg) {
         else tn_future_resolve_owned(t->out, tn_future_take(in), in->free_value);
     }
     tn_future_release(in);
-    TN_FREE(t);
+    tn__free(t);
 }
 
 static void tn__timeout_fire(tn_loop *l, void *arg) {
@@ -3260,13 +3537,13 @@ static void tn__timeout_out_cancelled(tn_future *out, void *arg) {
 tn_future *tn_with_timeout(tn_loop *l, tn_future *in, uint64_t timeout_ms) {
     tn__timeout *t;
     if (!in) return NULL; /* the input itself failed to allocate */
-    t = (tn__timeout *)TN_MALLOC(sizeof *t);
+    t = (tn__timeout *)tn__malloc(l, sizeof *t);
     tn_future *out = tn_future_new(l);
     if (!t || !out || tn_call_later(l, timeout_ms, tn__timeout_fire, t, &t->timer)) {
         if (out) {
             tn__future_abandon(out);
         }
-        TN_FREE(t);
+        tn__free(t);
         tn_future_cancel(in);
         tn_future_release(in);
         return NULL;
@@ -3347,7 +3624,7 @@ int tn__co_take_cancel(tn_co *co) {
 void *tn_co_new(tn_loop *l, size_t size) {
     tn_co *co;
     if (size < sizeof(tn_co)) return NULL;
-    co = (tn_co *)TN_MALLOC(size);
+    co = (tn_co *)tn__malloc(l, size);
     if (!co) return NULL;
     memset(co, 0, size);
     co->loop = l;
@@ -3361,7 +3638,7 @@ static int tn__co_step(tn_co *co) {
     tn_loop *l = co->loop;
     if (co->fn(co) != TN_CO_DONE) return 0;
     l->ncoroutines--;
-    if (co->flags & TN__CO_OWNED) TN_FREE(co);
+    if (co->flags & TN__CO_OWNED) tn__free(co);
     return 1;
 }
 
@@ -3380,7 +3657,7 @@ tn_future *tn_spawn(tn_loop *l, tn_co *co, tn_co_fn fn) {
     if (!co) return NULL; /* a failed tn_co_new passed straight in */
     f = tn_future_new(l);
     if (!f) {
-        if (co->flags & TN__CO_OWNED) TN_FREE(co);
+        if (co->flags & TN__CO_OWNED) tn__free(co);
         return NULL;
     }
     co->loop = l;
@@ -3458,7 +3735,7 @@ void tn__co_yield(tn_co *co) {
 int tn__co_wait(tn_co *co) {
     tn_loop *l = co->loop;
     if (!(co->flags & TN__CO_WAITING)) {
-        if (tn__grow((void **)&l->waiters, &l->waiters_cap, l->nwaiters + 1, sizeof *l->waiters)) {
+        if (tn__grow(l, (void **)&l->waiters, &l->waiters_cap, l->nwaiters + 1, sizeof *l->waiters)) {
             tn__co_yield(co); /* no room on the list: poll on the next turn */
             return TN_CO_WAITING;
         }
@@ -3549,7 +3826,7 @@ static void tn__job_recycle(tn_loop *l, tn__job *j) {
         l->job_free = j;
         l->njob_free++;
     } else {
-        TN_FREE(j);
+        tn__free(j);
     }
 }
 
@@ -3587,16 +3864,16 @@ static void *tn__worker(void *arg) {
 }
 
 static int tn__executor_start(tn_loop *l) {
-    tn__executor *ex = (tn__executor *)TN_MALLOC(sizeof *ex);
+    tn__executor *ex = (tn__executor *)tn__malloc(l, sizeof *ex);
     sigset_t all, old;
     int i;
     if (!ex) return TN_ENOMEM;
     memset(ex, 0, sizeof *ex);
     ex->loop = l;
-    ex->threads = (pthread_t *)TN_MALLOC((size_t)l->executor_threads * sizeof(pthread_t));
+    ex->threads = (pthread_t *)tn__malloc(l, (size_t)l->executor_threads * sizeof(pthread_t));
     if (!ex->threads || pthread_mutex_init(&ex->lock, NULL)) {
-        TN_FREE(ex->threads);
-        TN_FREE(ex);
+        tn__free(ex->threads);
+        tn__free(ex);
         return TN_ENOMEM;
     }
     pthread_cond_init(&ex->cond, NULL);
@@ -3680,7 +3957,7 @@ tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_fre
     if ((j = (tn__job *)l->job_free) != NULL) {
         l->job_free = *(void **)j;
         l->njob_free--;
-    } else if (!(j = (tn__job *)TN_MALLOC(sizeof *j))) {
+    } else if (!(j = (tn__job *)tn__malloc(l, sizeof *j))) {
         if (free_arg) free_arg(arg);
         tn__future_abandon(f);
         return NULL;
@@ -3722,15 +3999,15 @@ static void tn__executor_free(tn_loop *l) {
         q->err = TN_ECANCELLED; /* dropped without running */
         tn__job_settle(q);
         l->njobs--;
-        TN_FREE(q);
+        tn__free(q);
         q = n;
     }
     tn__jobs_complete(l, l->jobs_done);
     l->jobs_done = NULL;
     pthread_cond_destroy(&ex->cond);
     pthread_mutex_destroy(&ex->lock);
-    TN_FREE(ex->threads);
-    TN_FREE(ex);
+    tn__free(ex->threads);
+    tn__free(ex);
     l->executor = NULL;
 }
 
@@ -3751,7 +4028,7 @@ static void tn__drain_threadsafe(tn_loop *l) {
     (void)cap;
     for (i = 0; i < n; i++)
         if (tn_add_callback(l, cbs[i].fn, cbs[i].arg)) cbs[i].fn(l, cbs[i].arg); /* no room: run now */
-    TN_FREE(cbs);
+    tn__free(cbs);
     tn__jobs_complete(l, done);
 }
 #else
@@ -3788,7 +4065,7 @@ static void tn__drain_threadsafe(tn_loop *l) {
     pthread_mutex_unlock(&l->ts_lock);
     for (i = 0; i < n; i++)
         if (tn_add_callback(l, cbs[i].fn, cbs[i].arg)) cbs[i].fn(l, cbs[i].arg);
-    TN_FREE(cbs);
+    tn__free(cbs);
 }
 #elif TN__WAKE
 static void tn__drain_threadsafe(tn_loop *l) { (void)l; }
@@ -3829,7 +4106,7 @@ static int tn__waitlist_push(tn__waitlist *wl, tn_future *f, void *item) {
         memmove(wl->w, wl->w + wl->head, wl->n * sizeof *wl->w);
         wl->head = 0;
     }
-    if (tn__grow((void **)&wl->w, &wl->cap, wl->head + wl->n + 1, sizeof *wl->w)) return TN_ENOMEM;
+    if (tn__grow(f->loop, (void **)&wl->w, &wl->cap, wl->head + wl->n + 1, sizeof *wl->w)) return TN_ENOMEM;
     wl->w[wl->head + wl->n].f = f;
     wl->w[wl->head + wl->n].item = item;
     wl->n++;
@@ -3859,7 +4136,7 @@ static void tn__waitlist_fail_all(tn__waitlist *wl, int err) {
         tn_future_on_cancel(w.f, NULL, NULL);
         tn_future_fail(w.f, err);
     }
-    TN_FREE(wl->w);
+    tn__free(wl->w);
     wl->w = NULL;
     wl->cap = 0;
 }
@@ -3890,7 +4167,7 @@ struct tn_event {
 };
 
 tn_event *tn_event_new(tn_loop *l) {
-    tn_event *ev = (tn_event *)TN_MALLOC(sizeof *ev);
+    tn_event *ev = (tn_event *)tn__malloc(l, sizeof *ev);
     if (!ev) return NULL;
     memset(ev, 0, sizeof *ev);
     ev->loop = l;
@@ -3900,7 +4177,7 @@ tn_event *tn_event_new(tn_loop *l) {
 void tn_event_free(tn_event *ev) {
     if (!ev) return;
     tn__waitlist_fail_all(&ev->waiters, TN_ECANCELLED);
-    TN_FREE(ev);
+    tn__free(ev);
 }
 
 void tn_event_set(tn_event *ev) {
@@ -3932,7 +4209,7 @@ struct tn_queue {
 };
 
 tn_queue *tn_queue_new(tn_loop *l, size_t maxsize) {
-    tn_queue *q = (tn_queue *)TN_MALLOC(sizeof *q);
+    tn_queue *q = (tn_queue *)tn__malloc(l, sizeof *q);
     if (!q) return NULL;
     memset(q, 0, sizeof *q);
     q->loop = l;
@@ -3945,8 +4222,8 @@ void tn_queue_free(tn_queue *q) {
     tn__waitlist_fail_all(&q->getters, TN_ECANCELLED);
     tn__waitlist_fail_all(&q->putters, TN_ECANCELLED);
     tn__waitlist_fail_all(&q->joiners, TN_ECANCELLED);
-    TN_FREE(q->items);
-    TN_FREE(q);
+    tn__free(q->items);
+    tn__free(q);
 }
 
 size_t tn_queue_size(const tn_queue *q) { return q->n; }
@@ -3954,10 +4231,10 @@ size_t tn_queue_size(const tn_queue *q) { return q->n; }
 static int tn__queue_push(tn_queue *q, void *item) {
     if (q->n == q->cap) {
         size_t ncap = q->cap ? q->cap * 2 : 16, i;
-        void **ni = (void **)TN_MALLOC(ncap * sizeof *ni);
+        void **ni = (void **)tn__malloc(q->loop, ncap * sizeof *ni);
         if (!ni) return TN_ENOMEM;
         for (i = 0; i < q->n; i++) ni[i] = q->items[(q->head + i) % q->cap];
-        TN_FREE(q->items);
+        tn__free(q->items);
         q->items = ni;
         q->cap = ncap;
         q->head = 0;
@@ -4063,7 +4340,7 @@ static void tn__fdwait_end(tn__fdwait *w, int err, unsigned events) {
     tn_future *f = w->f;
     tn_remove_handler(l, w->fd);
     if (w->timer_armed) tn_cancel_timer(l, w->timer);
-    TN_FREE(w);
+    tn__free(w);
     if (err) tn_future_fail(f, err);
     else tn_future_resolve(f, (void *)(uintptr_t)events);
 }
@@ -4087,7 +4364,7 @@ tn_future *tn_wait_fd(tn_loop *l, int fd, unsigned events, unsigned timeout_ms) 
     tn__fdwait *w;
     int rc;
     if (!f) return NULL;
-    if (!(w = (tn__fdwait *)TN_MALLOC(sizeof *w))) {
+    if (!(w = (tn__fdwait *)tn__malloc(l, sizeof *w))) {
         tn__future_abandon(f);
         return NULL;
     }
@@ -4102,7 +4379,7 @@ tn_future *tn_wait_fd(tn_loop *l, int fd, unsigned events, unsigned timeout_ms) 
         else w->timer_armed = 1;
     }
     if (rc) {
-        TN_FREE(w);
+        tn__free(w);
         tn_future_fail(f, rc);
         return f;
     }
@@ -4139,7 +4416,7 @@ static void tn__shared_src_done(tn_future *f, void *arg) {
 tn_shared *tn_shared_new(tn_loop *l, tn_future *f) {
     tn_shared *s;
     if (!f) return NULL;
-    if (!(s = (tn_shared *)TN_MALLOC(sizeof *s))) {
+    if (!(s = (tn_shared *)tn__malloc(l, sizeof *s))) {
         tn_future_cancel(f);
         tn_future_release(f);
         return NULL;
@@ -4182,7 +4459,7 @@ void tn_shared_free(tn_shared *s) {
     }
     tn__waitlist_fail_all(&s->waiters, TN_ECANCELLED);
     if (s->value && s->free_value) s->free_value(s->value);
-    TN_FREE(s);
+    tn__free(s);
 }
 
 
@@ -4379,7 +4656,7 @@ static char *tn__buf_take(tn_loop *l) {
         l->nbuf_free--;
         return p;
     }
-    return (char *)TN_MALLOC(TN_BUF_SIZE);
+    return (char *)tn__malloc(l, TN_BUF_SIZE);
 }
 
 static void tn__buf_give(tn_loop *l, char *p) {
@@ -4388,7 +4665,7 @@ static void tn__buf_give(tn_loop *l, char *p) {
         l->buf_free = p;
         l->nbuf_free++;
     } else {
-        TN_FREE(p);
+        tn__free(p);
     }
 }
 
@@ -4400,7 +4677,7 @@ static int tn__buf_reserve_max(tn_loop *l, tn__buf *b, size_t extra, size_t max)
     char *nd;
     if (!b->data) {
         if (max && max < TN_BUF_SIZE && extra <= max) {
-            if (!(b->data = (char *)TN_MALLOC(max))) return TN_ENOMEM;
+            if (!(b->data = (char *)tn__malloc(l, max))) return TN_ENOMEM;
             b->cap = max;
         } else {
             if (!(b->data = tn__buf_take(l))) return TN_ENOMEM;
@@ -4419,7 +4696,7 @@ static int tn__buf_reserve_max(tn_loop *l, tn__buf *b, size_t extra, size_t max)
     if (need < b->len || (max && need > max)) return TN_EFULL;
     for (ncap = b->cap; ncap < need; ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2) {}
     if (max && ncap > max) ncap = max;
-    nd = (char *)TN_REALLOC(b->data, ncap);
+    nd = (char *)tn__realloc(l, b->data, ncap);
     if (!nd) return TN_ENOMEM;
     b->data = nd;
     b->cap = ncap;
@@ -4433,7 +4710,7 @@ static int tn__buf_reserve(tn_loop *l, tn__buf *b, size_t extra) {
 static void tn__buf_release(tn_loop *l, tn__buf *b) {
     if (!b->data) return;
     if (b->cap == TN_BUF_SIZE) tn__buf_give(l, b->data);
-    else TN_FREE(b->data);
+    else tn__free(b->data);
     b->data = NULL;
     b->off = b->len = b->cap = 0;
 }
@@ -4441,13 +4718,13 @@ static void tn__buf_release(tn_loop *l, tn__buf *b) {
 static void tn__bufpool_free(tn_loop *l) {
     while (l->buf_free) {
         void *next = *(void **)l->buf_free;
-        TN_FREE(l->buf_free);
+        tn__free(l->buf_free);
         l->buf_free = next;
     }
     l->nbuf_free = 0;
     while (l->sio_free) {
         void *next = *(void **)l->sio_free;
-        TN_FREE(l->sio_free);
+        tn__free(l->sio_free);
         l->sio_free = next;
     }
     l->nsio_free = 0;
@@ -4544,7 +4821,7 @@ static tn__sio *tn__stream_sio(tn_stream *s) {
     if ((io = (tn__sio *)l->sio_free) != NULL) {
         l->sio_free = *(void **)io;
         l->nsio_free--;
-    } else if (!(io = (tn__sio *)TN_MALLOC(sizeof *io))) {
+    } else if (!(io = (tn__sio *)tn__malloc(l, sizeof *io))) {
         return NULL;
     }
     memset(io, 0, sizeof *io);
@@ -4565,7 +4842,7 @@ static void tn__stream_idle(tn_stream *s) {
         l->sio_free = io;
         l->nsio_free++;
     } else {
-        TN_FREE(io);
+        tn__free(io);
     }
 }
 
@@ -4643,7 +4920,7 @@ static void tn__stream_drop_output(tn_stream *s) {
         tn__oref *r = io->refs;
         io->refs = r->next;
         if (r->fr) r->fr(r->frarg);
-        TN_FREE(r);
+        tn__free(r);
     }
     io->refs_tail = NULL;
     io->refbytes = 0;
@@ -4746,7 +5023,7 @@ TN__UNUSED static int tn__stream_queue_ref(tn_stream *s, const char *pre, size_t
         return 0;
     }
     if (!rc && (!(io = tn__stream_sio(s)) || (prelen + postlen && !tn__stream_room(s, prelen + postlen)) ||
-                !(r = (tn__oref *)TN_MALLOC(sizeof *r))))
+                !(r = (tn__oref *)tn__malloc(s->loop, sizeof *r))))
         rc = TN_ENOMEM;
     if (rc) {
         if (io) tn__stream_idle(s);
@@ -4798,7 +5075,7 @@ static void tn__stream_advance(tn_stream *s, size_t n) {
             io->refs = r->next;
             if (!io->refs) io->refs_tail = NULL;
             if (r->fr) r->fr(r->frarg);
-            TN_FREE(r);
+            tn__free(r);
         }
     }
 }
@@ -5210,7 +5487,11 @@ static void *tn__tlsb_session_get(tn__tls *t);
 static void tn__tlsb_session_set(tn__tls *t, void *session);
 static void tn__tlsb_session_free(void *session);
 
-static char *tn__tls_dup(const char *s) { return s ? tn__strndup(s, strlen(s)) : NULL; }
+static char *tn__tls_dup(const char *s) { /* TLS contexts have no loop (and no TN_NO_MALLOC) */
+    char *d = s ? (char *)TN_MALLOC(strlen(s) + 1) : NULL;
+    if (d) memcpy(d, s, strlen(s) + 1);
+    return d;
+}
 
 static int tn__grow_n(void **p, size_t n, size_t elem) {
     void *np = TN_REALLOC(*p, n * elem);
@@ -5225,17 +5506,17 @@ static void tn__tls_ctx_unref(tn_tls_ctx *c) {
     tn__tlsb_ctx_drop(c->lib);
     for (i = 0; i < c->nsni; i++) {
         tn__tlsb_ctx_drop(c->sni[i].lib);
-        TN_FREE(c->sni[i].name);
-        TN_FREE(c->sni[i].cert);
-        TN_FREE(c->sni[i].key);
+        tn__free(c->sni[i].name);
+        tn__free(c->sni[i].cert);
+        tn__free(c->sni[i].key);
     }
-    TN_FREE(c->sni);
-    TN_FREE((void *)(uintptr_t)c->opts.cert_file);
-    TN_FREE((void *)(uintptr_t)c->opts.key_file);
-    TN_FREE((void *)(uintptr_t)c->opts.ca_file);
-    TN_FREE((void *)(uintptr_t)c->opts.ca_dir);
-    TN_FREE((void *)(uintptr_t)c->opts.ciphers);
-    TN_FREE(c);
+    tn__free(c->sni);
+    tn__free((void *)(uintptr_t)c->opts.cert_file);
+    tn__free((void *)(uintptr_t)c->opts.key_file);
+    tn__free((void *)(uintptr_t)c->opts.ca_file);
+    tn__free((void *)(uintptr_t)c->opts.ca_dir);
+    tn__free((void *)(uintptr_t)c->opts.ciphers);
+    tn__free(c);
 }
 
 static int tn__tls_version_ok(int v) { return v == 0 || v == 12 || v == 13; }
@@ -5289,9 +5570,9 @@ int tn_tls_ctx_add_sni(tn_tls_ctx *c, const char *name, const char *cert, const 
     n->key = tn__tls_dup(key);
     n->lib = lib;
     if (!n->name || !n->cert || !n->key) {
-        TN_FREE(n->name);
-        TN_FREE(n->cert);
-        TN_FREE(n->key);
+        tn__free(n->name);
+        tn__free(n->cert);
+        tn__free(n->key);
         tn__tlsb_ctx_drop(lib);
         return TN_ENOMEM;
     }
@@ -5307,14 +5588,14 @@ int tn_tls_ctx_reload(tn_tls_ctx *c) {
     int rc;
     if (!(libs = (void **)TN_MALLOC((c->nsni + 1) * sizeof *libs))) return TN_ENOMEM;
     if ((rc = tn__tlsb_ctx_load(c, c->opts.cert_file, c->opts.key_file, &lib)) != 0) {
-        TN_FREE(libs);
+        tn__free(libs);
         return rc;
     }
     for (i = 0; i < c->nsni; i++)
         if ((rc = tn__tlsb_ctx_load(c, c->sni[i].cert, c->sni[i].key, &libs[i])) != 0) {
             while (i--) tn__tlsb_ctx_drop(libs[i]);
             tn__tlsb_ctx_drop(lib);
-            TN_FREE(libs);
+            tn__free(libs);
             return rc;
         }
     tn__tlsb_ctx_drop(c->lib);
@@ -5323,7 +5604,7 @@ int tn_tls_ctx_reload(tn_tls_ctx *c) {
         tn__tlsb_ctx_drop(c->sni[i].lib);
         c->sni[i].lib = libs[i];
     }
-    TN_FREE(libs);
+    tn__free(libs);
     return 0;
 }
 
@@ -5350,7 +5631,7 @@ static int tn__stream_start_tls(tn_stream *s, tn_tls_ctx *ctx, const char *host,
     memset(t, 0, sizeof *t);
     t->ctx = ctx;
     if ((rc = tn__tlsb_new(t, s->fd, host)) != 0) {
-        TN_FREE(t);
+        tn__free(t);
         tn__stream_idle(s);
         return rc;
     }
@@ -5385,7 +5666,7 @@ TN__UNUSED static void tn__tls_notify(tn__tls *t) {
 static void tn__tls_free(tn__tls *t, int notify) {
     tn__tlsb_close(t, notify && !t->notified);
     tn__tls_ctx_unref(t->ctx);
-    TN_FREE(t);
+    tn__free(t);
 }
 
 /* Writes pieces in order through TLS: the bytes it took (maybe fewer than
@@ -5604,7 +5885,7 @@ static void tn__mbed_unref(tn__mbed *m) {
     mbedtls_ctr_drbg_free(&m->drbg);
     mbedtls_entropy_free(&m->entropy);
     mbedtls_ssl_cache_free(&m->cache);
-    TN_FREE(m);
+    tn__free(m);
 }
 
 static int tn__mbed_sni(void *arg, mbedtls_ssl_context *ssl, const unsigned char *name, size_t len) {
@@ -5706,7 +5987,7 @@ static int tn__tlsb_new(tn__tls *t, int fd, const char *host) {
     mc->fd = fd;
     if (mbedtls_ssl_setup(&mc->ssl, &m->conf) != 0) {
         mbedtls_ssl_free(&mc->ssl);
-        TN_FREE(mc);
+        tn__free(mc);
         return TN_ENOMEM;
     }
     mbedtls_ssl_set_bio(&mc->ssl, mc, tn__mbed_send, tn__mbed_recv, NULL);
@@ -5716,7 +5997,7 @@ static int tn__tlsb_new(tn__tls *t, int fd, const char *host) {
         /* a name: SNI and the name check; an address: checked after */
         if (!mc->iplen && mbedtls_ssl_set_hostname(&mc->ssl, host) != 0) {
             mbedtls_ssl_free(&mc->ssl);
-            TN_FREE(mc);
+            tn__free(mc);
             return TN_EINVAL;
         }
     }
@@ -5800,7 +6081,7 @@ static void tn__tlsb_close(tn__tls *t, int notify) {
     mbedtls_ssl_free(&mc->ssl);
     tn__mbed_unref(mc->lib);
     tn__mbed_unref(mc->alt);
-    TN_FREE(mc);
+    tn__free(mc);
 }
 
 TN__UNUSED static void *tn__tlsb_session_get(tn__tls *t) {
@@ -5809,7 +6090,7 @@ TN__UNUSED static void *tn__tlsb_session_get(tn__tls *t) {
     mbedtls_ssl_session_init(s);
     if (mbedtls_ssl_get_session(&((tn__mbedconn *)t->lib)->ssl, s) != 0) {
         mbedtls_ssl_session_free(s);
-        TN_FREE(s);
+        tn__free(s);
         return NULL;
     }
     return s;
@@ -5820,7 +6101,7 @@ static void tn__tlsb_session_set(tn__tls *t, void *s) {
 }
 TN__UNUSED static void tn__tlsb_session_free(void *s) {
     mbedtls_ssl_session_free((mbedtls_ssl_session *)s);
-    TN_FREE(s);
+    tn__free(s);
 }
 TN__UNUSED static int tn__tlsb_resumed(tn__tls *t) { return ((tn__mbedconn *)t->lib)->resumed; }
 const char *tn_tls_backend(void) { return "mbedtls"; }
@@ -5974,7 +6255,7 @@ static void tn__connector_resolved(tn_future *f, void *arg) {
         memcpy(&cn->alt, &j->alt, sizeof cn->alt);
         cn->altlen = j->altlen;
     }
-    TN_FREE(j);
+    tn__free(j);
     if (err) tn__connector_finish(cn, -1, err == TN_ECANCELLED ? err : TN_ERESOLVE);
     else tn__connector_connect(cn);
 }
@@ -6024,7 +6305,7 @@ static void tn__connector_start(tn__connector *cn, tn_loop *l, const char *host,
         cn->addrlen = sizeof *v6;
         tn__connector_connect(cn);
     } else {
-        tn__resolve_job *j = (tn__resolve_job *)TN_MALLOC(sizeof *j);
+        tn__resolve_job *j = (tn__resolve_job *)tn__malloc(l, sizeof *j);
         if (!j) {
             tn__connector_finish(cn, -1, TN_ENOMEM);
             return;
@@ -6034,7 +6315,7 @@ static void tn__connector_start(tn__connector *cn, tn_loop *l, const char *host,
         j->port = port;
         cn->resolving = tn__offload(l, tn__resolve_work, j, tn_bytes_free);
         if (!cn->resolving) {
-            TN_FREE(j);
+            tn__free(j);
             tn__connector_finish(cn, -1, TN_ENOMEM);
             return;
         }
@@ -6147,7 +6428,7 @@ static void tn__ustream_try_read(tn__ustream *u) {
         if (err) {
             tn_future_fail(f, err);
         } else {
-            tn_bytes *b = tn_bytes_new(data, take);
+            tn_bytes *b = tn_bytes_new_in(u->s.loop, data, take);
             if (take) {
                 in->off += take;
                 if (in->off == in->len) tn__stream_in_release(&u->s);
@@ -6214,11 +6495,11 @@ static const tn__stream_ops tn__ustream_ops = {tn__ustream_on_read, tn__ustream_
                                                tn__ustream_in_limit, 0, tn__ustream_on_secure, NULL};
 
 static tn_stream *tn__ustream_new(tn_loop *l, int fd) {
-    tn__ustream *u = (tn__ustream *)TN_MALLOC(sizeof *u);
+    tn__ustream *u = (tn__ustream *)tn__malloc(l, sizeof *u);
     if (!u) return NULL;
     memset(u, 0, sizeof *u);
     if (tn__stream_init(&u->s, l, fd, &tn__ustream_ops)) {
-        TN_FREE(u);
+        tn__free(u);
         return NULL;
     }
     return &u->s;
@@ -6269,7 +6550,7 @@ tn_future *tn_stream_write(tn_stream *s, const void *data, size_t len) {
     if (!f) return NULL;
     if (s->flags & TN__S_CLOSED) rc = u->failed ? u->failed : TN_ECLOSED;
     else if (tn__stream_pending(s) + len > TN_STREAM_MAX_BUFFER) rc = TN_EFULL;
-    else if (tn__grow((void **)&u->ww, &u->ww_cap, u->nww + 1, sizeof *u->ww)) rc = TN_ENOMEM;
+    else if (tn__grow(s->loop, (void **)&u->ww, &u->ww_cap, u->nww + 1, sizeof *u->ww)) rc = TN_ENOMEM;
     else rc = tn__stream_queue(s, (const char *)data, len);
     if (rc) {
         tn_future_fail(f, rc);
@@ -6304,8 +6585,8 @@ void tn_stream_close(tn_stream *s) {
         u->rd = NULL;
     }
     tn__stream_in_release(s);
-    TN_FREE(u->ww);
-    TN_FREE(u);
+    tn__free(u->ww);
+    tn__free(u);
 }
 
 int tn_stream_fd(const tn_stream *s) { return s->fd; }
@@ -6340,7 +6621,7 @@ static void tn__tcp_connected(tn__connector *cn, int fd, int err) {
     tn__tcp_connect *tc = (tn__tcp_connect *)cn;
     tn_future *f = tc->f;
     tn_loop *l = cn->loop;
-    TN_FREE(tc);
+    tn__free(tc);
     if (err) {
         tn_future_fail(f, err);
     } else {
@@ -6357,15 +6638,15 @@ static void tn__tcp_connected(tn__connector *cn, int fd, int err) {
 static void tn__tcp_connect_cancelled(tn_future *f, void *arg) {
     tn__tcp_connect *tc = (tn__tcp_connect *)arg;
     tn__connector_abort(&tc->cn);
-    TN_FREE(tc);
+    tn__free(tc);
     tn_future_fail(f, TN_ECANCELLED);
 }
 
 tn_future *tn_tcp_connect(tn_loop *l, const char *host, int port, unsigned timeout_ms) {
-    tn__tcp_connect *tc = (tn__tcp_connect *)TN_MALLOC(sizeof *tc);
+    tn__tcp_connect *tc = (tn__tcp_connect *)tn__malloc(l, sizeof *tc);
     tn_future *f = tn_future_new(l);
     if (!tc || !f) {
-        TN_FREE(tc);
+        tn__free(tc);
         if (f) {
             tn__future_abandon(f);
         }
@@ -6401,18 +6682,18 @@ int tn_tcp_listen(tn_loop *l, const char *host, int port, tn_accept_fn fn, void 
     tn__tcp_listener *tl;
     int fd, rc;
     if (!fn) return TN_EINVAL;
-    tl = (tn__tcp_listener *)TN_MALLOC(sizeof *tl);
+    tl = (tn__tcp_listener *)tn__malloc(l, sizeof *tl);
     if (!tl) return TN_ENOMEM;
     tl->fn = fn;
     tl->arg = arg;
     fd = tn__listen_socket(host, port, 511, 0, port_out);
     if (fd < 0) {
-        TN_FREE(tl);
+        tn__free(tl);
         return fd;
     }
     if ((rc = tn__acceptor_open(&tl->a, l, fd, tn__tcp_accepted, tl)) != 0) {
         close(fd);
-        TN_FREE(tl);
+        tn__free(tl);
         return rc;
     }
     if (listener_fd) *listener_fd = fd;
@@ -6426,7 +6707,7 @@ void tn_tcp_unlisten(tn_loop *l, int fd) {
     tl = (tn__tcp_listener *)l->handlers[fd].arg;
     if (tl->a.fn != tn__tcp_accepted) return; /* an HTTP server's */
     tn__acceptor_close(&tl->a);
-    TN_FREE(tl);
+    tn__free(tl);
 }
 
 #endif /* TN_NO_TCP */
@@ -7753,7 +8034,7 @@ static tn_http_request *tn__req_get(tn_http_server *srv) {
         scap = r->scratch_cap;
         rh = r->rh;
         rcap = r->rh_cap;
-    } else if (!(r = (tn_http_request *)TN_MALLOC(sizeof *r))) {
+    } else if (!(r = (tn_http_request *)tn__malloc(srv->loop, sizeof *r))) {
         return NULL;
     }
     /* Reset all but the header array, which the parser fills as needed. */
@@ -7771,14 +8052,14 @@ static tn_http_request *tn__req_get(tn_http_server *srv) {
 static void tn__req_arena_free(tn_http_request *r);
 
 static void tn__req_put(tn_http_server *srv, tn_http_request *r) {
-    if (r->frame && !r->co_future) TN_FREE(r->frame); /* made, never started */
+    if (r->frame && !r->co_future) tn__free(r->frame); /* made, never started */
     r->frame = NULL;
     tn__req_arena_free(r);
     /* "n + 1 >": with TN_HTTP_REQ_POOL 0, "n >= 0" is a -Wtype-limits error */
     if (srv->nreq_free + 1 > TN_HTTP_REQ_POOL || r->scratch_cap > 65536 || r->rh_cap > 65536) {
-        TN_FREE(r->scratch);
-        TN_FREE(r->rh);
-        TN_FREE(r);
+        tn__free(r->scratch);
+        tn__free(r->rh);
+        tn__free(r);
         return;
     }
     r->next_free = srv->req_free;
@@ -7920,7 +8201,7 @@ static int tn__header_ok(const char *name, size_t *nl, const char *value, size_t
 }
 
 static int tn__rh_append(tn_http_request *r, const char *name, size_t nl, const char *value, size_t vl) {
-    if (tn__grow((void **)&r->rh, &r->rh_cap, r->rh_len + nl + vl + 4, 1)) return TN_ENOMEM;
+    if (tn__grow(r->srv->loop, (void **)&r->rh, &r->rh_cap, r->rh_len + nl + vl + 4, 1)) return TN_ENOMEM;
     memcpy(r->rh + r->rh_len, name, nl);
     r->rh_len += nl;
     r->rh[r->rh_len++] = ':';
@@ -8452,7 +8733,7 @@ static void *tn__req_alloc(tn_http_request *r, size_t n) {
     n = (n + 7) & ~(size_t)7;
     if (!a || a->cap - a->used < n) {
         size_t cap = n > 4096 ? n : 4096;
-        if (!(a = (tn__arena *)TN_MALLOC(sizeof *a + cap))) return NULL;
+        if (!(a = (tn__arena *)tn__malloc(r->srv->loop, sizeof *a + cap))) return NULL;
         a->next = r->arena;
         a->used = 0;
         a->cap = cap;
@@ -8465,7 +8746,7 @@ static void *tn__req_alloc(tn_http_request *r, size_t n) {
 static void tn__req_arena_free(tn_http_request *r) {
     while (r->arena) {
         tn__arena *next = r->arena->next;
-        TN_FREE(r->arena);
+        tn__free(r->arena);
         r->arena = next;
     }
 }
@@ -9360,7 +9641,7 @@ static void tn__conn_free(tn__conn *c) {
     if (c->next) c->next->prev = c->prev;
     srv->nconns--;
     if (c->s.oflags & TN__C_SHED) srv->nshed--;
-    TN_FREE(c);
+    tn__free(c);
     if (srv->shutting_down && srv->nconns == 0 && srv->shutdown_f) {
         tn_future *f = srv->shutdown_f;
         srv->shutdown_f = NULL;
@@ -9586,7 +9867,7 @@ static int tn__req_strings(tn_http_request *r) {
     char *path;
     need = 3 * m->target_len + 64;
     if (r->scratch_cap < need) {
-        char *ns = (char *)TN_REALLOC(r->scratch, need);
+        char *ns = (char *)tn__realloc(r->srv->loop, r->scratch, need);
         if (!ns) return 503;
         r->scratch = ns;
         r->scratch_cap = need;
@@ -9845,7 +10126,7 @@ TN__UNUSED static void tn__req_cache_store(tn_http_request *r, int status, const
         if (strstr(v, "no-store") || strstr(v, "private") || strstr(v, "no-cache")) return;
     }
     hl = 48 + (cl ? 16 + cl : 0) + r->rh_len;
-    if (!(blob = (char *)TN_MALLOC(hl + len))) return;
+    if (!(blob = (char *)tn__malloc(r->srv->loop, hl + len))) return;
     n = sprintf(blob, "TNC1 %llu %d\n", (unsigned long long)(tn__unix_ms() + ttl), status);
     if (cl) n += sprintf(blob + n, "Content-Type: %s\r\n", ctype);
     if (r->rh_len) memcpy(blob + n, r->rh, r->rh_len);
@@ -9854,7 +10135,7 @@ TN__UNUSED static void tn__req_cache_store(tn_http_request *r, int status, const
     n += 2;
     if (len) memcpy(blob + n, body, len);
     tn_future_release(tn_cache_set(o->cache, key, blob, (size_t)n + len, ttl));
-    TN_FREE(blob);
+    tn__free(blob);
     tn__req_cache_max_age(r, ttl);
 }
 
@@ -10108,10 +10389,10 @@ static int tn__conn_new(tn_http_server *srv, int fd, tn_tls_ctx *tls) {
     tn__conn *c;
     int one = 1, shed = srv->nconns - srv->nshed >= srv->opts.max_connections || srv->shutting_down;
     if (shed && srv->nshed >= 64 + srv->opts.max_connections / 8) return TN_EFULL;
-    if (!(c = (tn__conn *)TN_MALLOC(sizeof *c))) return TN_ENOMEM;
+    if (!(c = (tn__conn *)tn__malloc(srv->loop, sizeof *c))) return TN_ENOMEM;
     memset(c, 0, sizeof *c);
     if (tn__stream_init(&c->s, srv->loop, fd, &tn__conn_ops)) {
-        TN_FREE(c);
+        tn__free(c);
         return TN_ENOMEM;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -10140,11 +10421,22 @@ static int tn__conn_new(tn_http_server *srv, int fd, tn_tls_ctx *tls) {
 
 static void tn__server_accepted(tn__acceptor *a, int fd) {
     tn_http_server *srv = (tn_http_server *)a->arg;
-    if (tn__conn_new(srv, fd, srv->lst_tls[a - srv->lst])) close(fd);
+    int rc = tn__conn_new(srv, fd, srv->lst_tls[a - srv->lst]);
+#ifdef TN_NO_MALLOC
+    /* The region is spent: a fixed answer needs no memory (one send into
+     * an empty socket buffer; if it does not fit, the close says enough). */
+    if (rc == TN_ENOMEM) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                   "Retry-After: 1\r\nConnection: close\r\n\r\n";
+        ssize_t k = send(fd, busy, sizeof busy - 1, TN__NOSIGNAL);
+        (void)k;
+    }
+#endif
+    if (rc) close(fd);
 }
 
 int tn_http_server_new(tn_loop *l, const tn_http_server_opts *opts, tn_http_server **out) {
-    tn_http_server *srv = (tn_http_server *)TN_MALLOC(sizeof *srv);
+    tn_http_server *srv = (tn_http_server *)tn__malloc(l, sizeof *srv);
     tn_http_server_opts *o;
     int i;
     *out = NULL;
@@ -10239,16 +10531,16 @@ static int tn__route_add(tn_http_server *srv, const char *method, const char *pa
             if (!tn__http_is_tchar((unsigned char)*p)) return TN_EINVAL;
         if (p == method) return TN_EINVAL;
     }
-    if (tn__grow((void **)&srv->routes, &srv->routes_cap, srv->nroutes + 1, sizeof *srv->routes)) return TN_ENOMEM;
+    if (tn__grow(srv->loop, (void **)&srv->routes, &srv->routes_cap, srv->nroutes + 1, sizeof *srv->routes)) return TN_ENOMEM;
     rt = &srv->routes[srv->nroutes];
     memset(rt, 0, sizeof *rt);
     n = strlen(pattern) + 1;
-    if (!(rt->pattern = (char *)TN_MALLOC(n))) return TN_ENOMEM;
+    if (!(rt->pattern = (char *)tn__malloc(srv->loop, n))) return TN_ENOMEM;
     memcpy(rt->pattern, pattern, n);
     if (method) {
         n = strlen(method) + 1;
-        if (!(rt->method = (char *)TN_MALLOC(n))) {
-            TN_FREE(rt->pattern);
+        if (!(rt->method = (char *)tn__malloc(srv->loop, n))) {
+            tn__free(rt->pattern);
             return TN_ENOMEM;
         }
         memcpy(rt->method, method, n);
@@ -10257,9 +10549,9 @@ static int tn__route_add(tn_http_server *srv, const char *method, const char *pa
     rt->co_fn = co_fn;
     rt->arg = arg;
     if (opts) rt->opts = *opts;
-    if (rt->opts.cache_vary && !(rt->opts.cache_vary = tn__strndup(rt->opts.cache_vary, strlen(rt->opts.cache_vary)))) {
-        TN_FREE(rt->pattern);
-        TN_FREE(rt->method);
+    if (rt->opts.cache_vary && !(rt->opts.cache_vary = tn__strndup(srv->loop, rt->opts.cache_vary, strlen(rt->opts.cache_vary)))) {
+        tn__free(rt->pattern);
+        tn__free(rt->method);
         return TN_ENOMEM;
     }
     srv->nroutes++;
@@ -10297,9 +10589,9 @@ typedef struct tn__static {
 
 static void tn__static_free(void *p) {
     tn__static *st = (tn__static *)p;
-    TN_FREE(st->root);
-    TN_FREE(st->index);
-    TN_FREE(st);
+    tn__free(st->root);
+    tn__free(st->index);
+    tn__free(st);
 }
 
 static void tn__close_fd(void *p) { close((int)(intptr_t)p); }
@@ -10500,24 +10792,24 @@ int tn_http_static(tn_http_server *srv, const char *prefix, const char *root, co
     if (!prefix || prefix[0] != '/' || !root || !realpath(root, real)) return TN_EINVAL;
     pl = strlen(prefix);
     if (prefix[pl - 1] != '/') return TN_EINVAL;
-    if (!(st = (tn__static *)TN_MALLOC(sizeof *st))) return TN_ENOMEM;
+    if (!(st = (tn__static *)tn__malloc(srv->loop, sizeof *st))) return TN_ENOMEM;
     memset(st, 0, sizeof *st);
     if (opts) st->opts = *opts;
     st->root_len = strlen(real);
     while (st->root_len > 1 && real[st->root_len - 1] == '/') real[--st->root_len] = 0;
     if (st->root_len == 1) st->root_len = 0; /* "/": every path is inside */
-    st->root = tn__strndup(real, strlen(real));
-    st->index = tn__strndup(st->opts.index ? st->opts.index : "index.html", strlen(st->opts.index ? st->opts.index : "index.html"));
-    pattern = (char *)TN_MALLOC(pl + sizeof "{tn_static_path*}");
+    st->root = tn__strndup(srv->loop, real, strlen(real));
+    st->index = tn__strndup(srv->loop, st->opts.index ? st->opts.index : "index.html", strlen(st->opts.index ? st->opts.index : "index.html"));
+    pattern = (char *)tn__malloc(srv->loop, pl + sizeof "{tn_static_path*}");
     if (!st->root || !st->index || !pattern) {
-        TN_FREE(pattern);
+        tn__free(pattern);
         tn__static_free(st);
         return TN_ENOMEM;
     }
     memcpy(pattern, prefix, pl);
     memcpy(pattern + pl, "{tn_static_path*}", sizeof "{tn_static_path*}");
     rc = tn__route_add(srv, "GET", pattern, tn__static_handler, NULL, st, NULL);
-    TN_FREE(pattern);
+    tn__free(pattern);
     if (rc) {
         tn__static_free(st);
         return rc;
@@ -10597,18 +10889,18 @@ static void tn__server_destroy(tn_http_server *srv) {
     while (srv->req_free) {
         tn_http_request *r = srv->req_free;
         srv->req_free = r->next_free;
-        TN_FREE(r->scratch);
-        TN_FREE(r->rh);
-        TN_FREE(r);
+        tn__free(r->scratch);
+        tn__free(r->rh);
+        tn__free(r);
     }
     for (i = 0; i < srv->nroutes; i++) {
-        TN_FREE(srv->routes[i].method);
-        TN_FREE(srv->routes[i].pattern);
+        tn__free(srv->routes[i].method);
+        tn__free(srv->routes[i].pattern);
         if (srv->routes[i].arg_free) srv->routes[i].arg_free(srv->routes[i].arg);
-        TN_FREE((void *)(uintptr_t)srv->routes[i].opts.cache_vary);
+        tn__free((void *)(uintptr_t)srv->routes[i].opts.cache_vary);
     }
-    TN_FREE(srv->routes);
-    TN_FREE(srv);
+    tn__free(srv->routes);
+    tn__free(srv);
 }
 
 void tn_http_server_free(tn_http_server *srv) {
@@ -10730,12 +11022,12 @@ static void tn__cmem_unlink(tn__cmem *m, tn__centry *e) {
     m->bytes -= tn__centry_size(e);
     m->stats->entries = m->count;
     m->stats->bytes = m->bytes;
-    TN_FREE(e);
+    tn__free(e);
 }
 
 static int tn__cmem_grow(tn__cmem *m) {
     size_t n = m->nbuckets ? m->nbuckets * 2 : 64, i;
-    tn__centry **nb = (tn__centry **)TN_MALLOC(n * sizeof *nb);
+    tn__centry **nb = (tn__centry **)tn__malloc(m->loop, n * sizeof *nb);
     if (!nb) return TN_ENOMEM;
     memset(nb, 0, n * sizeof *nb);
     for (i = 0; i < m->nbuckets; i++) {
@@ -10746,7 +11038,7 @@ static int tn__cmem_grow(tn__cmem *m) {
             nb[e->hash & (n - 1)] = e;
         }
     }
-    TN_FREE(m->buckets);
+    tn__free(m->buckets);
     m->buckets = nb;
     m->nbuckets = n;
     return 0;
@@ -10784,7 +11076,7 @@ static tn_future *tn__cmem_get(void *impl, const char *key) {
         tn_future_resolve(f, NULL);
         return f;
     }
-    if (!(b = tn_bytes_new(tn__centry_key(e) + e->klen + 1, e->vlen))) tn_future_fail(f, TN_ENOMEM);
+    if (!(b = tn_bytes_new_in(m->loop, tn__centry_key(e) + e->klen + 1, e->vlen))) tn_future_fail(f, TN_ENOMEM);
     else tn_future_resolve_owned(f, b, tn_bytes_free);
     return f;
 }
@@ -10800,7 +11092,7 @@ static int tn__cmem_put(tn__cmem *m, const char *key, const void *data, size_t l
         tn__cmem_unlink(m, m->lru_tail);
     }
     if (m->count >= m->nbuckets && tn__cmem_grow(m)) return TN_ENOMEM;
-    if (!(e = (tn__centry *)TN_MALLOC(need))) return TN_ENOMEM;
+    if (!(e = (tn__centry *)tn__malloc(m->loop, need))) return TN_ENOMEM;
     e->hash = h;
     e->klen = klen;
     e->vlen = len;
@@ -10858,8 +11150,8 @@ static tn_future *tn__cmem_del_prefix(void *impl, const char *prefix) {
 static void tn__cmem_free(void *impl) {
     tn__cmem *m = (tn__cmem *)impl;
     while (m->lru_head) tn__cmem_unlink(m, m->lru_head);
-    TN_FREE(m->buckets);
-    TN_FREE(m);
+    tn__free(m->buckets);
+    tn__free(m);
 }
 
 static const tn_cache_backend tn__cmem_backend = {tn__cmem_get, tn__cmem_set, tn__cmem_del, tn__cmem_del_prefix,
@@ -10906,12 +11198,12 @@ static void tn__flight_end(tn__flight *fl, int err, const tn_bytes *value, int h
         tn_bytes *copy;
         tn_future_on_cancel(w.f, NULL, NULL);
         if (err) tn_future_fail(w.f, err);
-        else if (!(copy = tn_bytes_new(value->data, value->len))) tn_future_fail(w.f, TN_ENOMEM);
+        else if (!(copy = tn_bytes_new_in(fl->cache->loop, value->data, value->len))) tn_future_fail(w.f, TN_ENOMEM);
         else tn_future_resolve_owned(w.f, copy, tn_bytes_free);
     }
-    TN_FREE(fl->waiters.w);
-    TN_FREE(fl->key);
-    TN_FREE(fl);
+    tn__free(fl->waiters.w);
+    tn__free(fl->key);
+    tn__free(fl);
 }
 
 static void tn__flight_filled(tn_future *f, void *arg) {
@@ -10977,10 +11269,10 @@ tn_future *tn_cache_fetch(tn_cache *c, const char *key, uint64_t ttl_ms, tn_cach
     for (fl = c->flights; fl; fl = fl->next)
         if (!fl->stale && strcmp(fl->key, key) == 0) break; /* a stale one takes no one new */
     if (!fl) {
-        if (!(fl = (tn__flight *)TN_MALLOC(sizeof *fl))) return NULL;
+        if (!(fl = (tn__flight *)tn__malloc(c->loop, sizeof *fl))) return NULL;
         memset(fl, 0, sizeof *fl);
-        if (!(fl->key = tn__strndup(key, strlen(key)))) {
-            TN_FREE(fl);
+        if (!(fl->key = tn__strndup(c->loop, key, strlen(key)))) {
+            tn__free(fl);
             return NULL;
         }
         fl->cache = c;
@@ -11024,13 +11316,13 @@ static void tn__cache_got(tn_future *f, void *arg) {
     }
     if (err) tn_future_fail(g->out, err);
     else tn_future_resolve_owned(g->out, v, fr);
-    TN_FREE(g);
+    tn__free(g);
 }
 tn_future *tn_cache_get(tn_cache *c, const char *key) {
-    tn__cget *g = (tn__cget *)TN_MALLOC(sizeof *g);
+    tn__cget *g = (tn__cget *)tn__malloc(c->loop, sizeof *g);
     tn_future *in, *out = tn_future_new(c->loop);
     if (!g || !out || !(in = c->be->get(c->impl, key))) {
-        TN_FREE(g);
+        tn__free(g);
         if (out) tn__future_abandon(out);
         return NULL;
     }
@@ -11065,7 +11357,7 @@ tn_future *tn_cache_delete_prefix(tn_cache *c, const char *prefix) {
 void tn_cache_get_stats(const tn_cache *c, tn_cache_stats *out) { *out = c->stats; }
 
 int tn_cache_new(tn_loop *l, const tn_cache_opts *o, tn_cache **out) {
-    tn_cache *c = (tn_cache *)TN_MALLOC(sizeof *c);
+    tn_cache *c = (tn_cache *)tn__malloc(l, sizeof *c);
     *out = NULL;
     if (!c) return TN_ENOMEM;
     memset(c, 0, sizeof *c);
@@ -11077,9 +11369,9 @@ int tn_cache_new(tn_loop *l, const tn_cache_opts *o, tn_cache **out) {
         c->be = c->opts.backend;
         c->impl = c->opts.backend_impl;
     } else {
-        tn__cmem *m = (tn__cmem *)TN_MALLOC(sizeof *m);
+        tn__cmem *m = (tn__cmem *)tn__malloc(l, sizeof *m);
         if (!m) {
-            TN_FREE(c);
+            tn__free(c);
             return TN_ENOMEM;
         }
         memset(m, 0, sizeof *m);
@@ -11107,7 +11399,7 @@ void tn_cache_free(tn_cache *c) {
         tn__flight_end(fl, TN_ECANCELLED, NULL, 0);
     }
     if (c->be->free) c->be->free(c->impl);
-    TN_FREE(c);
+    tn__free(c);
 }
 
 #ifndef TN_NO_HTTP_CLIENT
@@ -11189,11 +11481,11 @@ static void tn__hconn_close(tn__hconn *hc);
 void tn_http_response_free(void *p) {
     tn_http_response *r = (tn_http_response *)p;
     if (!r) return;
-    TN_FREE(r->reason);
-    TN_FREE(r->headers); /* the strings live in the same block */
-    TN_FREE(r->body);
-    TN_FREE(r->effective_url);
-    TN_FREE(r);
+    tn__free(r->reason);
+    tn__free(r->headers); /* the strings live in the same block */
+    tn__free(r->body);
+    tn__free(r->effective_url);
+    tn__free(r);
 }
 
 const char *tn_http_response_header(const tn_http_response *r, const char *name) {
@@ -11205,7 +11497,7 @@ const char *tn_http_response_header(const tn_http_response *r, const char *name)
 
 
 int tn_http_client_new(tn_loop *l, const tn_http_client_opts *opts, tn_http_client **out) {
-    tn_http_client *c = (tn_http_client *)TN_MALLOC(sizeof *c);
+    tn_http_client *c = (tn_http_client *)tn__malloc(l, sizeof *c);
     *out = NULL;
     if (!c) return TN_ENOMEM;
     memset(c, 0, sizeof *c);
@@ -11252,17 +11544,17 @@ static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
     }
     for (p = ts; *p && *p != '#'; p++)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f) return TN_EINVAL; /* would break the request line */
-    TN_FREE(fe->url);
-    TN_FREE(fe->host);
-    TN_FREE(fe->target);
-    fe->url = tn__strndup(url, n);
-    fe->host = tn__strndup(hs, (size_t)(he - hs));
+    tn__free(fe->url);
+    tn__free(fe->host);
+    tn__free(fe->target);
+    fe->url = tn__strndup(fe->cl->loop, url, n);
+    fe->host = tn__strndup(fe->cl->loop, hs, (size_t)(he - hs));
     {
         /* "http://h?q" -> "/?q"; bytes >= 0x80 (a UTF-8 Location) are
          * not allowed raw in a request-target: %XX (RFC 3986 2.1). */
         size_t tl = strcspn(ts, "#"), i, o = 0, extra = 0;
         for (i = 0; i < tl; i++) extra += (unsigned char)ts[i] >= 0x80 ? 2 : 0;
-        fe->target = (char *)TN_MALLOC(tl + extra + 2);
+        fe->target = (char *)tn__malloc(fe->cl->loop, tl + extra + 2);
         if (fe->target) {
             if (*ts != '/') fe->target[o++] = '/';
             for (i = 0; i < tl; i++) {
@@ -11290,11 +11582,11 @@ static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port, in
     snprintf(key, sizeof key, "%s%s:%d", tls ? "https://" : "", host, port);
     for (p = c->pools; p; p = p->next)
         if (strcmp(p->key, key) == 0) return p;
-    p = (tn__hpool *)TN_MALLOC(sizeof *p);
+    p = (tn__hpool *)tn__malloc(c->loop, sizeof *p);
     if (!p) return NULL;
     memset(p, 0, sizeof *p);
-    if (!(p->key = tn__strndup(key, strlen(key)))) {
-        TN_FREE(p);
+    if (!(p->key = tn__strndup(c->loop, key, strlen(key)))) {
+        tn__free(p);
         return NULL;
     }
     p->tls = tls;
@@ -11306,19 +11598,19 @@ static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port, in
 static void tn__fetch_free(tn__fetch *fe) {
     if (fe->timer_armed) tn_cancel_timer(fe->cl->loop, fe->timer);
     tn_http_response_free(fe->resp);
-    TN_FREE(fe->method);
+    tn__free(fe->method);
     if (fe->body && fe->opts.body_free) fe->opts.body_free((void *)(uintptr_t)fe->body);
-    else TN_FREE((void *)(uintptr_t)fe->body);
-    TN_FREE(fe->hdrs);
-    TN_FREE(fe->host_hdr);
-    TN_FREE(fe->url);
-    TN_FREE(fe->host);
-    TN_FREE(fe->target);
+    else tn__free((void *)(uintptr_t)fe->body);
+    tn__free(fe->hdrs);
+    tn__free(fe->host_hdr);
+    tn__free(fe->url);
+    tn__free(fe->host);
+    tn__free(fe->target);
     if (fe->all_prev) fe->all_prev->all_next = fe->all_next;
     else fe->cl->fetches = fe->all_next;
     if (fe->all_next) fe->all_next->all_prev = fe->all_prev;
     fe->cl->nfetches--;
-    TN_FREE(fe);
+    tn__free(fe);
 }
 
 static void tn__fetch_timer(tn__fetch *fe, unsigned ms, tn_callback_fn fn) {
@@ -11384,7 +11676,7 @@ static void tn__hconn_free(tn__hconn *hc) {
         tn__stream_in_release(&hc->s);
     }
     p->active--;
-    TN_FREE(hc);
+    tn__free(hc);
     /* A slot freed up: start the next queued fetch. */
     if (p->qhead && !c->closing) {
         tn__fetch *fe = p->qhead;
@@ -11599,7 +11891,7 @@ static void tn__fetch_dispatch(tn__fetch *fe) {
         tn__fetch_timer(fe, fe->opts.queue_timeout_ms, tn__fetch_queue_timeout);
         return;
     }
-    hc = (tn__hconn *)TN_MALLOC(sizeof *hc);
+    hc = (tn__hconn *)tn__malloc(fe->cl->loop, sizeof *hc);
     if (!hc) {
         tn__fetch_fail(fe, TN_ENOMEM);
         return;
@@ -11626,7 +11918,7 @@ static int tn__resp_append(tn__fetch *fe, const char *p, size_t n) {
         size_t ncap = fe->body_cap ? fe->body_cap : 4096;
         char *nb;
         while (ncap < r->body_len + n + 1) ncap *= 2;
-        nb = (char *)TN_REALLOC(r->body, ncap);
+        nb = (char *)tn__realloc(fe->cl->loop, r->body, ncap);
         if (!nb) return TN_ENOMEM;
         r->body = nb;
         fe->body_cap = ncap;
@@ -11643,10 +11935,10 @@ static int tn__resp_from_head(tn__fetch *fe, const tn_http_message *m) {
     size_t i, bytes = m->num_headers * sizeof(tn_http_header);
     char *block, *o;
     for (i = 0; i < m->num_headers; i++) bytes += m->headers[i].name_len + m->headers[i].value_len + 2;
-    block = (char *)TN_MALLOC(bytes ? bytes : 1);
+    block = (char *)tn__malloc(fe->cl->loop, bytes ? bytes : 1);
     if (!block) return TN_ENOMEM;
-    TN_FREE(r->headers);
-    TN_FREE(r->reason);
+    tn__free(r->headers);
+    tn__free(r->reason);
     r->headers = (tn_http_header *)(void *)block;
     o = block + m->num_headers * sizeof(tn_http_header);
     for (i = 0; i < m->num_headers; i++) {
@@ -11664,7 +11956,7 @@ static int tn__resp_from_head(tn__fetch *fe, const tn_http_message *m) {
     }
     r->num_headers = m->num_headers;
     r->status = m->status;
-    r->reason = tn__strndup(m->reason ? m->reason : "", m->reason_len);
+    r->reason = tn__strndup(fe->cl->loop, m->reason ? m->reason : "", m->reason_len);
     return r->reason ? 0 : TN_ENOMEM;
 }
 
@@ -11674,8 +11966,8 @@ static char *tn__resolve_location(const tn__fetch *fe, const char *loc, const ch
     size_t n = strlen(loc);
     const char *scheme = fe->tls ? "https" : "http";
     char *out;
-    if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0) return tn__strndup(loc, n);
-    out = (char *)TN_MALLOC(strlen(host) + strlen(fe->target) + n + 40);
+    if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0) return tn__strndup(fe->cl->loop, loc, n);
+    out = (char *)tn__malloc(fe->cl->loop, strlen(host) + strlen(fe->target) + n + 40);
     if (!out) return NULL;
     if (loc[0] == '/' && loc[1] == '/') sprintf(out, "%s:%s", scheme, loc);
     else if (loc[0] == '/') sprintf(out, "%s://%s:%d%s", scheme, host, fe->port, loc);
@@ -11727,13 +12019,13 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
             fe->host = NULL; /* kept to compare */
             next = tn__resolve_location(fe, loc, old_host);
             rc = next ? tn__fetch_set_url(fe, next) : TN_ENOMEM;
-            TN_FREE(next);
+            tn__free(next);
             /* A Host the user set names the first server, not another. */
             if (!rc && (old_port != fe->port || old_tls != fe->tls || strcmp(old_host, fe->host) != 0)) {
-                TN_FREE(fe->host_hdr);
+                tn__free(fe->host_hdr);
                 fe->host_hdr = NULL;
             }
-            TN_FREE(old_host);
+            tn__free(old_host);
             if (rc) {
                 tn__fetch_fail(fe, rc);
                 return;
@@ -11742,8 +12034,8 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
         /* 303 (and 301/302 after a POST, as browsers and Tornado do) turn
          * into a GET without a body; 307/308 repeat the request as it was. */
         if (st == 303 || ((st == 301 || st == 302) && strcmp(fe->method, "POST") == 0)) {
-            TN_FREE(fe->method);
-            fe->method = tn__strndup("GET", 3);
+            tn__free(fe->method);
+            fe->method = tn__strndup(fe->cl->loop, "GET", 3);
             fe->opts.body_len = 0;
             if (!fe->method) {
                 tn__fetch_fail(fe, TN_ENOMEM);
@@ -11763,7 +12055,7 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
     }
     /* body is documented NUL-terminated: an empty one (304, HEAD,
      * streaming) was NULL, and strcmp(r->body, "") crashed. */
-    if (!r->body && !(r->body = tn__strndup("", 0))) {
+    if (!r->body && !(r->body = tn__strndup(fe->cl->loop, "", 0))) {
         tn__fetch_fail(fe, TN_ENOMEM);
         return;
     }
@@ -11890,7 +12182,7 @@ static int tn__fetch_headers(tn__fetch *fe, const char *const *headers) {
     size_t i, total = 0;
     for (i = 0; headers[i]; i++) total += strlen(headers[i]) + 3;
     if (!total) return 0;
-    if (!(fe->hdrs = (char *)TN_MALLOC(total))) return TN_ENOMEM;
+    if (!(fe->hdrs = (char *)tn__malloc(fe->cl->loop, total))) return TN_ENOMEM;
     for (i = 0; headers[i]; i++) {
         const char *h = headers[i], *colon = strchr(h, ':'), *v, *ve, *q;
         size_t nl, vl;
@@ -11905,9 +12197,9 @@ static int tn__fetch_headers(tn__fetch *fe, const char *const *headers) {
             if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f) return TN_EINVAL;
         if (tn__http_ieq(h, nl, "content-length") || tn__http_ieq(h, nl, "transfer-encoding")) return TN_EINVAL;
         if (tn__http_ieq(h, nl, "host")) {
-            TN_FREE(fe->host_hdr);
+            tn__free(fe->host_hdr);
             if (!vl || !tn__http_valid_host(v, vl)) return TN_EINVAL;
-            if (!(fe->host_hdr = tn__strndup(v, vl))) return TN_ENOMEM;
+            if (!(fe->host_hdr = tn__strndup(fe->cl->loop, v, vl))) return TN_ENOMEM;
             continue;
         }
         if (tn__http_ieq(h, nl, "user-agent")) fe->user_agent = 1;
@@ -11922,7 +12214,7 @@ static int tn__fetch_headers(tn__fetch *fe, const char *const *headers) {
 
 tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts) {
     tn_future *f = tn_future_new(c->loop);
-    tn__fetch *fe = f ? (tn__fetch *)TN_MALLOC(sizeof *fe) : NULL;
+    tn__fetch *fe = f ? (tn__fetch *)tn__malloc(c->loop, sizeof *fe) : NULL;
     int rc = 0;
     if (!fe) {
         /* The body given by reference is ours from the call on. */
@@ -11947,7 +12239,7 @@ tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch
         fe->body = fe->opts.body; /* by reference: freed with the fetch */
         if (!fe->body) fe->opts.body_len = 0;
     } else if (fe->opts.body_len) {
-        char *copy = tn__strndup(fe->opts.body ? fe->opts.body : "", fe->opts.body_len);
+        char *copy = tn__strndup(fe->cl->loop, fe->opts.body ? fe->opts.body : "", fe->opts.body_len);
         fe->body = copy;
         if (!copy) rc = TN_ENOMEM;
     }
@@ -11957,14 +12249,14 @@ tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch
         for (p = m; *p; p++)
             if (!tn__http_is_tchar((unsigned char)*p)) rc = TN_EINVAL;
         if (!*m) rc = TN_EINVAL;
-        if (!rc && !(fe->method = tn__strndup(m, strlen(m)))) rc = TN_ENOMEM;
+        if (!rc && !(fe->method = tn__strndup(fe->cl->loop, m, strlen(m)))) rc = TN_ENOMEM;
     }
     if (!rc && fe->opts.headers) rc = tn__fetch_headers(fe, fe->opts.headers);
     fe->opts.method = NULL;
     fe->opts.body = NULL;
     fe->opts.headers = NULL;
     if (!rc) rc = tn__fetch_set_url(fe, url ? url : "");
-    if (!rc && !(fe->resp = (tn_http_response *)TN_MALLOC(sizeof *fe->resp))) rc = TN_ENOMEM;
+    if (!rc && !(fe->resp = (tn_http_response *)tn__malloc(fe->cl->loop, sizeof *fe->resp))) rc = TN_ENOMEM;
     if (!rc) memset(fe->resp, 0, sizeof *fe->resp);
     if (!rc && !(fe->pool = tn__pool_for(c, fe->host, fe->port, fe->tls))) rc = TN_ENOMEM;
     if (rc) {
@@ -11989,13 +12281,13 @@ void tn_http_client_free(tn_http_client *c) {
 #if TN__TLS
         if (p->tls_session) tn__tlsb_session_free(p->tls_session);
 #endif
-        TN_FREE(p->key);
-        TN_FREE(p);
+        tn__free(p->key);
+        tn__free(p);
     }
 #if TN__TLS
     if (c->tls) tn__tls_ctx_unref(c->tls);
 #endif
-    TN_FREE(c);
+    tn__free(c);
 }
 
 int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_response **out) {
@@ -12004,9 +12296,11 @@ int tn_http_fetch_sync(const char *url, const tn_http_fetch_opts *opts, tn_http_
     void *v = NULL;
     int rc;
     *out = NULL;
-    if ((rc = tn_loop_new(&l, NULL)) != 0) return rc;
-    if ((rc = tn_http_client_new(l, NULL, &c)) != 0) {
-        tn_loop_free(l);
+    /* Under TN_NO_MALLOC its own loop has no region: TN_EINVAL. A body
+     * given by reference is ours in every case (see OWNERSHIP). */
+    if ((rc = tn_loop_new(&l, NULL)) != 0 || (rc = tn_http_client_new(l, NULL, &c)) != 0) {
+        if (opts && opts->body && opts->body_free) opts->body_free((void *)(uintptr_t)opts->body);
+        tn_loop_free(l); /* NULL when tn_loop_new failed */
         return rc;
     }
     rc = tn_run_sync(l, tn_http_fetch(c, url, opts), 0, &v);

@@ -10,6 +10,13 @@
 #   TN_NO_SIGNALS       tn_signal_*                    -> test_loop without them
 #   TN_HTTP_MINIMAL     see the manual                 -> tests/minimal.c instead
 #                       of the server and web suites
+#   TN_NO_MALLOC        every allocation from the loop's region (each test
+#                       loop gets one: tests/tn_test.h) -> every suite file
+#                       (tn_http_fetch_sync is TN_EINVAL; test_nomalloc.c
+#                       runs out of regions on purpose); with and without
+#                       threads
+# Names given as arguments build only those configurations
+# (make check-nomalloc: sh tests/features.sh no-malloc no-malloc-nothreads).
 # The suites that test the examples (built in the default configuration:
 # test_examples, test_http_interop, test_httpbin) are not rerun here.
 # Ends with "N passed, N failed" (tests/run.sh).
@@ -26,9 +33,11 @@ pick() { # the suite files without the ones named
     echo $files
 }
 bins=""
+only="$*"
 build() { # name "macros" files...
     name=$1 macros=$2
     shift 2
+    if [ -n "$only" ] && ! printf ' %s ' $only | grep -q " $name "; then return; fi
     echo "   build $out/$name ($macros)"
     # shellcheck disable=SC2086
     if $CC $WARN -O1 -g -D_GNU_SOURCE $macros -o "$out/$name" "$@" tests/main.c tests/impl.c -pthread; then
@@ -54,5 +63,8 @@ build smallest-server "-DTN_HTTP_MINIMAL -DTN_BACKEND_POLL -DTN_NO_HTTP_CLIENT -
 build core "-DTN_NO_HTTP_SERVER -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS" \
     tests/test_co.c tests/test_co_labels.c tests/test_future.c tests/test_loop.c tests/test_locks.c \
     tests/test_http_parser.c tests/test_patterns.c
+# TN_NO_MALLOC: the library's allocations from the loop's region only
+build no-malloc "-DTN_NO_MALLOC" $all
+build no-malloc-nothreads "-DTN_NO_MALLOC -DTN_NO_THREADS -DTN_BACKEND_POLL" $all
 # shellcheck disable=SC2086
 sh tests/run.sh $bins

@@ -57,7 +57,7 @@ static inline void call_pipe_io(tn_loop *l, int fd, unsigned events, void *arg);
 static inline server *server_start(const tn_http_server_opts *opts, routes_fn routes) {
     server *s = (server *)calloc(1, sizeof *s);
     REQUIRE(s != NULL);
-    REQUIRE(tn_loop_new(&s->loop, NULL) == 0);
+    REQUIRE(test_loop_new(&s->loop, NULL) == 0);
     REQUIRE(pipe(s->call_pipe) == 0);
     REQUIRE(tn_add_handler(s->loop, s->call_pipe[0], TN_READ, call_pipe_io, s) == 0);
     REQUIRE(tn_http_server_new(s->loop, opts, &s->srv) == 0);

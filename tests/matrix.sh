@@ -31,7 +31,8 @@ for cc in gcc clang; do
     cfgs='"" "-DTN_BACKEND_POLL" "-DTN_NO_THREADS" "-DTN_NO_THREADS -DTN_BACKEND_POLL" "-DTN_CO_LABELS"
           "-DTN_NO_HTTP_CLIENT" "-DTN_NO_HTTP_SERVER" "-DTN_NO_TCP" "-DTN_NO_EXECUTOR" "-DTN_NO_SIGNALS"
           "-DTN_HTTP_MINIMAL" "-DTN_HTTP_MINIMAL -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS -DTN_NO_THREADS -DTN_BACKEND_POLL"
-          "-DTN_NO_HTTP_SERVER -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS"'
+          "-DTN_NO_HTTP_SERVER -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS"
+          "-DTN_NO_MALLOC" "-DTN_NO_MALLOC -DTN_NO_THREADS -DTN_BACKEND_POLL"'
     # TLS builds need their library's headers (CI installs both)
     for tls in OPENSSL:openssl/ssl.h:libssl-dev MBEDTLS:mbedtls/ssl.h:libmbedtls-dev; do
         if printf '#include <%s>\n' "${tls#*:}" | sed 's/:.*>/>/' | $cc -E -x c - >/dev/null 2>&1; then

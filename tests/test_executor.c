@@ -17,7 +17,7 @@ static tn_loop *new_loop_threads(int threads) {
     tn_loop_opts o;
     memset(&o, 0, sizeof o);
     o.executor_threads = threads;
-    REQUIRE(tn_loop_new(&l, &o) == 0);
+    REQUIRE(test_loop_new(&l, &o) == 0);
     REQUIRE(l != NULL);
     return l;
 }
@@ -405,7 +405,7 @@ TEST(executor_inline_without_threads) {
     tn_loop *l = NULL;
     tn_future *f;
     tn_loop_stats st;
-    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(test_loop_new(&l, NULL) == 0);
     f = tn_run_in_executor(l, work_inline, &inline_ran, NULL);
     REQUIRE(f != NULL);
     CHECK_EQ_INT(inline_ran, 1);

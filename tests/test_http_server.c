@@ -2389,7 +2389,7 @@ TEST(fuzz_timeout_answer_to_a_gone_client_is_no_use_after_free) {
     int sv[2], i;
     memset(&o, 0, sizeof o);
     o.body_timeout_ms = 5;
-    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(test_loop_new(&l, NULL) == 0);
     REQUIRE(tn_http_server_new(l, &o, &srv) == 0);
     REQUIRE(tn_http_route(srv, "POST", "/echo", echo_h, NULL, NULL) == 0);
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);

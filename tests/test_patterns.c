@@ -7,8 +7,8 @@
 #include <errno.h>
 #include <unistd.h>
 
-static tn_bytes *tn__test_bytes(const char *p, size_t n) {
-    tn_bytes *b = tn_bytes_new(p, n);
+static tn_bytes *tn__test_bytes(tn_loop *l, const char *p, size_t n) {
+    tn_bytes *b = tn_bytes_new_in(l, p, n); /* tn_bytes_new: see test_nomalloc.c */
     REQUIRE(b != NULL && b->len == n && b->data[n] == 0);
     return b;
 }
@@ -148,9 +148,8 @@ static void fill_finish(tn_loop *l, void *arg) {
     struct fill_job *j = (struct fill_job *)arg;
     char v[128];
     int n = snprintf(v, sizeof v, "value of %s", j->key);
-    (void)l;
     if (fill_fail) tn_future_fail(j->f, -EIO);
-    else tn_future_resolve_owned(j->f, tn__test_bytes(v, (size_t)n), tn_bytes_free);
+    else tn_future_resolve_owned(j->f, tn__test_bytes(l, v, (size_t)n), tn_bytes_free);
     free(j);
 }
 static tn_future *slow_fill(const char *key, void *arg) {
@@ -237,7 +236,7 @@ TEST(cache_write_during_a_fill_is_not_undone_by_it) {
         else if (how == 1) tn_future_release(tn_cache_delete_prefix(c, "id:"));
         else tn_future_release(tn_cache_set(c, "id:1", "new", 3, 0));
         after = tn_cache_fetch(c, "id:1", 0, slow_fill, l);
-        tn_future_resolve_owned(fb, tn__test_bytes(held_value, 3), tn_bytes_free); /* the stale read */
+        tn_future_resolve_owned(fb, tn__test_bytes(l, held_value, 3), tn_bytes_free); /* the stale read */
         CHECK_EQ_INT(tn_run_sync(l, before, 5000, &v), 0);
         CHECK(bytes_is(v, "old"));
         CHECK_EQ_INT(tn_run_sync(l, after, 5000, &v), 0);

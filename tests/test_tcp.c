@@ -80,7 +80,7 @@ static void on_accept(tn_stream *s, void *arg) {
 static void tsrv_start(tsrv *srv, int echo) {
     memset(srv, 0, sizeof *srv);
     srv->echo = echo;
-    REQUIRE(tn_loop_new(&srv->loop, NULL) == 0);
+    REQUIRE(test_loop_new(&srv->loop, NULL) == 0);
     REQUIRE(tn_tcp_listen(srv->loop, "127.0.0.1", 0, on_accept, srv, &srv->lfd, &srv->port) == 0);
     REQUIRE(srv->port > 0);
 }
@@ -618,7 +618,7 @@ TEST(tcp_connect_refused) {
     REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
     REQUIRE(getsockname(fd, (struct sockaddr *)&a, &sl) == 0);
     port = ntohs(a.sin_port);
-    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(test_loop_new(&l, NULL) == 0);
     CHECK_EQ_INT(tn_run_sync(l, tn_tcp_connect(l, "127.0.0.1", port, 2000), 5000, &v), TN_EREFUSED);
     CHECK(v == NULL);
     /* no timeout at all: the refusal still ends it */
@@ -676,7 +676,7 @@ TEST(tcp_connect_timeout_backlog_full) {
     int lfd, port, fills[NFILL];
     void *v = NULL;
     lfd = full_listener(&port, fills);
-    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(test_loop_new(&l, NULL) == 0);
     CHECK_EQ_INT(tn_run_sync(l, tn_tcp_connect(l, "127.0.0.1", port, 200), 10000, &v), TN_ECONNECTTIMEOUT);
     CHECK(v == NULL);
     /* the timed-out attempt left nothing behind in the loop */
@@ -725,7 +725,7 @@ TEST(tcp_resolve_failure) {
     tn_loop *l;
     tn_loop_stats st;
     void *v = NULL;
-    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(test_loop_new(&l, NULL) == 0);
     /* .invalid never resolves (RFC 6761) */
     CHECK_EQ_INT(tn_run_sync(l, tn_tcp_connect(l, "nosuchhost.invalid", 80, 10000), 15000, &v), TN_ERESOLVE);
     CHECK(v == NULL);

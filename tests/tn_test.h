@@ -79,9 +79,34 @@ extern int tn_test_checks; /* per child process: assertions evaluated */
         tn_loop_free(l);                      \
     } while (0)
 
+/* tn_loop_new for the suite: under TN_NO_MALLOC every loop needs a region
+ * (tn_loop_opts.heap); each gets TEST_REGION_SIZE bytes of mmap'd address
+ * space (pages cost only once touched), never unmapped: each test is a
+ * child process of its own. The tests themselves may use malloc; only the
+ * library may not. */
+#ifdef TN_NO_MALLOC
+#include <sys/mman.h>
+#ifndef TEST_REGION_SIZE
+#define TEST_REGION_SIZE ((size_t)256 << 20)
+#endif
+#endif
+static inline int test_loop_new(tn_loop **out, const tn_loop_opts *opts) {
+    tn_loop_opts o;
+    if (opts) o = *opts;
+    else memset(&o, 0, sizeof o);
+#ifdef TN_NO_MALLOC
+    if (!o.heap) {
+        o.heap = mmap(NULL, TEST_REGION_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (o.heap == MAP_FAILED) return TN_ENOMEM;
+        o.heap_size = TEST_REGION_SIZE;
+    }
+#endif
+    return tn_loop_new(out, &o);
+}
+
 static inline tn_loop *new_loop(void) {
     tn_loop *l = NULL;
-    REQUIRE(tn_loop_new(&l, NULL) == 0);
+    REQUIRE(test_loop_new(&l, NULL) == 0);
     REQUIRE(l != NULL);
     return l;
 }
