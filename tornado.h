@@ -2047,10 +2047,15 @@ TN__UNUSED static char *tn__put(char *p, const char *s, size_t n) {
 TN__UNUSED static char *tn__put_u64(char *p, uint64_t v, int hex) {
     char buf[20];
     size_t i = sizeof buf;
-    do {
-        buf[--i] = "0123456789abcdef"[hex ? v % 16 : v % 10];
-        v = hex ? v / 16 : v / 10;
-    } while (v);
+    /* Two loops, so each divides by a constant (shifts, or a multiply). */
+    if (hex) do {
+            buf[--i] = "0123456789abcdef"[v & 15u];
+            v >>= 4;
+        } while (v);
+    else do {
+            buf[--i] = (char)('0' + (int)(v % 10u));
+            v /= 10u;
+        } while (v);
     return tn__put(p, buf + i, sizeof buf - i);
 }
 
@@ -7575,9 +7580,16 @@ int tn_http_header_eq(const tn_http_header *h, const char *name) {
 
 const tn_http_header *tn_http_find_header(const tn_http_message *m,
                                           const char *name) {
-    size_t i;
-    for (i = 0; i < m->num_headers; i++)
-        if (tn_http_header_eq(&m->headers[i], name)) return &m->headers[i];
+    size_t i, n = strlen(name), k;
+    /* The length first, once: most names differ in it (a lookup of an
+     * absent field, the usual case, then costs a compare per field). */
+    for (i = 0; i < m->num_headers; i++) {
+        const tn_http_header *h = &m->headers[i];
+        if (h->name_len != n) continue;
+        for (k = 0; k < n; k++)
+            if (tn__http_lower((unsigned char)h->name[k]) != tn__http_lower((unsigned char)name[k])) break;
+        if (k == n) return h;
+    }
     return NULL;
 }
 
@@ -8959,10 +8971,11 @@ static int tn__form_on_part(void *arg, int event, const tn_http_part *part, cons
  * 0, or the status to answer instead of running the handler (400, 413,
  * 503). */
 TN__UNUSED static int tn__req_body_args(tn_http_request *r) {
-    const char *ct = tn_http_get_header(r, "Content-Type");
+    const char *ct;
     size_t len;
     const char *body = tn_http_body(r, &len);
-    if (!len || r->route->opts.on_body) return 0;
+    if (!len || r->route->opts.on_body) return 0; /* a GET: no lookup at all */
+    ct = tn_http_get_header(r, "Content-Type");
     if (tn__ctype_is(ct, "application/x-www-form-urlencoded")) {
         if (tn__form_pairs(body, len) > TN_HTTP_MAX_ARGS) return 413;
         r->nb = tn__form_parse(r, body, len, &r->bargs);
@@ -10328,15 +10341,16 @@ static void tn__conn_process(tn__conn *c) {
             }
             r->conn = c;
             c->req = r;
-            if (!(c->s.oflags & TN__C_GOT_BYTES)) {
-                c->s.oflags |= TN__C_GOT_BYTES;
-                tn__list_add(c, TN__L_HEADER); /* the head's clock starts now */
-            }
+            c->s.oflags |= TN__C_GOT_BYTES;
         }
         if (r->state == TN__RQ_HEAD) {
             rc = tn_http_parse_request(in->data + in->off, avail, r->prev_len, &r->msg, r->headers,
                                        TN_HTTP_MAX_HEADERS, &srv->limits);
             if (rc == TN_EAGAIN) {
+                /* The head's clock starts with its first bytes, which are
+                 * these: a head that came whole in one read (the usual
+                 * case) never goes on the list at all. */
+                if (TN__C_LIST(c) != TN__L_HEADER + 1) tn__list_add(c, TN__L_HEADER);
                 r->prev_len = avail;
                 if (c->s.flags & TN__S_EOF) c->s.oflags |= TN__C_CLOSE_AFTER; /* cut off: nothing to answer */
                 else if (c->s.flags & TN__S_FULL) tn__conn_error(c, 503); /* no budget for a longer head */
