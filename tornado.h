@@ -304,7 +304,8 @@
  *   TN_EXECUTOR_THREADS     4       pool threads (tn_loop_opts can override)
  *   TN_BUF_SIZE             16384   pooled I/O buffer size
  *   TN_BUF_POOL             64      free buffers (and stream I/O states) a loop keeps
- *   TN_FREE_LIST_MAX        1024    freed futures and executor jobs kept for reuse
+ *   TN_FREE_LIST_MAX        1024    freed futures kept for reuse; executor jobs:
+ *                                   this or the most ever in flight at once
  *   TN_STREAM_MAX_BUFFER    100 MiB a tn_stream read's size and queued output
  *   TN_HTTP_MAX_HEAD        65536   request head limit (431)
  *   TN_HTTP_MAX_TARGET      8192    request-target limit (414)
@@ -343,7 +344,10 @@
  *   TN_AWAIT on a done future continues at once; on a pending one, one
  *                             callback when it resolves
  *   TN_WAIT_UNTIL             O(waiters) per loop iteration
- *   tn_run_in_executor        one mutex round trip each way + one wake-up
+ *   tn_run_in_executor        one mutex round trip each way + one wake-up;
+ *                             no allocation once as many jobs as are in
+ *                             flight have been made (the job free list
+ *                             keeps the most ever in flight at once)
  *   HTTP request              no allocation on the hot path once warm
  *                             (pooled buffers and request objects), one
  *                             read and one write per batch of pipelined
@@ -520,7 +524,7 @@
 #ifndef TN_BUF_POOL              /* free buffers a loop keeps for reuse */
 #define TN_BUF_POOL 64
 #endif
-#ifndef TN_FREE_LIST_MAX         /* freed futures (and jobs) a loop keeps for reuse */
+#ifndef TN_FREE_LIST_MAX         /* freed futures (jobs: at least) a loop keeps for reuse */
 #define TN_FREE_LIST_MAX 1024
 #endif
 #ifndef TN_STREAM_MAX_BUFFER     /* a user stream's queued output (TN_EFULL beyond) */
@@ -2233,6 +2237,7 @@ struct tn_loop {
     tn__timer_slot *slots;
     size_t slots_cap, slots_used;
     uint32_t free_slot; /* index + 1, 0: none */
+    size_t slot_frees;  /* since the free list was last put in index order */
     tn__heap_entry *heap;
     size_t heap_len, heap_cap, timers_stale;
     uint64_t timer_seq;
@@ -2269,7 +2274,7 @@ struct tn_loop {
     size_t nbuf_free;
     void *sio_free; /* pooled stream I/O states (tn__sio), likewise */
     size_t nsio_free;
-    size_t nfutures, ncoroutines, njobs;
+    size_t nfutures, ncoroutines, njobs, njobs_peak;
     int running, stop_requested;
 #ifdef TN_NO_MALLOC
     tn__region *region; /* where everything of this loop lives, itself included */
@@ -2811,6 +2816,24 @@ static void tn__heap_compact(tn_loop *l) {
     for (i = n / 2; i-- > 0;) tn__heap_down(l, i);
 }
 
+/* Threads every free slot (fn NULL) onto the free list, lowest index
+ * first. Timers fire in deadline order, so a LIFO free list hands slots
+ * out in random memory order after a while: every new timer then writes
+ * a cold cache line. When a timer starts after frees of half as many
+ * slots as there are, the list is rebuilt in index order first: O(slots)
+ * per slots/2 frees, O(1) amortized, and new timers fill memory in order
+ * (the lowest free slots first) again. */
+static void tn__slots_relink(tn_loop *l) {
+    size_t i;
+    l->free_slot = 0;
+    for (i = l->slots_cap; i > 0; i--)
+        if (!l->slots[i - 1].fn) {
+            l->slots[i - 1].next_free = l->free_slot;
+            l->free_slot = (uint32_t)i;
+        }
+    l->slot_frees = 0;
+}
+
 static void tn__slot_free(tn_loop *l, uint32_t slot) {
     tn__timer_slot *s = &l->slots[slot];
     if (s->pending) l->timers_stale++; /* its heap entry is now stale */
@@ -2820,6 +2843,7 @@ static void tn__slot_free(tn_loop *l, uint32_t slot) {
     s->next_free = l->free_slot;
     l->free_slot = slot + 1;
     l->slots_used--;
+    l->slot_frees++;
 }
 
 static int tn__timer_start(tn_loop *l, uint64_t when_ns, uint64_t interval_ns, tn_callback_fn fn,
@@ -2841,6 +2865,7 @@ static int tn__timer_start(tn_loop *l, uint64_t when_ns, uint64_t interval_ns, t
         }
     }
     if (l->timers_stale > 1024 && l->timers_stale > l->heap_len / 2) tn__heap_compact(l);
+    if (l->slot_frees >= l->slots_cap / 2 && l->slots_cap >= 4096) tn__slots_relink(l);
     slot = l->free_slot - 1;
     s = &l->slots[slot];
     if (tn__heap_push(l, slot, when_ns)) return TN_ENOMEM;
@@ -3841,9 +3866,15 @@ struct tn__executor {
 };
 
 /* Jobs are made and dropped on the loop thread only, so a plain free list
- * serves them (two mallocs per round trip were half its cost). */
+ * serves them (two mallocs per round trip were half its cost). It keeps
+ * as many as were ever in flight at once (at least TN_FREE_LIST_MAX): the
+ * application, not a peer, decides how many jobs it submits, and a burst
+ * of them otherwise paid malloc and free for all but the first 1024, which
+ * tripled the round trip. TN_FREE_LIST_MAX 0 keeps none. */
 static void tn__job_recycle(tn_loop *l, tn__job *j) {
-    if (l->njob_free + 1 <= TN_FREE_LIST_MAX) { /* not "<": see tn__future_maybe_free */
+    size_t keep = l->njobs_peak > TN_FREE_LIST_MAX ? l->njobs_peak : TN_FREE_LIST_MAX;
+    if (TN_FREE_LIST_MAX == 0) keep = 0;
+    if (l->njob_free + 1 <= keep) { /* not "<": see tn__future_maybe_free */
         *(void **)j = l->job_free;
         l->job_free = j;
         l->njob_free++;
@@ -3992,7 +4023,7 @@ tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_fre
     j->f = f;
     f->flags |= TN__F_SETTLES_OWN_CANCEL; /* a running job is settled when it ends */
     tn_future_on_cancel(f, tn__job_cancelled, j);
-    l->njobs++;
+    if (++l->njobs > l->njobs_peak) l->njobs_peak = l->njobs;
     pthread_mutex_lock(&ex->lock);
     if (ex->tail) ex->tail->next = j;
     else ex->head = j;

@@ -636,6 +636,49 @@ static void periodic_cb(tn_loop *l, void *arg) {
     if (periodic_runs == periodic_cancel_at) periodic_cancel_rc = tn_cancel_timer(l, periodic_handle);
 }
 
+/* Timer slots: a timer started after frees of half as many slots as there
+ * are rebuilds the free list in index order first (new timers fill memory in order instead of
+ * taking the slots in the random order timers fired in). Slots of timers
+ * still pending are skipped, their handles still work, stale ones do not. */
+static void count_hit(tn_loop *l, void *arg) {
+    (void)l;
+    (*(int *)arg)++;
+}
+static size_t pending_timers(tn_loop *l) {
+    tn_loop_stats st;
+    tn_loop_get_stats(l, &st);
+    return st.timers;
+}
+
+TEST(timer_slots_are_handed_out_in_index_order_after_churn) {
+    enum { KEEP = 100, BURST = 5000, ROUNDS = 3 };
+    tn_loop *l = new_loop();
+    static tn_timer keep[KEEP], burst[BURST];
+    int kept_hits = 0, hits = 0, i, r, ordered = 1;
+    for (i = 0; i < KEEP; i++) REQUIRE(tn_call_later(l, 600000, count_hit, &kept_hits, &keep[i]) == 0);
+    for (r = 0; r < ROUNDS; r++) {
+        for (i = 0; i < BURST; i++) REQUIRE(tn_call_later(l, 0, count_hit, &hits, &burst[i]) == 0);
+        /* every third one cancelled, from the far end (out of order) */
+        for (i = BURST - 1; i >= 0; i -= 3) CHECK_EQ_INT(tn_cancel_timer(l, burst[i]), 0);
+        while (pending_timers(l) > KEEP) CHECK_EQ_INT(tn_loop_step(l, 0), 0);
+    }
+    CHECK_EQ_INT(hits, ROUNDS * (BURST - (BURST + 2) / 3));
+    CHECK_EQ_INT(kept_hits, 0);
+    /* the last round's handles are stale now */
+    for (i = 0; i < BURST; i += 499) CHECK_EQ_INT(tn_cancel_timer(l, burst[i]), TN_ENOENT);
+    /* new timers take the lowest free slots, in order: the kept ones hold
+     * slots 1..KEEP, so these are KEEP+1, KEEP+2, ... */
+    for (i = 0; i < BURST; i++) {
+        REQUIRE(tn_call_later(l, 600000, count_hit, &hits, &burst[i]) == 0);
+        if ((uint32_t)(burst[i] & 0xffffffffu) != (uint32_t)(KEEP + 1 + i)) ordered = 0;
+    }
+    CHECK(ordered);
+    for (i = 0; i < BURST; i++) CHECK_EQ_INT(tn_cancel_timer(l, burst[i]), 0);
+    for (i = 0; i < KEEP; i++) CHECK_EQ_INT(tn_cancel_timer(l, keep[i]), 0);
+    CHECK_EQ_INT(kept_hits, 0);
+    FREE_LOOP_CLEAN(l);
+}
+
 TEST(periodic_runs_repeatedly_and_cancel_from_inside_stops_it) {
     tn_loop *l = new_loop();
     int guard = 0;
