@@ -2065,9 +2065,43 @@ TN__UNUSED static char *tn__put(char *p, const char *s, size_t n) {
     memcpy(p, s, n);
     return p + n;
 }
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
+    (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ || __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+/* The eight hex digits of v, most significant first, as one word in
+ * memory order: the nibbles spread one per byte, then each made a digit
+ * at once (+'0', +39 more for a-f), instead of a loop per digit. */
+static uint64_t tn__hex8(uint32_t v) {
+    uint64_t x = v;
+    x = ((x & 0xFFFF0000u) << 16) | (x & 0xFFFFu);
+    x = ((x & 0x0000FF000000FF00u) << 8) | (x & 0x000000FF000000FFu);
+    x = ((x & 0x00F000F000F000F0u) << 4) | (x & 0x000F000F000F000Fu);
+    x += 0x3030303030303030u + (((x + 0x0606060606060606u) >> 4) & 0x0101010101010101u) * 39u;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    return x;
+}
+#define TN__HEX_WORDS 1
+#else
+#define TN__HEX_WORDS 0
+#endif
+
+/* v in decimal, or in hex (lower case); no leading zeros. p needs room
+ * for 20 digits (hex: 16, all written before the leading zeros go). */
 TN__UNUSED static char *tn__put_u64(char *p, uint64_t v, int hex) {
     char buf[20];
     size_t i = sizeof buf;
+#if TN__HEX_WORDS
+    if (hex) {
+        uint64_t w[2];
+        size_t n = v ? (size_t)(67 - __builtin_clzll(v)) / 4 : 1;
+        w[0] = tn__hex8((uint32_t)(v >> 32));
+        w[1] = tn__hex8((uint32_t)v);
+        memcpy(p, w, 16);
+        if (n < 16) memmove(p, p + 16 - n, n);
+        return p + n;
+    }
+#endif
     /* Two loops, so each divides by a constant (shifts, or a multiply). */
     if (hex) do {
             buf[--i] = "0123456789abcdef"[v & 15u];
@@ -7780,10 +7814,6 @@ struct tn_http_request {
     char *scratch;
     size_t scratch_len, scratch_cap;
     const char *path;
-    struct {
-        const char *name, *raw, *value; /* value: decoded, NUL-terminated */
-        size_t name_len, raw_len;
-    } params[TN_HTTP_MAX_PARAMS];
     size_t nparams;
     /* the web layer's, in the arena (see "request arena") */
     struct tn__arena *arena;
@@ -7810,6 +7840,12 @@ struct tn_http_request {
     tn_co *frame;
     tn_future *co_future;
     tn_future *drain;
+    /* Not cleared between requests (tn__req_get clears what is above):
+     * only the first nparams / the parsed headers are ever read. */
+    struct {
+        const char *name, *raw, *value; /* value: decoded, NUL-terminated */
+        size_t name_len, raw_len;
+    } params[TN_HTTP_MAX_PARAMS];
     tn_http_header headers[TN_HTTP_MAX_HEADERS];
 };
 
@@ -8097,8 +8133,9 @@ static tn_http_request *tn__req_get(tn_http_server *srv) {
     } else if (!(r = (tn_http_request *)tn__malloc(srv->loop, sizeof *r))) {
         return NULL;
     }
-    /* Reset all but the header array, which the parser fills as needed. */
-    memset(r, 0, offsetof(tn_http_request, headers));
+    /* Reset all but the params and header arrays, which routing and the
+     * parser fill as needed. */
+    memset(r, 0, offsetof(tn_http_request, params));
     r->scratch = scratch;
     r->scratch_cap = scap;
     r->rh = rh;
@@ -8645,6 +8682,7 @@ static int tn__route_match(const char *pat, const char *path, size_t plen, tn_ht
                 r->params[np].name_len = nlen;
                 r->params[np].raw = path + start;
                 r->params[np].raw_len = si - start;
+                r->params[np].value = NULL; /* until tn__req_strings decodes it */
                 np++;
             }
             pi = (size_t)(close - pat) + 1;
@@ -9588,24 +9626,41 @@ static int tn__req_not_modified(tn_http_request *r, const char *tag, size_t tl) 
 /* For tn_http_respond(_ref): a GET or HEAD 200 gets an ETag of its body
  * (unless the handler set one or the route or server opted out), and the
  * answer becomes a 304 when the client has it. Returns the status to send. */
+/* Whether the request may carry If-None-Match or If-Modified-Since: one
+ * look at each field's length and first letter, so the usual request,
+ * which has neither, skips the lookups by name. */
+TN__UNUSED static int tn__req_maybe_conditional(const tn_http_request *r) {
+    size_t i;
+    for (i = 0; i < r->msg.num_headers; i++) {
+        const tn_http_header *h = &r->msg.headers[i];
+        if ((h->name_len == 13 || h->name_len == 17) && (h->name[0] | 0x20) == 'i') return 1;
+    }
+    return 0;
+}
+
 TN__UNUSED static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len) {
     char tag[20];
-    int has;
+    int has, maybe;
     size_t e;
     if (status != 200 || !(r->is_head || (r->msg.method_len == 3 && memcmp(r->msg.method, "GET", 3) == 0)))
         return status;
+    maybe = tn__req_maybe_conditional(r);
     has = tn__rh_find(r, "etag", 4, &e) >= 0;
     if (!has && !(r->route && r->route->opts.no_etag) && !r->srv->opts.no_etag) {
         r->etag = tn__fnv1a(body, len);
         r->has_etag = 1;
-        tag[0] = '"';
-        {
-            char *p = tn__put_u64(tag + 1, r->etag, 1);
+        /* The tag's text only for a client that sent If-None-Match (the
+         * head writes it anyway); without one, only If-Modified-Since is
+         * left to check, which needs no tag. */
+        if (maybe && tn_http_get_header(r, "If-None-Match")) {
+            char *p;
+            tag[0] = '"';
+            p = tn__put_u64(tag + 1, r->etag, 1);
             *p++ = '"';
             return tn__req_not_modified(r, tag, (size_t)(p - tag)) ? 304 : 200;
         }
     }
-    return tn__req_not_modified(r, NULL, 0) ? 304 : 200;
+    return maybe && tn__req_not_modified(r, NULL, 0) ? 304 : 200;
 }
 
 /* ------------------------------------------------------------ access log */
