@@ -6899,15 +6899,17 @@ static unsigned char tn__http_lower(unsigned char c) {
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + ('a' - 'A')) : c;
 }
 
+/* a[0..n) equals b[0..n), ignoring ASCII case. */
+static int tn__http_ieq_n(const char *a, const char *b, size_t n) {
+    size_t k;
+    for (k = 0; k < n; k++)
+        if (tn__http_lower((unsigned char)a[k]) != tn__http_lower((unsigned char)b[k])) return 0;
+    return 1;
+}
+
 /* s[0..n) equals the NUL-terminated lit, ignoring ASCII case. */
 static int tn__http_ieq(const char *s, size_t n, const char *lit) {
-    size_t k;
-    if (strlen(lit) != n) return 0; /* most comparisons end here */
-    for (k = 0; k < n; k++)
-        if (lit[k] == '\0' ||
-            tn__http_lower((unsigned char)s[k]) != tn__http_lower((unsigned char)lit[k]))
-            return 0;
-    return lit[n] == '\0';
+    return strlen(lit) == n && tn__http_ieq_n(s, lit, n); /* most end at the length */
 }
 
 /* s[0..n) equals lit exactly (methods are case-sensitive). */
@@ -7687,16 +7689,11 @@ int tn_http_header_eq(const tn_http_header *h, const char *name) {
 
 const tn_http_header *tn_http_find_header(const tn_http_message *m,
                                           const char *name) {
-    size_t i, n = strlen(name), k;
+    size_t i, n = strlen(name);
     /* The length first, once: most names differ in it (a lookup of an
      * absent field, the usual case, then costs a compare per field). */
-    for (i = 0; i < m->num_headers; i++) {
-        const tn_http_header *h = &m->headers[i];
-        if (h->name_len != n) continue;
-        for (k = 0; k < n; k++)
-            if (tn__http_lower((unsigned char)h->name[k]) != tn__http_lower((unsigned char)name[k])) break;
-        if (k == n) return h;
-    }
+    for (i = 0; i < m->num_headers; i++)
+        if (m->headers[i].name_len == n && tn__http_ieq_n(m->headers[i].name, name, n)) return &m->headers[i];
     return NULL;
 }
 
@@ -9616,15 +9613,38 @@ static int tn__etag_in_list(const char *list, const char *tag, size_t tl) {
     return 0;
 }
 
+/* Whether the request may carry If-None-Match or If-Modified-Since: one
+ * look at each field's length and first letter, so the usual request,
+ * which has neither, skips the lookups by name. */
+static int tn__req_maybe_conditional(const tn_http_request *r) {
+    size_t i;
+    for (i = 0; i < r->msg.num_headers; i++) {
+        const tn_http_header *h = &r->msg.headers[i];
+        if ((h->name_len == 13 || h->name_len == 17) && (h->name[0] | 0x20) == 'i') return 1;
+    }
+    return 0;
+}
+
 /* Whether the response about to go out (status 200, its headers set) is
  * one the client has: the request's conditionals against the response's
- * ETag (tag, or the handler's) and Last-Modified. */
-static int tn__req_not_modified(tn_http_request *r, const char *tag, size_t tl) {
-    const char *inm = tn_http_get_header(r, "If-None-Match"), *ims;
+ * ETag (the computed one, r->etag, or the handler's) and Last-Modified. */
+static int tn__req_not_modified(tn_http_request *r) {
+    const char *inm, *ims;
     size_t end;
     int at;
-    if (inm) {
-        if (!tag && (at = tn__rh_find(r, "etag", 4, &end)) >= 0) {
+    if (!tn__req_maybe_conditional(r)) return 0;
+    if ((inm = tn_http_get_header(r, "If-None-Match")) != NULL) {
+        char buf[20];
+        const char *tag = NULL;
+        size_t tl = 0;
+        if (r->has_etag) { /* its text, only now that a client asks */
+            char *p;
+            buf[0] = '"';
+            p = tn__put_u64(buf + 1, r->etag, 1);
+            *p++ = '"';
+            tag = buf;
+            tl = (size_t)(p - buf);
+        } else if ((at = tn__rh_find(r, "etag", 4, &end)) >= 0) {
             tag = r->rh + at + 6;
             while (*tag == ' ') tag++;
             tl = (size_t)(r->rh + end - 2 - tag);
@@ -9651,41 +9671,15 @@ static int tn__req_not_modified(tn_http_request *r, const char *tag, size_t tl) 
 /* For tn_http_respond(_ref): a GET or HEAD 200 gets an ETag of its body
  * (unless the handler set one or the route or server opted out), and the
  * answer becomes a 304 when the client has it. Returns the status to send. */
-/* Whether the request may carry If-None-Match or If-Modified-Since: one
- * look at each field's length and first letter, so the usual request,
- * which has neither, skips the lookups by name. */
-TN__UNUSED static int tn__req_maybe_conditional(const tn_http_request *r) {
-    size_t i;
-    for (i = 0; i < r->msg.num_headers; i++) {
-        const tn_http_header *h = &r->msg.headers[i];
-        if ((h->name_len == 13 || h->name_len == 17) && (h->name[0] | 0x20) == 'i') return 1;
-    }
-    return 0;
-}
-
 TN__UNUSED static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len) {
-    char tag[20];
-    int has, maybe;
     size_t e;
     if (status != 200 || !(r->is_head || (r->msg.method_len == 3 && memcmp(r->msg.method, "GET", 3) == 0)))
         return status;
-    maybe = tn__req_maybe_conditional(r);
-    has = tn__rh_find(r, "etag", 4, &e) >= 0;
-    if (!has && !(r->route && r->route->opts.no_etag) && !r->srv->opts.no_etag) {
+    if (tn__rh_find(r, "etag", 4, &e) < 0 && !(r->route && r->route->opts.no_etag) && !r->srv->opts.no_etag) {
         r->etag = tn__hash(body, len);
-        r->has_etag = 1;
-        /* The tag's text only for a client that sent If-None-Match (the
-         * head writes it anyway); without one, only If-Modified-Since is
-         * left to check, which needs no tag. */
-        if (maybe && tn_http_get_header(r, "If-None-Match")) {
-            char *p;
-            tag[0] = '"';
-            p = tn__put_u64(tag + 1, r->etag, 1);
-            *p++ = '"';
-            return tn__req_not_modified(r, tag, (size_t)(p - tag)) ? 304 : 200;
-        }
+        r->has_etag = 1; /* the head writes it */
     }
-    return maybe && tn__req_not_modified(r, NULL, 0) ? 304 : 200;
+    return tn__req_not_modified(r) ? 304 : 200;
 }
 
 /* ------------------------------------------------------------ access log */
@@ -10890,7 +10884,7 @@ static void tn__static_handler(tn_http_request *r, void *arg) {
         snprintf(cc, sizeof cc, "max-age=%u", st->opts.max_age);
         tn_http_set_header(r, "Cache-Control", cc);
     }
-    if (tn__req_not_modified(r, NULL, 0)) {
+    if (tn__req_not_modified(r)) {
         close(fd);
         tn_http_respond(r, 304, NULL, "", 0);
         return;
