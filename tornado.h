@@ -1290,6 +1290,7 @@ typedef struct tn_tls_opts {
 /* 0, TN_EINVAL (a file missing or not PEM, a key that does not match, a
  * version other than 0, 12, 13, or min above max), TN_ENOTSUP (a version
  * the library lacks: mbedTLS 2.28 has no TLS 1.3), TN_ENOMEM. Strings are copied. */
+#if defined(TN_TLS_OPENSSL) || defined(TN_TLS_MBEDTLS)
 TN__API int tn_tls_server_ctx_new(const tn_tls_opts *opts, tn_tls_ctx **out);
 TN__API int tn_tls_client_ctx_new(const tn_tls_opts *opts, tn_tls_ctx **out);
 /* Servers: another certificate, chosen when a client asks for name (SNI). */
@@ -1307,6 +1308,7 @@ TN__API const char *tn_tls_backend(void);
 #ifndef TN_NO_TCP
 TN__API tn_future *tn_stream_start_tls(tn_stream *s, tn_tls_ctx *ctx, const char *host);
 #endif
+#endif /* TN_TLS_OPENSSL || TN_TLS_MBEDTLS */
 
 /* ------------------------------------------------------------------------
  * Cache (what Tornado apps write as cache.get(key) / cache.set(key, v))
@@ -1467,7 +1469,9 @@ TN__API int tn_http_listen(tn_http_server *srv, const char *host, int port);
  * reload); the server holds a reference. A handshake must be done within
  * header_timeout_ms (a client that stalls in it, sends garbage or plain
  * HTTP is cut). */
+#if defined(TN_TLS_OPENSSL) || defined(TN_TLS_MBEDTLS)
 TN__API int tn_http_listen_tls(tn_http_server *srv, const char *host, int port, tn_tls_ctx *ctx);
+#endif
 TN__API int tn_http_server_port(const tn_http_server *srv);
 /* The server's loop; a request's server (a plain handler reaches the loop so). */
 TN__API tn_loop *tn_http_server_loop(const tn_http_server *srv);

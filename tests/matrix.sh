@@ -32,11 +32,12 @@ for cc in gcc clang; do
           "-DTN_NO_HTTP_CLIENT" "-DTN_NO_HTTP_SERVER" "-DTN_NO_TCP" "-DTN_NO_EXECUTOR" "-DTN_NO_SIGNALS"
           "-DTN_HTTP_MINIMAL" "-DTN_HTTP_MINIMAL -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS -DTN_NO_THREADS -DTN_BACKEND_POLL"
           "-DTN_NO_HTTP_SERVER -DTN_NO_HTTP_CLIENT -DTN_NO_TCP -DTN_NO_EXECUTOR -DTN_NO_SIGNALS"
-          "-DTN_NO_MALLOC" "-DTN_NO_MALLOC -DTN_NO_THREADS -DTN_BACKEND_POLL"'
+          "-DTN_NO_MALLOC" "-DTN_NO_MALLOC -DTN_NO_THREADS -DTN_BACKEND_POLL"
+          "-DTN_API=static" "-DTN_API=static -DTN_HTTP_MINIMAL -DTN_NO_THREADS -DTN_BACKEND_POLL"'
     # TLS builds need their library's headers (CI installs both)
     for tls in OPENSSL:openssl/ssl.h:libssl-dev MBEDTLS:mbedtls/ssl.h:libmbedtls-dev; do
         if printf '#include <%s>\n' "${tls#*:}" | sed 's/:.*>/>/' | $cc -E -x c - >/dev/null 2>&1; then
-            cfgs="$cfgs \"-DTN_TLS_${tls%%:*}\" \"-DTN_TLS_${tls%%:*} -DTN_NO_THREADS -DTN_BACKEND_POLL\""
+            cfgs="$cfgs \"-DTN_TLS_${tls%%:*}\" \"-DTN_TLS_${tls%%:*} -DTN_NO_THREADS -DTN_BACKEND_POLL\" \"-DTN_TLS_${tls%%:*} -DTN_API=static\""
         else
             echo "skipped: ${tls##*:} not installed (TLS builds)"; [ "${CI:-}" = true ] && fail=1
         fi
@@ -45,7 +46,10 @@ for cc in gcc clang; do
     for cfg in "$@"; do
         for std in "-std=c99" "-std=c11" "-x c++ -std=c++11" "-x c++ -std=c++17"; do
             case "$std" in *c++*) comp=$([ $cc = gcc ] && echo g++ || echo clang++) ;; *) comp=$cc ;; esac
-            for src in impl decl co; do
+            # TN_API=static puts the implementation in the including file:
+            # only the implementation build means anything there.
+            case "$cfg" in *TN_API=static*) srcs=impl ;; *) srcs="impl decl co" ;; esac
+            for src in $srcs; do
                 n=$((n + 1))
                 if ! $comp $std $cfg -Wall -Wextra -Wpedantic -Werror -I. -c "$tmp/$src.c" -o "$tmp/o.o" 2>"$tmp/err"; then
                     echo "FAIL: $comp $std $cfg ($src)"; sed 's/^/    /' "$tmp/err" | head -20; fail=1
