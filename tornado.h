@@ -6911,8 +6911,10 @@ static int tn__http_ieq_n(const char *a, const char *b, size_t n) {
     return 1;
 }
 
-/* s[0..n) equals the NUL-terminated lit, ignoring ASCII case. */
-static int tn__http_ieq(const char *s, size_t n, const char *lit) {
+/* s[0..n) equals the NUL-terminated lit, ignoring ASCII case. inline: the
+ * field checks of tn__http_collect want it inlined, which gcc stopped
+ * doing once it called tn__http_ieq_n (+50 instructions a request). */
+static inline int tn__http_ieq(const char *s, size_t n, const char *lit) {
     return strlen(lit) == n && tn__http_ieq_n(s, lit, n); /* most end at the length */
 }
 
