@@ -6995,6 +6995,29 @@ static int tn__http_in_target(const char *buf, size_t i) {
     return 1;
 }
 
+/* How many of the 8 bytes at p, from the first, are surely text without
+ * HTAB (no byte below 0x20 or 0x7f): 8 when all are. Fewer can be an
+ * underestimate (a caller then tests bytewise from there), never more. */
+static size_t tn__http_text8(const char *p) {
+    uint64_t x, m;
+    memcpy(&x, p, 8);
+    m = ((x - 0x2020202020202020u) & ~x & 0x8080808080808080u) |
+        (((x ^ 0x7f7f7f7f7f7f7f7fu) - 0x0101010101010101u) & ~(x ^ 0x7f7f7f7f7f7f7f7fu) & 0x8080808080808080u);
+    if (!m) return 8;
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* A borrow only runs from a flagged byte upward, to bytes later in
+     * memory: the lowest flag, the first byte, is exact. */
+    return (size_t)__builtin_ctzll(m) >> 3;
+#elif defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    /* Big-endian: the first byte in memory is the most significant, and a
+     * borrow can flag text bytes before the real one: the first flag is at
+     * or before it, so it is a safe underestimate. */
+    return (size_t)__builtin_clzll(m) >> 3;
+#else
+    return 0;
+#endif
+}
+
 /* Looks for the empty line ending a block (head or trailer section) in
  * buf[0..len), examining bytes from `from` on (the bytes before were passed
  * by an earlier call; the checks at byte i read only buf[0..i]).
@@ -7017,29 +7040,9 @@ static int tn__http_scan(const char *buf, size_t len, size_t from,
             size_t run = i;
             while (i < fast_end) {
                 if (i != run && fast_end - i >= 8) {
-                    /* Eight bytes at a time: none below 0x20 (controls,
-                     * CR, LF; HTAB too, which then goes the slow way) and
-                     * none 0x7f, so all eight are text. */
-                    uint64_t x, m;
-                    memcpy(&x, buf + i, 8);
-                    m = ((x - 0x2020202020202020u) & ~x & 0x8080808080808080u) |
-                        (((x ^ 0x7f7f7f7f7f7f7f7fu) - 0x0101010101010101u) & ~(x ^ 0x7f7f7f7f7f7f7f7fu) &
-                         0x8080808080808080u);
-                    if (!m) {
-                        i += 8;
-                        continue;
-                    }
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-                    /* A borrow only runs from a flagged byte upward, so the
-                     * lowest flag is exact: skip the text before it (the
-                     * line's end, usually) instead of testing it bytewise. */
-                    i += (size_t)__builtin_ctzll(m) >> 3;
-#elif defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-                    /* Big-endian: the first byte in memory is the highest;
-                     * a borrow runs toward lower bytes there, so the
-                     * highest flag is exact. */
-                    i += (size_t)__builtin_clzll(m) >> 3;
-#endif
+                    size_t k = tn__http_text8(buf + i);
+                    i += k;
+                    if (k == 8) continue;
                 }
                 c = (unsigned char)buf[i];
                 if (!tn__http_is_text(c)) break;
@@ -7302,6 +7305,23 @@ static int tn__http_add_transfer_coding(tn__http_facts *f, const char *el,
     return 0;
 }
 
+/* A field name (tchars only, as the parsers store them) equals lit, a
+ * lowercase name of n bytes, ignoring case, 8 bytes a compare. Among
+ * tchars only a letter changes under "| 0x20" (to its lowercase) and no
+ * other byte becomes a letter, a digit or '-': so one OR folds the case. */
+static inline int tn__http_name_is(const char *name, const char *lit, size_t n) {
+    uint64_t a, b;
+    for (; n >= 8; name += 8, lit += 8, n -= 8) {
+        memcpy(&a, name, 8);
+        memcpy(&b, lit, 8);
+        if ((a | 0x2020202020202020u) != b) return 0;
+    }
+    a = b = 0;
+    memcpy(&a, name, n);
+    memcpy(&b, lit, n);
+    return (a | 0x2020202020202020u) == (b | 0x2020202020202020u); /* zero padding folds alike */
+}
+
 /* Gathers the facts from m's fields, in field order. */
 static int tn__http_collect(const tn_http_message *m, tn__http_facts *f) {
     size_t i;
@@ -7316,16 +7336,16 @@ static int tn__http_collect(const tn_http_message *m, tn__http_facts *f) {
          * numbers dismisses most names, and picks the one name to check. */
         switch (h->name_len) {
         case 14:
-            if (tn_http_header_eq(h, "content-length")) rc = tn__http_add_content_length(f, p, end);
+            if (tn__http_name_is(h->name, "content-length", 14)) rc = tn__http_add_content_length(f, p, end);
             break;
         case 17:
-            if (!tn_http_header_eq(h, "transfer-encoding")) break;
+            if (!tn__http_name_is(h->name, "transfer-encoding", 17)) break;
             /* The codings of several fields form one list, in order. */
             f->te_fields++;
             while (rc == 0 && tn__http_list_next(&p, end, &el, &n)) rc = tn__http_add_transfer_coding(f, el, n);
             break;
         case 10:
-            if (!tn_http_header_eq(h, "connection")) break;
+            if (!tn__http_name_is(h->name, "connection", 10)) break;
             while (tn__http_list_next(&p, end, &el, &n)) {
                 if (tn__http_ieq(el, n, "close")) f->conn_close = 1;
                 else if (tn__http_ieq(el, n, "keep-alive")) f->conn_keep_alive = 1;
@@ -7333,15 +7353,15 @@ static int tn__http_collect(const tn_http_message *m, tn__http_facts *f) {
             }
             break;
         case 6:
-            if (!tn_http_header_eq(h, "expect")) break;
+            if (!tn__http_name_is(h->name, "expect", 6)) break;
             while (tn__http_list_next(&p, end, &el, &n))
                 if (tn__http_ieq(el, n, "100-continue")) f->expect_continue = 1;
             break;
         case 7:
-            if (tn_http_header_eq(h, "upgrade") && h->value_len) f->upgrade_field = 1;
+            if (tn__http_name_is(h->name, "upgrade", 7) && h->value_len) f->upgrade_field = 1;
             break;
         case 4:
-            if (!tn_http_header_eq(h, "host")) break;
+            if (!tn__http_name_is(h->name, "host", 4)) break;
             f->host_count++;
             f->host = h->value;
             f->host_len = h->value_len;
@@ -7366,9 +7386,15 @@ static int tn__http_keep_alive(int minor, const tn__http_facts *f) {
 static int tn__http_is_host_char(unsigned char c) { return tn__http_ctype[c] & TN__CT_HOST; }
 
 static int tn__http_valid_host(const char *s, size_t n) {
-    size_t k;
-    for (k = 0; k < n; k++)
-        if (!tn__http_is_host_char((unsigned char)s[k])) return 0;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t k = 0;
+    /* Four lookups a test: every Host is checked, most are 9-20 bytes. */
+    for (; n - k >= 4; k += 4)
+        if (!(tn__http_ctype[u[k]] & tn__http_ctype[u[k + 1]] & tn__http_ctype[u[k + 2]] &
+              tn__http_ctype[u[k + 3]] & TN__CT_HOST))
+            return 0;
+    for (; k < n; k++)
+        if (!tn__http_is_host_char(u[k])) return 0;
     return 1;
 }
 
@@ -7503,6 +7529,63 @@ static int tn__http_parse_head_fields(const char *p, const char *end,
     return rc ? rc : tn__http_collect(m, f);
 }
 
+/* The request head in one walk, for the usual request that came whole:
+ * "METHOD SP target SP HTTP/1.x CRLF", then "name: value CRLF" lines with
+ * SP-only OWS, then CRLF, within the limits. Each line is found once (its
+ * end by tn__http_text8, 8 bytes a step) and its field stored as it goes,
+ * where the strict path scans the head, then parses the start line, then
+ * walks the fields again. Returns the head's length, or 0 for anything
+ * else: an incomplete head, a limit reached, a leading empty line, HTAB,
+ * a control byte or any other byte the strict path must judge. The strict
+ * path then runs and gives its answer; for every head this accepts, that
+ * answer is the same (the parser tests compare the two on every table
+ * case: whole input here, byte by byte there). */
+static int tn__http_request_fast(const char *buf, size_t len, tn_http_message *m, size_t max,
+                                 const tn_http_limits *lim) {
+    const char *p = buf, *end = buf + (len < lim->max_head ? len : lim->max_head), *start;
+    size_t n = 0;
+    while (p < end && tn__http_is_tchar((unsigned char)*p)) p++;
+    if (p == buf || p == end || *p != ' ') return 0;
+    m->method = buf;
+    m->method_len = (size_t)(p - buf);
+    start = ++p;
+    while (p < end && tn__http_is_vchar((unsigned char)*p)) p++;
+    if (p == start || (size_t)(p - start) > lim->max_target || end - p < 11 || *p != ' ' ||
+        memcmp(p + 1, "HTTP/1.", 7) != 0 || (p[8] != '1' && p[8] != '0') || p[9] != '\r' || p[10] != '\n')
+        return 0;
+    m->target = start;
+    m->target_len = (size_t)(p - start);
+    m->version_minor = p[8] == '1';
+    p += 11;
+    for (;;) {
+        const char *name = p, *colon, *value, *vend;
+        if (end - p < 2) return 0;
+        if (*p == '\r') {
+            if (p[1] != '\n') return 0;
+            m->num_headers = n;
+            return (int)(p + 2 - buf);
+        }
+        while (p < end && tn__http_is_tchar((unsigned char)*p)) p++;
+        if (p == name || p == end || *p != ':' || n == max) return 0;
+        for (colon = p++; p < end && *p == ' '; p++) {}
+        value = p;
+        while (end - p >= 8) {
+            size_t k = tn__http_text8(p);
+            p += k;
+            if (k < 8) break;
+        }
+        while (p < end && (unsigned char)*p >= 0x20 && *p != 0x7f) p++;
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
+        for (vend = p; vend > value && vend[-1] == ' '; vend--) {}
+        m->headers[n].name = name;
+        m->headers[n].name_len = (size_t)(colon - name);
+        m->headers[n].value = value;
+        m->headers[n].value_len = (size_t)(vend - value);
+        n++;
+        p += 2;
+    }
+}
+
 int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
                           tn_http_message *msg, tn_http_header *headers,
                           size_t max_headers, const tn_http_limits *limits) {
@@ -7510,14 +7593,24 @@ int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
     tn__http_facts f;
     const char *p, *end, *auth = NULL;
     size_t auth_len = 0;
-    int n = tn__http_find_head(buf, len, prev_len, &lim, 1), rc;
-    if (n < 0) return n;
+    /* Framing is read from the stored fields, so no array means no room. */
+    size_t max = headers ? (max_headers < lim.max_headers ? max_headers : lim.max_headers) : 0;
+    int n, rc;
     tn__http_message_init(msg, headers);
-    end = buf + n;
-    p = tn__http_skip_empty_lines(buf, end);
-    rc = tn__http_parse_request_line(&p, end, msg, lim.max_target);
-    if (!rc) rc = tn__http_check_target(msg, &auth, &auth_len);
-    if (!rc) rc = tn__http_parse_head_fields(p, end, msg, max_headers, &lim, &f);
+    /* The one walk only on a first look: once a head came in pieces, the
+     * strict scan goes on from prev_len, so a slow head stays O(n). */
+    if (!prev_len && (n = tn__http_request_fast(buf, len, msg, max, &lim)) > 0) {
+        rc = tn__http_check_target(msg, &auth, &auth_len);
+    } else {
+        tn__http_message_init(msg, headers); /* what the one walk stored goes */
+        if ((n = tn__http_find_head(buf, len, prev_len, &lim, 1)) < 0) return n;
+        end = buf + n;
+        p = tn__http_skip_empty_lines(buf, end);
+        rc = tn__http_parse_request_line(&p, end, msg, lim.max_target);
+        if (!rc) rc = tn__http_check_target(msg, &auth, &auth_len);
+        if (!rc) rc = tn__http_parse_fields(p, end, headers, max, &msg->num_headers);
+    }
+    if (!rc) rc = tn__http_collect(msg, &f);
     if (!rc) rc = tn__http_request_framing(msg, &f, auth, auth_len);
     return rc ? rc : n;
 }
@@ -7797,6 +7890,7 @@ static int tn__body_feed(tn__body *b, char *raw, size_t n, int eof, const tn_htt
 typedef struct tn__route {
     char *method; /* NULL: any */
     char *pattern;
+    size_t method_len, pattern_len; /* strlen of each, for the per-request match */
     tn_http_handler_fn fn;
     tn_co_fn co_fn;
     void *arg;
@@ -7907,6 +8001,9 @@ struct tn__conn {
 
 #define TN__MAX_LISTEN 8
 
+/* How most answers begin; tn__put_status() appends the Date. */
+#define TN__HEAD200 "HTTP/1.1 200 OK\r\nServer: tornado.h\r\n"
+
 struct tn_http_server {
     tn_loop *loop;
     tn_http_server_opts opts;
@@ -7921,7 +8018,10 @@ struct tn_http_server {
     size_t buffered; /* input buffer bytes beyond TN_BUF_SIZE, all connections: max_buffered_bytes */
     tn_http_request *req_free;
     size_t nreq_free;
-    char date[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+    /* TN__HEAD200 then "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" (date_len
+     * bytes, 0 before the first answer), rebuilt at most once a second:
+     * the head of a 1.1 200 starts with one copy of it. */
+    char head200[sizeof TN__HEAD200 - 1 + 37];
     size_t date_len;
     uint64_t date_at_ns;
     /* The header, body, idle and linger timeouts (TN__L_*): see "conn timers". */
@@ -8020,12 +8120,27 @@ static size_t tn__fmt_http_date(char *buf, time_t t) {
 /* The Date header, formatted at most once per second. */
 static void tn__http_date(tn_http_server *srv) {
     uint64_t now = srv->loop->now_ns;
+    char *d = srv->head200 + sizeof TN__HEAD200 - 1;
     if (srv->date_len && now - srv->date_at_ns < 1000000000u) return;
     srv->date_at_ns = now;
-    memcpy(srv->date, "Date: ", 6);
-    tn__fmt_http_date(srv->date + 6, time(NULL));
-    memcpy(srv->date + 35, "\r\n", 2);
+    memcpy(srv->head200, TN__HEAD200, sizeof TN__HEAD200 - 1);
+    memcpy(d, "Date: ", 6);
+    tn__fmt_http_date(d + 6, time(NULL));
+    memcpy(d + 35, "\r\n", 2);
     srv->date_len = 37;
+}
+
+/* The status line, Server and Date (tn__http_date() called first): at most
+ * TN__STATUS_ROOM + strlen(reason) bytes. A 1.1 200 is one copy. */
+#define TN__STATUS_ROOM (sizeof "HTTP/1.1 999 \r\nServer: tornado.h\r\n" + 37)
+static char *tn__put_status(char *p, const tn_http_server *srv, int minor, int status, const char *reason) {
+    if (status == 200 && minor) return tn__put(p, srv->head200, sizeof TN__HEAD200 - 1 + srv->date_len);
+    p = tn__put(p, minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+    p = tn__put_u64(p, (uint64_t)status, 0);
+    *p++ = ' ';
+    p = tn__put(p, reason, strlen(reason));
+    p = tn__put(p, "\r\nServer: tornado.h\r\n", 21);
+    return tn__put(p, srv->head200 + sizeof TN__HEAD200 - 1, srv->date_len);
 }
 
 /* ------------------------------------------------------- conn timers
@@ -8234,7 +8349,7 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
     int keep = r->msg.keep_alive && !srv->shutting_down && !(c->s.oflags & TN__C_CLOSE_AFTER) && !eof_last;
     int bodyless = status == 204 || status == 304;
     const char *reason;
-    size_t rlen, clen;
+    size_t clen;
     char *p;
     if (r->headers_sent) return TN_ESTATE;
     /* Final responses only: a 1xx is interim (the server sends the 100
@@ -8253,10 +8368,9 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
     tn__http_date(srv);
     /* One reservation for the longest head these pieces can make, then
      * plain copies: a head is a dozen pieces, each an append call before. */
-    reason = tn_http_reason(status);
-    rlen = strlen(reason);
+    reason = status == 200 ? "OK" : tn_http_reason(status);
     clen = ctype ? strlen(ctype) : 0;
-    if (!(p = tn__stream_room(&c->s, sizeof "HTTP/1.1 999 \r\nServer: tornado.h\r\n" + rlen + srv->date_len +
+    if (!(p = tn__stream_room(&c->s, TN__STATUS_ROOM + strlen(reason) +
                                          sizeof "Content-Type: \r\n" + clen + r->rh_len +
                                          sizeof "ETag: \"0123456789abcdef\"\r\n" +
                                          sizeof "Content-Length: 18446744073709551615\r\n" +
@@ -8273,12 +8387,7 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
     if (!keep) c->s.oflags |= TN__C_CLOSE_AFTER;
     {
         char *start = p;
-        p = tn__put(p, r->msg.version_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
-        p = tn__put_u64(p, (uint64_t)status, 0);
-        *p++ = ' ';
-        p = tn__put(p, reason, rlen);
-        p = tn__put(p, "\r\nServer: tornado.h\r\n", 21);
-        p = tn__put(p, srv->date, srv->date_len);
+        p = tn__put_status(p, srv, r->msg.version_minor >= 1, status, reason);
         if (ctype) {
             p = tn__put(p, "Content-Type: ", 14);
             p = tn__put(p, ctype, clen);
@@ -8635,15 +8744,10 @@ static int tn__conn_error(tn__conn *c, int status) {
         if (status == 503) tn_http_set_header(r, "Retry-After", "1");
         tn__req_error(r, status);
     }
-    p = r && r->headers_sent ? NULL : tn__stream_room(&c->s, 200 + 2 * rl + c->srv->date_len);
+    p = r && r->headers_sent ? NULL : tn__stream_room(&c->s, TN__STATUS_ROOM + 160 + 2 * rl);
     if (p) {
         char *start = p;
-        p = tn__put(p, "HTTP/1.1 ", 9);
-        p = tn__put_u64(p, (uint64_t)status, 0);
-        *p++ = ' ';
-        p = tn__put(p, reason, rl);
-        p = tn__put(p, "\r\nServer: tornado.h\r\n", 21);
-        p = tn__put(p, c->srv->date, c->srv->date_len);
+        p = tn__put_status(p, c->srv, 1, status, reason);
         p = tn__put(p, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ", 57);
         p = tn__put_u64(p, bl, 0);
         if (status == 503) p = tn__put(p, "\r\nRetry-After: 1", 16);
@@ -8685,13 +8789,14 @@ static int tn__method_known(const char *m, size_t n) {
 
 /* Matches the raw path (no query) against a pattern; fills r->params with
  * raw (still percent-encoded) values, decoded later. */
-static int tn__route_match(const char *pat, const char *path, size_t plen, tn_http_request *r) {
+static int tn__route_match(const tn__route *rt, const char *path, size_t plen, tn_http_request *r) {
+    const char *pat = rt->pattern;
+    size_t patlen = rt->pattern_len;
 #if TN__MINIMAL /* exact paths only */
     (void)r;
-    return strlen(pat) == plen && memcmp(pat, path, plen) == 0;
+    return patlen == plen && memcmp(pat, path, plen) == 0;
 #else
     size_t pi = 0, si = 0, np = 0;
-    size_t patlen = strlen(pat);
     while (pi < patlen) {
         if (pat[pi] == '{') {
             const char *close = strchr(pat + pi, '}');
@@ -8797,7 +8902,7 @@ static int tn__req_route(tn_http_request *r) {
     if (head) {
         for (i = 0; i < srv->nroutes; i++) {
             const tn__route *rt = &srv->routes[i];
-            if (rt->method && strcmp(rt->method, "HEAD") == 0 && tn__route_match(rt->pattern, t, pl, r)) {
+            if (rt->method && strcmp(rt->method, "HEAD") == 0 && tn__route_match(rt, t, pl, r)) {
                 r->route = rt;
                 return 0;
             }
@@ -8805,11 +8910,11 @@ static int tn__req_route(tn_http_request *r) {
     }
     for (i = 0; i < srv->nroutes; i++) {
         const tn__route *rt = &srv->routes[i];
-        if (rt->method && strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0) custom_method = 1;
-        if (!tn__route_match(rt->pattern, t, pl, r)) continue;
+        int same = rt->method && rt->method_len == ml && memcmp(rt->method, m, ml) == 0;
+        custom_method |= same;
+        if (!tn__route_match(rt, t, pl, r)) continue;
         path_matched = 1;
-        if (!rt->method || (strlen(rt->method) == ml && memcmp(rt->method, m, ml) == 0) ||
-            (head && strcmp(rt->method, "GET") == 0)) {
+        if (!rt->method || same || (head && strcmp(rt->method, "GET") == 0)) {
             r->route = rt;
             return 0;
         }
@@ -8829,7 +8934,7 @@ static void tn__req_allow(tn_http_request *r, char *out, size_t cap) {
     for (i = 0; i < srv->nroutes; i++) {
         const tn__route *rt = &srv->routes[i];
         size_t n;
-        if (!rt->method || !tn__route_match(rt->pattern, t, pl, r)) continue;
+        if (!rt->method || !tn__route_match(rt, t, pl, r)) continue;
         n = strlen(rt->method);
         if (strstr(out, rt->method)) continue;
         if (o + n + 3 >= cap) break;
@@ -10004,6 +10109,7 @@ static void tn__req_terminate(tn_http_request *r) {
 static int tn__req_strings(tn_http_request *r) {
     tn_http_message *m = &r->msg;
     size_t i, need, pl = 0;
+    int pct;
     const char *t = "";
     char *path;
     need = 3 * m->target_len + 64;
@@ -10015,7 +10121,8 @@ static int tn__req_strings(tn_http_request *r) {
     }
     r->scratch_len = 0;
     tn__req_terminate(r); /* first: an error answer's access log reads them */
-    if (memchr(m->target, '%', m->target_len)) {
+    pct = memchr(m->target, '%', m->target_len) != NULL;
+    if (pct) {
         const char *tg = m->target;
         for (i = 0; i + 2 < m->target_len; i++)
             if (tg[i] == '%' && tg[i + 1] == '0' && tg[i + 2] == '0') return 400; /* NUL: would truncate */
@@ -10024,9 +10131,13 @@ static int tn__req_strings(tn_http_request *r) {
         t = "";
         pl = 0;
     }
-    path = tn__scratch(r, pl + 1);
-    tn__pct_decode(path, t, pl, 0);
-    r->path = path;
+    if (!pct && t + pl == m->target + m->target_len) {
+        r->path = t; /* nothing to decode and no query: the target, terminated above */
+    } else {
+        path = tn__scratch(r, pl + 1);
+        tn__pct_decode(path, t, pl, 0);
+        r->path = path;
+    }
     for (i = 0; i < r->nparams; i++) {
         char *v = tn__scratch(r, r->params[i].raw_len + 1);
         tn__pct_decode(v, r->params[i].raw, r->params[i].raw_len, 0);
@@ -10375,6 +10486,8 @@ static void tn__req_rebase(tn_http_request *r, const char *nb) {
         TN__REBASE(r->msg.headers[i].value);
     }
     for (i = 0; i < r->nparams; i++) TN__REBASE(r->params[i].raw);
+    /* the path, when tn__req_strings left it in the target */
+    if (r->path && (uintptr_t)r->path - ob < r->head_len) TN__REBASE(r->path);
 #undef TN__REBASE
     r->base = nb;
 }
@@ -10679,8 +10792,10 @@ static int tn__route_add(tn_http_server *srv, const char *method, const char *pa
     n = strlen(pattern) + 1;
     if (!(rt->pattern = (char *)tn__malloc(srv->loop, n))) return TN_ENOMEM;
     memcpy(rt->pattern, pattern, n);
+    rt->pattern_len = n - 1;
     if (method) {
         n = strlen(method) + 1;
+        rt->method_len = n - 1;
         if (!(rt->method = (char *)tn__malloc(srv->loop, n))) {
             tn__free(rt->pattern);
             return TN_ENOMEM;
