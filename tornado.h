@@ -7930,6 +7930,8 @@ struct tn_http_request {
     size_t head_len; /* the head's bytes, from the input's off */
     size_t body_len; /* body bytes gathered (decoded) */
     size_t body_raw; /* raw bytes after the head that belong to this request */
+    size_t path_end;  /* target bytes before its '?' (target_len: no query) */
+    int target_pct;   /* the target has a '%' */
     tn__body body;
     int state;
     /* decoded strings live in scratch (sized once, never moved) */
@@ -8869,11 +8871,21 @@ static char *tn__scratch(tn_http_request *r, size_t n) {
 /* The raw path of the request-target (no query): origin-form as it is,
  * absolute-form after its authority ("http://h" alone is "/"). Returns 0,
  * or -1 for the forms that have no path (authority, asterisk). */
+/* Where the target's query starts and whether it has a '%': one walk of
+ * the target for routing, the path, the arguments and the pair count,
+ * which each looked for them. */
+static void tn__req_target_facts(tn_http_request *r) {
+    const char *t = r->msg.target;
+    size_t n = r->msg.target_len, i;
+    int pct = 0;
+    for (i = 0; i < n && t[i] != '?'; i++) pct |= t[i] == '%';
+    r->path_end = i;
+    r->target_pct = pct || (i < n && memchr(t + i, '%', n - i));
+}
+
 static int tn__req_raw_path(const tn_http_request *r, const char **path, size_t *len) {
-    const char *t = r->msg.target, *q;
-    size_t pl = r->msg.target_len;
-    q = (const char *)memchr(t, '?', pl);
-    if (q) pl = (size_t)(q - t);
+    const char *t = r->msg.target;
+    size_t pl = r->path_end;
     if (pl && t[0] == '/') {
         *path = t;
         *len = pl;
@@ -9039,9 +9051,8 @@ static void tn__req_query_args(tn_http_request *r) {
     size_t n;
     if (r->args_state & 1) return;
     r->args_state |= 1;
-    q = (const char *)memchr(t, '?', r->msg.target_len);
-    if (!q) return;
-    q++;
+    if (r->path_end == r->msg.target_len) return;
+    q = t + r->path_end + 1;
     n = r->msg.target_len - (size_t)(q - t);
     n = (size_t)((const char *)memchr(q, '#', n) ? (const char *)memchr(q, '#', n) - q : (ptrdiff_t)n);
     r->nq = tn__form_parse(r, q, n, &r->qargs);
@@ -10121,7 +10132,7 @@ static int tn__req_strings(tn_http_request *r) {
     }
     r->scratch_len = 0;
     tn__req_terminate(r); /* first: an error answer's access log reads them */
-    pct = memchr(m->target, '%', m->target_len) != NULL;
+    pct = r->target_pct;
     if (pct) {
         const char *tg = m->target;
         for (i = 0; i + 2 < m->target_len; i++)
@@ -10407,8 +10418,8 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
     {
         /* Arguments: a query with too many pairs, or a form body that does
          * not parse, never reaches the handler. */
-        const char *q = (const char *)memchr(r->msg.target, '?', r->msg.target_len);
-        int st = q && tn__form_pairs(q, r->msg.target_len - (size_t)(q - r->msg.target)) > TN_HTTP_MAX_ARGS ? 414 : 0;
+        size_t q = r->path_end;
+        int st = q < r->msg.target_len && tn__form_pairs(r->msg.target + q, r->msg.target_len - q) > TN_HTTP_MAX_ARGS ? 414 : 0;
         if (!st) st = tn__req_body_args(r);
         if (st) {
             r->state = TN__RQ_BODY; /* not the handler's: conn_error gives it back */
@@ -10602,6 +10613,7 @@ static void tn__conn_process(tn__conn *c) {
                 return;
             }
             r->head_len = (size_t)rc;
+            tn__req_target_facts(r);
             r->is_head = r->msg.method_len == 4 && memcmp(r->msg.method, "HEAD", 4) == 0;
             r->base = in->data + in->off;
             tn__list_del(c); /* the head is in: its timeout is over */
