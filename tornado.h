@@ -11728,10 +11728,12 @@ struct tn__fetch {
     tn__fetch *all_prev, *all_next;
     tn_http_fetch_opts opts; /* with method/body/headers pointing at our copies */
     char *method, *hdrs;     /* hdrs: "Name: value\r\n"..., the user's but Host */
+    char method_buf[16];     /* method, when it fits (the usual case): no allocation */
     const char *body;        /* ours: a copy, or the caller's given with body_free */
     char *host_hdr;          /* the user's Host value, or NULL */
     size_t hdrs_len;
-    char *url, *host, *target; /* host: as in the URL (for Host:); target: path?query */
+    char *url, *host, *target; /* host: as in the URL (for Host:); target: path?query.
+                                  One block, url first: freeing url frees all three. */
     int port, user_agent;      /* user_agent: the user's headers have one */
     int tls;                   /* https */
     tn_http_response *resp;
@@ -11750,8 +11752,7 @@ static void tn__hconn_close(tn__hconn *hc);
 void tn_http_response_free(void *p) {
     tn_http_response *r = (tn_http_response *)p;
     if (!r) return;
-    tn__free(r->reason);
-    tn__free(r->headers); /* the strings live in the same block */
+    tn__free(r->headers); /* the strings and the reason live in the same block */
     tn__free(r->body);
     tn__free(r->effective_url);
     tn__free(r);
@@ -11814,17 +11815,19 @@ static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
     for (p = ts; *p && *p != '#'; p++)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f) return TN_EINVAL; /* would break the request line */
     tn__free(fe->url);
-    tn__free(fe->host);
-    tn__free(fe->target);
-    fe->url = tn__strndup(fe->cl->loop, url, n);
-    fe->host = tn__strndup(fe->cl->loop, hs, (size_t)(he - hs));
+    fe->url = fe->host = fe->target = NULL;
     {
         /* "http://h?q" -> "/?q"; bytes >= 0x80 (a UTF-8 Location) are
          * not allowed raw in a request-target: %XX (RFC 3986 2.1). */
-        size_t tl = strcspn(ts, "#"), i, o = 0, extra = 0;
+        size_t tl = strcspn(ts, "#"), i, o = 0, extra = 0, hl = (size_t)(he - hs);
         for (i = 0; i < tl; i++) extra += (unsigned char)ts[i] >= 0x80 ? 2 : 0;
-        fe->target = (char *)tn__malloc(fe->cl->loop, tl + extra + 2);
-        if (fe->target) {
+        /* url, host and target in one block */
+        if ((fe->url = (char *)tn__malloc(fe->cl->loop, n + 1 + hl + 1 + tl + extra + 2)) != NULL) {
+            memcpy(fe->url, url, n + 1);
+            fe->host = fe->url + n + 1;
+            memcpy(fe->host, hs, hl);
+            fe->host[hl] = 0;
+            fe->target = fe->host + hl + 1;
             if (*ts != '/') fe->target[o++] = '/';
             for (i = 0; i < tl; i++) {
                 unsigned char ch = (unsigned char)ts[i];
@@ -11841,8 +11844,7 @@ static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
     }
     fe->port = (int)port;
     fe->tls = tls;
-    if (!fe->url || !fe->host || !fe->target) return TN_ENOMEM;
-    return 0;
+    return fe->url ? 0 : TN_ENOMEM;
 }
 
 static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port, int tls) {
@@ -11867,14 +11869,12 @@ static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port, in
 static void tn__fetch_free(tn__fetch *fe) {
     if (fe->timer_armed) tn_cancel_timer(fe->cl->loop, fe->timer);
     tn_http_response_free(fe->resp);
-    tn__free(fe->method);
+    if (fe->method != fe->method_buf) tn__free(fe->method);
     if (fe->body && fe->opts.body_free) fe->opts.body_free((void *)(uintptr_t)fe->body);
     else tn__free((void *)(uintptr_t)fe->body);
     tn__free(fe->hdrs);
     tn__free(fe->host_hdr);
-    tn__free(fe->url);
-    tn__free(fe->host);
-    tn__free(fe->target);
+    tn__free(fe->url); /* and host and target */
     if (fe->all_prev) fe->all_prev->all_next = fe->all_next;
     else fe->cl->fetches = fe->all_next;
     if (fe->all_next) fe->all_next->all_prev = fe->all_prev;
@@ -12201,13 +12201,12 @@ static int tn__resp_append(tn__fetch *fe, const char *p, size_t n) {
 /* Copies the parsed head into the response (one block for the headers). */
 static int tn__resp_from_head(tn__fetch *fe, const tn_http_message *m) {
     tn_http_response *r = fe->resp;
-    size_t i, bytes = m->num_headers * sizeof(tn_http_header);
+    size_t i, bytes = m->num_headers * sizeof(tn_http_header) + m->reason_len + 1;
     char *block, *o;
     for (i = 0; i < m->num_headers; i++) bytes += m->headers[i].name_len + m->headers[i].value_len + 2;
-    block = (char *)tn__malloc(fe->cl->loop, bytes ? bytes : 1);
+    block = (char *)tn__malloc(fe->cl->loop, bytes);
     if (!block) return TN_ENOMEM;
-    tn__free(r->headers);
-    tn__free(r->reason);
+    tn__free(r->headers); /* and the reason */
     r->headers = (tn_http_header *)(void *)block;
     o = block + m->num_headers * sizeof(tn_http_header);
     for (i = 0; i < m->num_headers; i++) {
@@ -12225,8 +12224,10 @@ static int tn__resp_from_head(tn__fetch *fe, const tn_http_message *m) {
     }
     r->num_headers = m->num_headers;
     r->status = m->status;
-    r->reason = tn__strndup(fe->cl->loop, m->reason ? m->reason : "", m->reason_len);
-    return r->reason ? 0 : TN_ENOMEM;
+    if (m->reason_len) memcpy(o, m->reason, m->reason_len);
+    o[m->reason_len] = 0;
+    r->reason = o;
+    return 0;
 }
 
 /* Resolves a Location against the current URL: absolute http(s) URLs,
@@ -12283,9 +12284,9 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
             return;
         }
         {
-            char *old_host = fe->host;
+            char *old_url = fe->url, *old_host = fe->host; /* one block, kept to compare */
             int old_port = fe->port, old_tls = fe->tls;
-            fe->host = NULL; /* kept to compare */
+            fe->url = NULL;
             next = tn__resolve_location(fe, loc, old_host);
             rc = next ? tn__fetch_set_url(fe, next) : TN_ENOMEM;
             tn__free(next);
@@ -12294,7 +12295,8 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
                 tn__free(fe->host_hdr);
                 fe->host_hdr = NULL;
             }
-            tn__free(old_host);
+            if (rc) fe->host = fe->target = NULL; /* they were in the old block */
+            tn__free(old_url);
             if (rc) {
                 tn__fetch_fail(fe, rc);
                 return;
@@ -12303,13 +12305,9 @@ static void tn__fetch_complete(tn__fetch *fe, int keep_alive) {
         /* 303 (and 301/302 after a POST, as browsers and Tornado do) turn
          * into a GET without a body; 307/308 repeat the request as it was. */
         if (st == 303 || ((st == 301 || st == 302) && strcmp(fe->method, "POST") == 0)) {
-            tn__free(fe->method);
-            fe->method = tn__strndup(fe->cl->loop, "GET", 3);
+            if (fe->method != fe->method_buf) tn__free(fe->method);
+            fe->method = strcpy(fe->method_buf, "GET");
             fe->opts.body_len = 0;
-            if (!fe->method) {
-                tn__fetch_fail(fe, TN_ENOMEM);
-                return;
-            }
         }
         fe->pool = tn__pool_for(fe->cl, fe->host, fe->port, fe->tls);
         if (!fe->pool) {
@@ -12518,7 +12516,8 @@ tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch
         for (p = m; *p; p++)
             if (!tn__http_is_tchar((unsigned char)*p)) rc = TN_EINVAL;
         if (!*m) rc = TN_EINVAL;
-        if (!rc && !(fe->method = tn__strndup(fe->cl->loop, m, strlen(m)))) rc = TN_ENOMEM;
+        if (!rc && strlen(m) < sizeof fe->method_buf) fe->method = strcpy(fe->method_buf, m);
+        else if (!rc && !(fe->method = tn__strndup(fe->cl->loop, m, strlen(m)))) rc = TN_ENOMEM;
     }
     if (!rc && fe->opts.headers) rc = tn__fetch_headers(fe, fe->opts.headers);
     fe->opts.method = NULL;
