@@ -303,6 +303,11 @@
  *   TN_TLS_MBEDTLS          TLS through mbedTLS (see TLS)
  *   TN_EXECUTOR_THREADS     4       pool threads (tn_loop_opts can override)
  *   TN_BUF_SIZE             16384   pooled I/O buffer size
+ *   TN_BUF_BULK             65536   a stream's input during a bulk transfer: after a
+ *                                   read that filled the buffer, once it is consumed,
+ *                                   it doubles up to this (and the owner's limit),
+ *                                   so a large body takes a quarter of the reads
+ *                                   and polls; released with the buffer
  *   TN_BUF_POOL             64      free buffers (and stream I/O states) a loop keeps
  *   TN_FREE_LIST_MAX        1024    freed futures kept for reuse; executor jobs:
  *                                   this or the most ever in flight at once
@@ -521,6 +526,9 @@
 #endif
 #ifndef TN_BUF_SIZE              /* a connection's pooled read/write buffer */
 #define TN_BUF_SIZE 16384
+#endif
+#ifndef TN_BUF_BULK              /* a stream's input buffer in a bulk transfer */
+#define TN_BUF_BULK 65536
 #endif
 #ifndef TN_BUF_POOL              /* free buffers a loop keeps for reuse */
 #define TN_BUF_POOL 64
@@ -4894,6 +4902,7 @@ typedef struct tn__stream_ops {
 #define TN__S_HANDSHAKE 16u /* TLS: the handshake is under way */
 #define TN__S_TLS_WANTW 32u /* TLS: a read waits for the socket to be writable */
 #define TN__S_TLS_WANTR 64u /* TLS: a write (or the handshake) waits for it to be readable */
+#define TN__S_BULK 128u     /* the last read filled the input buffer: the peer sends faster */
 
 /* The TLS layer under a stream (see TLS): the stream reads and writes
  * through it, so owners never know it is there. */
@@ -5319,6 +5328,25 @@ static int tn__stream_read(tn_stream *s) {
     ssize_t n;
     if (!io) return TN_ENOMEM;
     in = &io->in;
+    if (in->data && (s->flags & TN__S_BULK) && in->cap < TN_BUF_BULK) {
+        /* The last read filled the buffer: a bulk transfer. A bigger buffer
+         * (within the owner's limit, which holds the server's budget: the
+         * growth is charged like any input beyond TN_BUF_SIZE) takes it in
+         * fewer reads and polls. It moves, as a buffer that doubles when
+         * full does; the limit is 0 when it must not. */
+        size_t limit = s->ops->in_limit ? s->ops->in_limit(s) : TN_BUF_SIZE, want = in->cap * 2;
+        if (want > TN_BUF_BULK) want = TN_BUF_BULK;
+        if (want > limit) want = limit;
+        s->flags &= (uint16_t)~TN__S_BULK;
+        if (in->off == in->len) in->off = in->len = 0;
+        if (want > in->cap) {
+            char *nd = (char *)tn__realloc(s->loop, in->data, want);
+            if (nd) { /* else: reading on in the buffer we have */
+                in->data = nd;
+                in->cap = want;
+            }
+        }
+    }
     if (!in->data || in->len == in->cap) {
         size_t limit = s->ops->in_limit ? s->ops->in_limit(s) : TN_BUF_SIZE;
         int rc;
@@ -5379,6 +5407,8 @@ static int tn__stream_read(tn_stream *s) {
         n = read(s->fd, in->data + in->len, in->cap - in->len);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
+        if ((size_t)n == in->cap - in->len) s->flags |= TN__S_BULK;
+        else s->flags &= (uint16_t)~TN__S_BULK;
         in->len += (size_t)n;
         return 1;
     }

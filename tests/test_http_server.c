@@ -240,6 +240,7 @@ struct upload_frame {
     unsigned long long len;
     unsigned long a, b;
     unsigned long calls;
+    size_t biggest; /* the largest piece on_body was given */
 };
 static int on_upload(tn_http_request *req, const char *data, size_t len, void *arg) {
     struct upload_frame *f = (struct upload_frame *)tn_http_frame(req);
@@ -248,6 +249,7 @@ static int on_upload(tn_http_request *req, const char *data, size_t len, void *a
     if (!f) return TN_EINVAL;
     if (f->len == 0 && f->calls == 0) f->a = 1;
     f->calls++;
+    if (len > f->biggest) f->biggest = len;
     for (i = 0; i < len; i++) {
         f->a = (f->a + (unsigned char)data[i]) % 65521;
         f->b = (f->b + f->a) % 65521;
@@ -262,6 +264,16 @@ static int co_upload(tn_co *co) {
     TN_BEGIN(co);
     if (f->calls == 0) f->a = 1;
     n = snprintf(out, sizeof out, "len=%llu adler=%08lx", f->len, (f->b << 16) | f->a);
+    tn_http_respond(f->h.req, 200, NULL, out, (size_t)n);
+    TN_END(co);
+}
+
+static int co_upload_sizes(tn_co *co) {
+    struct upload_frame *f = (struct upload_frame *)co;
+    char out[128];
+    int n;
+    TN_BEGIN(co);
+    n = snprintf(out, sizeof out, "len=%llu biggest=%zu", f->len, f->biggest);
     tn_http_respond(f->h.req, 200, NULL, out, (size_t)n);
     TN_END(co);
 }
@@ -311,6 +323,7 @@ static void std_routes(tn_http_server *srv) {
     REQUIRE(tn_http_route_co(srv, "GET", "/cutoff-length", co_cutoff, (void *)(intptr_t)100, &co) == 0);
     REQUIRE(tn_http_route_co(srv, "GET", "/big20", co_big, NULL, &bigf) == 0);
     REQUIRE(tn_http_route_co(srv, "POST", "/upload", co_upload, NULL, &up) == 0);
+    REQUIRE(tn_http_route_co(srv, "POST", "/upload-sizes", co_upload_sizes, NULL, &up) == 0);
 }
 
 static server *start_std(void) { return server_start(NULL, std_routes); }
@@ -1254,6 +1267,34 @@ static void send_chunked(client *c, const unsigned char *body, size_t n) {
         k++;
     }
     REQUIRE(cli_sends(c, "0\r\nX-Done: 1\r\n\r\n") == 0);
+}
+
+/* A body that arrives faster than one buffer a turn is read in pieces
+ * bigger than TN_BUF_SIZE (the input grows toward TN_BUF_BULK: a quarter
+ * of the reads and polls), never bigger than TN_BUF_BULK. */
+TEST(streamed_request_body_is_read_in_bulk_pieces) {
+    server *s = start_std();
+    client *c = cli_open(s->port);
+    response r;
+    size_t n = 8u * 1024 * 1024, biggest = 0;
+    unsigned long long len = 0;
+    char *body = (char *)malloc(n), head[128];
+    REQUIRE(body != NULL);
+    memset(body, 'x', n);
+    snprintf(head, sizeof head, "POST /upload-sizes HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", n);
+    REQUIRE(cli_sends(c, head) == 0);
+    REQUIRE(cli_send(c, body, n) == 0);
+    REQUIRE(read_response(c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    REQUIRE(r.body && sscanf(r.body, "len=%llu biggest=%zu", &len, &biggest) == 2);
+    CHECK(len == n);
+    printf("    8 MiB body: largest piece %zu bytes\n", biggest);
+    CHECK(biggest > TN_BUF_SIZE);
+    CHECK(biggest <= TN_BUF_BULK);
+    resp_free(&r);
+    free(body);
+    cli_close(c);
+    server_stop(s);
 }
 
 TEST(streamed_request_body_5mb_chunked_in_order) {
