@@ -7546,47 +7546,22 @@ static void tn__http_message_init(tn_http_message *m, tn_http_header *headers) {
     m->content_length = -1;
 }
 
-/* Field lines of a head, then the facts they state. */
-static int tn__http_parse_head_fields(const char *p, const char *end,
-                                      tn_http_message *m, size_t max_headers,
-                                      const tn_http_limits *lim,
-                                      tn__http_facts *f) {
-    /* Framing is read from the stored fields, so no array means no room. */
-    size_t max = m->headers ? max_headers : 0;
-    int rc;
-    if (max > lim->max_headers) max = lim->max_headers;
-    rc = tn__http_parse_fields(p, end, m->headers, max, &m->num_headers);
-    return rc ? rc : tn__http_collect(m, f);
-}
+/* One walk of a head that came whole, for the usual message: the start
+ * line, then "name: value CRLF" lines with SP-only OWS, then CRLF, within
+ * the limits. Each line is found once (its end by tn__http_text8, 8 bytes
+ * a step) and its field stored as it goes, where the strict path scans the
+ * head, then parses the start line, then walks the fields again. These
+ * return the head's length, or 0 for anything else: an incomplete head, a
+ * limit reached, a leading empty line, HTAB, a control byte or any other
+ * byte the strict path must judge. The strict path then runs and gives its
+ * answer; for every head these accept, that answer is the same (the parser
+ * tests compare the two on every table case: whole input here, byte by
+ * byte there; fuzz_http compares them on random heads). */
 
-/* The request head in one walk, for the usual request that came whole:
- * "METHOD SP target SP HTTP/1.x CRLF", then "name: value CRLF" lines with
- * SP-only OWS, then CRLF, within the limits. Each line is found once (its
- * end by tn__http_text8, 8 bytes a step) and its field stored as it goes,
- * where the strict path scans the head, then parses the start line, then
- * walks the fields again. Returns the head's length, or 0 for anything
- * else: an incomplete head, a limit reached, a leading empty line, HTAB,
- * a control byte or any other byte the strict path must judge. The strict
- * path then runs and gives its answer; for every head this accepts, that
- * answer is the same (the parser tests compare the two on every table
- * case: whole input here, byte by byte there). */
-static int tn__http_request_fast(const char *buf, size_t len, tn_http_message *m, size_t max,
-                                 const tn_http_limits *lim) {
-    const char *p = buf, *end = buf + (len < lim->max_head ? len : lim->max_head), *start;
+/* The field lines from p, and the empty line ending them. */
+static int tn__http_fields_fast(const char *buf, const char *p, const char *end, tn_http_message *m,
+                                size_t max) {
     size_t n = 0;
-    while (p < end && tn__http_is_tchar((unsigned char)*p)) p++;
-    if (p == buf || p == end || *p != ' ') return 0;
-    m->method = buf;
-    m->method_len = (size_t)(p - buf);
-    start = ++p;
-    while (p < end && tn__http_is_vchar((unsigned char)*p)) p++;
-    if (p == start || (size_t)(p - start) > lim->max_target || end - p < 11 || *p != ' ' ||
-        memcmp(p + 1, "HTTP/1.", 7) != 0 || (p[8] != '1' && p[8] != '0') || p[9] != '\r' || p[10] != '\n')
-        return 0;
-    m->target = start;
-    m->target_len = (size_t)(p - start);
-    m->version_minor = p[8] == '1';
-    p += 11;
     for (;;) {
         const char *name = p, *colon, *value, *vend;
         if (end - p < 2) return 0;
@@ -7614,6 +7589,52 @@ static int tn__http_request_fast(const char *buf, size_t len, tn_http_message *m
         n++;
         p += 2;
     }
+}
+
+/* "METHOD SP target SP HTTP/1.x CRLF" and the fields. */
+static int tn__http_request_fast(const char *buf, size_t len, tn_http_message *m, size_t max,
+                                 const tn_http_limits *lim) {
+    const char *p = buf, *end, *start;
+    if (len < 16) return 0; /* no request is shorter; and buf may be NULL with len 0 */
+    end = buf + (len < lim->max_head ? len : lim->max_head);
+    while (p < end && tn__http_is_tchar((unsigned char)*p)) p++;
+    if (p == buf || p == end || *p != ' ') return 0;
+    m->method = buf;
+    m->method_len = (size_t)(p - buf);
+    start = ++p;
+    while (p < end && tn__http_is_vchar((unsigned char)*p)) p++;
+    if (p == start || (size_t)(p - start) > lim->max_target || end - p < 11 || *p != ' ' ||
+        memcmp(p + 1, "HTTP/1.", 7) != 0 || (p[8] != '1' && p[8] != '0') || p[9] != '\r' || p[10] != '\n')
+        return 0;
+    m->target = start;
+    m->target_len = (size_t)(p - start);
+    m->version_minor = p[8] == '1';
+    return tn__http_fields_fast(buf, p + 11, end, m, max);
+}
+
+/* "HTTP/1.x SP 3DIGIT SP reason CRLF" and the fields. */
+static int tn__http_response_fast(const char *buf, size_t len, tn_http_message *m, size_t max,
+                                  const tn_http_limits *lim) {
+    const char *p, *end;
+    int k;
+    if (len < 15) return 0; /* no response is shorter; and buf may be NULL with len 0 */
+    end = buf + (len < lim->max_head ? len : lim->max_head);
+    if (end - buf < 15 || memcmp(buf, "HTTP/1.", 7) != 0 || (buf[7] != '1' && buf[7] != '0') || buf[8] != ' ' ||
+        buf[12] != ' ')
+        return 0;
+    p = buf + 13;
+    m->status = 0;
+    for (k = 9; k < 12; k++) {
+        if (!tn__http_is_digit((unsigned char)buf[k])) return 0;
+        m->status = m->status * 10 + (buf[k] - '0');
+    }
+    if (m->status < 100 || m->status > 599) return 0;
+    m->version_minor = buf[7] == '1';
+    m->reason = p;
+    while (p < end && (unsigned char)*p >= 0x20 && *p != 0x7f) p++;
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
+    m->reason_len = (size_t)(p - m->reason);
+    return tn__http_fields_fast(buf, p + 2, end, m, max);
 }
 
 int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
@@ -7652,13 +7673,21 @@ int tn_http_parse_response(const char *buf, size_t len, size_t prev_len,
     tn_http_limits lim = tn__http_limits_or_defaults(limits);
     tn__http_facts f;
     const char *p, *end;
-    int n = tn__http_find_head(buf, len, prev_len, &lim, 0), rc;
-    if (n < 0) return n;
+    size_t max = headers ? (max_headers < lim.max_headers ? max_headers : lim.max_headers) : 0;
+    int n, rc;
     tn__http_message_init(msg, headers);
-    end = buf + n;
-    p = tn__http_skip_empty_lines(buf, end);
-    rc = tn__http_parse_status_line(&p, end, msg);
-    if (!rc) rc = tn__http_parse_head_fields(p, end, msg, max_headers, &lim, &f);
+    /* the one walk only on a first look, as for requests */
+    if (!prev_len && (n = tn__http_response_fast(buf, len, msg, max, &lim)) > 0) {
+        rc = 0;
+    } else {
+        tn__http_message_init(msg, headers);
+        if ((n = tn__http_find_head(buf, len, prev_len, &lim, 0)) < 0) return n;
+        end = buf + n;
+        p = tn__http_skip_empty_lines(buf, end);
+        rc = tn__http_parse_status_line(&p, end, msg);
+        if (!rc) rc = tn__http_parse_fields(p, end, headers, max, &msg->num_headers);
+    }
+    if (!rc) rc = tn__http_collect(msg, &f);
     if (rc) return rc;
     tn__http_response_framing(msg, &f, request_method);
     return n;
@@ -11711,7 +11740,8 @@ typedef struct tn__hconn tn__hconn;
 /* One pool per host:port: its idle connections and its waiting fetches. */
 typedef struct tn__hpool {
     struct tn__hpool *next;
-    char *key; /* "host:port", "https://host:port" */
+    char *key; /* the host, as in the URL; with port and tls, the pool's identity */
+    int port;
     tn__hconn *idle;
     tn__fetch *qhead, *qtail;
     size_t active; /* connections open or opening, idle ones included */
@@ -11878,18 +11908,17 @@ static int tn__fetch_set_url(tn__fetch *fe, const char *url) {
 }
 
 static tn__hpool *tn__pool_for(tn_http_client *c, const char *host, int port, int tls) {
-    char key[300];
     tn__hpool *p;
-    snprintf(key, sizeof key, "%s%s:%d", tls ? "https://" : "", host, port);
     for (p = c->pools; p; p = p->next)
-        if (strcmp(p->key, key) == 0) return p;
+        if (p->port == port && p->tls == tls && strcmp(p->key, host) == 0) return p;
     p = (tn__hpool *)tn__malloc(c->loop, sizeof *p);
     if (!p) return NULL;
     memset(p, 0, sizeof *p);
-    if (!(p->key = tn__strndup(c->loop, key, strlen(key)))) {
+    if (!(p->key = tn__strndup(c->loop, host, strlen(host)))) {
         tn__free(p);
         return NULL;
     }
+    p->port = port;
     p->tls = tls;
     p->next = c->pools;
     c->pools = p;
