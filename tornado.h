@@ -297,7 +297,10 @@
  *                           and files from bodies (tn_http_body still has
  *                           the bytes; query arguments stay), the automatic
  *                           ETag and 304s, the access log (on_access is not
- *                           called) and the route response cache
+ *                           called), the route response cache, and the
+ *                           heads' one-walk parser (the strict path alone
+ *                           parses them: the same answers, ~1.5 KB less
+ *                           code, a few hundred instructions more a head)
  *   TN_CO_LABELS            labels-as-values continuations (GCC, clang)
  *   TN_TLS_OPENSSL          TLS through OpenSSL (see TLS)
  *   TN_TLS_MBEDTLS          TLS through mbedTLS (see TLS)
@@ -365,7 +368,15 @@
  *                             header, body and idle timeouts are lists in
  *                             deadline order, one timer each)
  *   active connection         + a 144-byte stream I/O state, a 16 KiB input
- *                             buffer, a 4 KiB request object, output copies
+ *                             buffer (up to TN_BUF_BULK, 64 KiB, while a
+ *                             body arrives faster than one buffer a turn,
+ *                             charged to max_buffered_bytes), a 4 KiB
+ *                             request object, output copies
+ *   request or response head  one walk of the bytes when it came whole
+ *                             (the usual case: fields stored as each line
+ *                             end is found, 8 bytes a step); a head in
+ *                             pieces, or anything unusual, goes through
+ *                             the strict scan, O(n) over all its pieces
  *   TLS connection            + the library's state, kept for the
  *                             connection's life (and a 160-byte I/O state):
  *                             idle ~15 KiB with OpenSSL 3.0 (it releases
@@ -379,18 +390,19 @@
  *
  * Measured (make -C bench counts: callgrind, strace and memcheck over a
  * fixed number of requests, the start-up subtracted; x86-64, -O2):
- *   keep-alive request        ~3,700 instructions in user space, 3 syscalls
+ *   keep-alive request        ~3,000 instructions in user space, 3 syscalls
  *                             (epoll_wait, read, sendmsg), 0 allocations
- *   pipelined request (x16)   ~2,700 instructions, 0.19 syscalls
- *   a connection per request  ~5,100 instructions, 10 syscalls, 1 allocation
- *   client fetch (keep-alive) ~9,700 instructions, 9 allocations
- *   100 MiB file sent         1.15x nginx's CPU (both sendfile), 2 MiB RSS
+ *   pipelined request (x16)   ~2,000 instructions, 0.19 syscalls
+ *   a connection per request  ~4,300 instructions, 10 syscalls, 1 allocation
+ *   client fetch (keep-alive) ~6,700 instructions, 5 allocations
+ *   100 MiB file sent         0.7-1.15x nginx's CPU (both sendfile), 2 MiB RSS
+ *   100 MiB downloaded        0.75x curl's CPU (examples/fetch), 1.8 MiB RSS
  * Object sizes (sizeof, LP64 x86-64 / ILP32 ARM): loop 472 / 256, future
  * 72 / 48, tn_co 56 / 32, timer slot 40 / 32 plus a 24-byte heap entry,
  * fd-table entry 24 / 16, connection 96 / 64, stream I/O state (active
  * connections only) 144 / 104, request object 4,120 / 2,168 (pooled).
  * Code (text of an -Os build with --gc-sections, x86-64): hello
- * 58 KB by default, 46 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
+ * 60 KB by default, 47 KB with TN_HTTP_MINIMAL, 44 KB for the smallest
  * server (TN_HTTP_MINIMAL, no client, TCP API, executor, signals or
  * threads, poll); the loop, futures and coroutines alone 9 KB (an empty
  * program: 1.2 KB).
@@ -7650,7 +7662,7 @@ int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
     tn__http_message_init(msg, headers);
     /* The one walk only on a first look: once a head came in pieces, the
      * strict scan goes on from prev_len, so a slow head stays O(n). */
-    if (!prev_len && (n = tn__http_request_fast(buf, len, msg, max, &lim)) > 0) {
+    if (!TN__MINIMAL && !prev_len && (n = tn__http_request_fast(buf, len, msg, max, &lim)) > 0) {
         rc = tn__http_check_target(msg, &auth, &auth_len);
     } else {
         tn__http_message_init(msg, headers); /* what the one walk stored goes */
@@ -7677,7 +7689,7 @@ int tn_http_parse_response(const char *buf, size_t len, size_t prev_len,
     int n, rc;
     tn__http_message_init(msg, headers);
     /* the one walk only on a first look, as for requests */
-    if (!prev_len && (n = tn__http_response_fast(buf, len, msg, max, &lim)) > 0) {
+    if (!TN__MINIMAL && !prev_len && (n = tn__http_response_fast(buf, len, msg, max, &lim)) > 0) {
         rc = 0;
     } else {
         tn__http_message_init(msg, headers);
