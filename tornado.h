@@ -307,8 +307,8 @@
  *   TN_EXECUTOR_THREADS     4       pool threads (tn_loop_opts can override)
  *   TN_BUF_SIZE             16384   pooled I/O buffer size
  *   TN_BUF_BULK             65536   a stream's input during a bulk transfer: after a
- *                                   read that filled the buffer, once it is consumed,
- *                                   it doubles up to this (and the owner's limit),
+ *                                   read that filled the buffer, the next read first
+ *                                   doubles it, up to this (and the owner's limit),
  *                                   so a large body takes a quarter of the reads
  *                                   and polls; released with the buffer
  *   TN_BUF_POOL             64      free buffers (and stream I/O states) a loop keeps
@@ -397,12 +397,12 @@
  *   client fetch (keep-alive) ~6,700 instructions, 5 allocations
  *   100 MiB file sent         0.7-1.15x nginx's CPU (both sendfile), 2 MiB RSS
  *   100 MiB downloaded        0.75x curl's CPU (examples/fetch), 1.8 MiB RSS
- * Object sizes (sizeof, LP64 x86-64 / ILP32 ARM): loop 472 / 256, future
+ * Object sizes (sizeof, LP64 x86-64 / ILP32 ARM): loop 488 / 272, future
  * 72 / 48, tn_co 56 / 32, timer slot 40 / 32 plus a 24-byte heap entry,
  * fd-table entry 24 / 16, connection 96 / 64, stream I/O state (active
- * connections only) 144 / 104, request object 4,120 / 2,168 (pooled).
+ * connections only) 144 / 104, request object 4,136 / 2,176 (pooled).
  * Code (text of an -Os build with --gc-sections, x86-64): hello
- * 60 KB by default, 47 KB with TN_HTTP_MINIMAL, 44 KB for the smallest
+ * 60 KB by default, 46 KB with TN_HTTP_MINIMAL, 43 KB for the smallest
  * server (TN_HTTP_MINIMAL, no client, TCP API, executor, signals or
  * threads, poll); the loop, futures and coroutines alone 9 KB (an empty
  * program: 1.2 KB).
