@@ -7558,6 +7558,12 @@ static void tn__http_message_init(tn_http_message *m, tn_http_header *headers) {
     m->content_length = -1;
 }
 
+/* How many field lines a head may store: the caller's array and the
+ * limit; framing is read from the stored fields, so no array, no room. */
+static size_t tn__http_field_room(const tn_http_header *headers, size_t max_headers, const tn_http_limits *lim) {
+    return headers ? (max_headers < lim->max_headers ? max_headers : lim->max_headers) : 0;
+}
+
 /* One walk of a head that came whole, for the usual message: the start
  * line, then "name: value CRLF" lines with SP-only OWS, then CRLF, within
  * the limits. Each line is found once (its end by tn__http_text8, 8 bytes
@@ -7656,8 +7662,7 @@ int tn_http_parse_request(const char *buf, size_t len, size_t prev_len,
     tn__http_facts f;
     const char *p, *end, *auth = NULL;
     size_t auth_len = 0;
-    /* Framing is read from the stored fields, so no array means no room. */
-    size_t max = headers ? (max_headers < lim.max_headers ? max_headers : lim.max_headers) : 0;
+    size_t max = tn__http_field_room(headers, max_headers, &lim);
     int n, rc;
     tn__http_message_init(msg, headers);
     /* The one walk only on a first look: once a head came in pieces, the
@@ -7685,7 +7690,7 @@ int tn_http_parse_response(const char *buf, size_t len, size_t prev_len,
     tn_http_limits lim = tn__http_limits_or_defaults(limits);
     tn__http_facts f;
     const char *p, *end;
-    size_t max = headers ? (max_headers < lim.max_headers ? max_headers : lim.max_headers) : 0;
+    size_t max = tn__http_field_room(headers, max_headers, &lim);
     int n, rc;
     tn__http_message_init(msg, headers);
     /* the one walk only on a first look, as for requests */
