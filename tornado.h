@@ -2139,6 +2139,30 @@ TN__UNUSED static char *tn__put_u64(char *p, uint64_t v, int hex) {
     return tn__put(p, buf + i, sizeof buf - i);
 }
 
+/* v as exactly 16 hex digits (lower case): an ETag, whose width need not
+ * vary. A pair per byte from a table: 8 loads, against 16 per-digit steps. */
+#define TN__HX(a) #a "0" #a "1" #a "2" #a "3" #a "4" #a "5" #a "6" #a "7" \
+    #a "8" #a "9" #a "a" #a "b" #a "c" #a "d" #a "e" #a "f"
+TN__UNUSED static char *tn__put_hex16(char *p, uint64_t v) {
+    static const char pairs[] = TN__HX(0) TN__HX(1) TN__HX(2) TN__HX(3) TN__HX(4) TN__HX(5) TN__HX(6)
+        TN__HX(7) TN__HX(8) TN__HX(9) TN__HX(a) TN__HX(b) TN__HX(c) TN__HX(d) TN__HX(e) TN__HX(f);
+    uint32_t hi = (uint32_t)(v >> 32), lo = (uint32_t)v; /* unrolled: constant shifts */
+    memcpy(p, pairs + 2 * (hi >> 24), 2);
+    memcpy(p + 2, pairs + 2 * (hi >> 16 & 0xFFu), 2);
+    memcpy(p + 4, pairs + 2 * (hi >> 8 & 0xFFu), 2);
+    memcpy(p + 6, pairs + 2 * (hi & 0xFFu), 2);
+    memcpy(p + 8, pairs + 2 * (lo >> 24), 2);
+    memcpy(p + 10, pairs + 2 * (lo >> 16 & 0xFFu), 2);
+    memcpy(p + 12, pairs + 2 * (lo >> 8 & 0xFFu), 2);
+    memcpy(p + 14, pairs + 2 * (lo & 0xFFu), 2);
+    return p + 16;
+}
+#undef TN__HX
+
+TN__UNUSED static uint32_t tn__u32_le(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    return u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24; /* one load at -O2 */
+}
 /* A fingerprint (ETags, the cache's hash), not a MAC: eight bytes a step
  * (a multiply and a shift mix each), read in little-endian order so every
  * machine gives the same value. FNV-1a, its predecessor, took a multiply
@@ -2156,20 +2180,27 @@ TN__UNUSED static uint64_t tn__word_le(const char *p) {
 #endif
     return w;
 }
-TN__UNUSED static uint64_t tn__hash(const char *p, size_t n) {
+TN__UNUSED static uint64_t tn__hash_seeded(const char *p, size_t n, uint64_t seed) {
     const uint64_t k = 0x9E3779B97F4A7C15u;
-    uint64_t h = 0x243F6A8885A308D3u ^ ((uint64_t)n * k), w = 0;
-    size_t i;
+    uint64_t h = (0x243F6A8885A308D3u ^ seed ^ ((uint64_t)n * k)) * k, w = 0;
     for (; n >= 8; p += 8, n -= 8) {
         h = (h ^ tn__word_le(p)) * k;
         h ^= h >> 31;
     }
-    for (i = 0; i < n; i++) w |= (uint64_t)(unsigned char)p[i] << (8 * i);
+    /* The last 0-7 bytes in two loads that may overlap, not a loop per
+     * byte: for a given n (mixed in above) w still depends on each one. */
+    if (n >= 4) {
+        w = tn__u32_le(p) | (uint64_t)tn__u32_le(p + n - 4) << 32;
+    } else if (n) {
+        const unsigned char *u = (const unsigned char *)p;
+        w = u[0] | (uint64_t)u[n / 2] << 8 | (uint64_t)u[n - 1] << 16;
+    }
     h = (h ^ w) * k;
     h ^= h >> 29;
     h *= k;
     return h ^ (h >> 32);
 }
+TN__UNUSED static uint64_t tn__hash(const char *p, size_t n) { return tn__hash_seeded(p, n, 0); }
 void tn_bytes_free(void *b) { tn__free(b); }
 
 tn_bytes *tn_bytes_new_in(tn_loop *l, const void *p, size_t n) {
@@ -8001,7 +8032,6 @@ struct tn_http_request {
     tn_http_server *srv;
     tn_http_request *next_free;
     const tn__route *route;
-    tn_http_message msg;
     size_t prev_len; /* parser resumption point */
     size_t head_len; /* the head's bytes, from the input's off */
     size_t body_len; /* body bytes gathered (decoded) */
@@ -8041,7 +8071,10 @@ struct tn_http_request {
     tn_future *co_future;
     tn_future *drain;
     /* Not cleared between requests (tn__req_get clears what is above):
-     * only the first nparams / the parsed headers are ever read. */
+     * the parser sets msg whole before anything reads it (a request object
+     * is parsed as soon as it is taken), and only the first nparams / the
+     * parsed headers are ever read. */
+    tn_http_message msg;
     struct {
         const char *name, *raw, *value; /* value: decoded, NUL-terminated */
         size_t name_len, raw_len;
@@ -8354,9 +8387,9 @@ static tn_http_request *tn__req_get(tn_http_server *srv) {
     } else if (!(r = (tn_http_request *)tn__malloc(srv->loop, sizeof *r))) {
         return NULL;
     }
-    /* Reset all but the params and header arrays, which routing and the
-     * parser fill as needed. */
-    memset(r, 0, offsetof(tn_http_request, params));
+    /* Reset all but msg (the parser sets it whole) and the params and
+     * header arrays, which routing and the parser fill as needed. */
+    memset(r, 0, offsetof(tn_http_request, msg));
     r->scratch = scratch;
     r->scratch_cap = scap;
     r->rh = rh;
@@ -8474,7 +8507,7 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
         if (r->rh_len) p = tn__put(p, r->rh, r->rh_len);
         if (r->has_etag) {
             p = tn__put(p, "ETag: \"", 7);
-            p = tn__put_u64(p, r->etag, 1);
+            p = tn__put_hex16(p, r->etag);
             p = tn__put(p, "\"\r\n", 3);
         }
         if (!bodyless) {
@@ -9838,7 +9871,7 @@ static int tn__req_not_modified(tn_http_request *r) {
         if (r->has_etag) { /* its text, only now that a client asks */
             char *p;
             buf[0] = '"';
-            p = tn__put_u64(buf + 1, r->etag, 1);
+            p = tn__put_hex16(buf + 1, r->etag);
             *p++ = '"';
             tag = buf;
             tl = (size_t)(p - buf);
@@ -11341,9 +11374,18 @@ typedef struct tn__cmem {
     size_t nbuckets, count, bytes, max_bytes;
     tn__centry *lru_head, *lru_tail;
     tn_cache_stats *stats; /* the cache's: evictions, expirations, entries, bytes */
+    uint64_t seed;         /* of its hash: see tn__hash_str */
 } tn__cmem;
 
-static uint64_t tn__hash_str(const char *s, size_t n) { return tn__hash(s, n) | 1u; }
+/* Keys are a peer's (a cached route's is its path and query), so the
+ * table's hash is seeded per cache: without it, keys that collide in one
+ * process collide in every one, and a client that found a set could make
+ * each lookup walk one long chain (hash flooding). The seed (the clock and
+ * ASLR'd addresses) is not a secret key and this is no SipHash; it makes
+ * such a set a per-process guess, and the byte budget bounds the chain. */
+static uint64_t tn__hash_str(const tn__cmem *m, const char *s, size_t n) {
+    return tn__hash_seeded(s, n, m->seed) | 1u;
+}
 static const char *tn__centry_key(const tn__centry *e) { return (const char *)(e + 1); }
 static size_t tn__centry_size(const tn__centry *e) { return sizeof *e + e->klen + 1 + e->vlen; }
 
@@ -11392,7 +11434,7 @@ static int tn__cmem_grow(tn__cmem *m) {
 /* The live entry of key, made the newest; an expired one is removed. */
 static tn__centry *tn__cmem_find(tn__cmem *m, const char *key) {
     size_t klen = strlen(key);
-    tn__centry **pp = tn__cmem_slot(m, key, klen, tn__hash_str(key, klen)), *e;
+    tn__centry **pp = tn__cmem_slot(m, key, klen, tn__hash_str(m, key, klen)), *e;
     if (!pp || !(e = *pp)) return NULL;
     if (e->expires_ns && e->expires_ns <= m->loop->now_ns) {
         m->stats->expirations++;
@@ -11428,7 +11470,7 @@ static tn_future *tn__cmem_get(void *impl, const char *key) {
 
 static int tn__cmem_put(tn__cmem *m, const char *key, const void *data, size_t len, uint64_t ttl_ms) {
     size_t klen = strlen(key), need = sizeof(tn__centry) + klen + 1 + len;
-    uint64_t h = tn__hash_str(key, klen);
+    uint64_t h = tn__hash_str(m, key, klen);
     tn__centry **pp, *e;
     if (need > m->max_bytes) return TN_ETOOLARGE;
     if ((pp = tn__cmem_slot(m, key, klen, h)) && *pp) tn__cmem_unlink(m, *pp);
@@ -11476,7 +11518,7 @@ static tn_future *tn__cmem_set(void *impl, const char *key, const void *data, si
 static tn_future *tn__cmem_del(void *impl, const char *key) {
     tn__cmem *m = (tn__cmem *)impl;
     size_t klen = strlen(key);
-    tn__centry **pp = tn__cmem_slot(m, key, klen, tn__hash_str(key, klen));
+    tn__centry **pp = tn__cmem_slot(m, key, klen, tn__hash_str(m, key, klen));
     if (pp && *pp) tn__cmem_unlink(m, *pp);
     return tn__cmem_done(m, 0);
 }
@@ -11721,6 +11763,8 @@ int tn_cache_new(tn_loop *l, const tn_cache_opts *o, tn_cache **out) {
         }
         memset(m, 0, sizeof *m);
         m->loop = l;
+        m->seed = tn__clock_ns() ^ (uint64_t)(uintptr_t)m ^ ((uint64_t)(uintptr_t)&m << 21) ^
+                  ((uint64_t)(uintptr_t)&tn__cmem_backend << 42);
         m->max_bytes = c->opts.max_bytes;
         m->stats = &c->stats;
         c->be = &tn__cmem_backend;
