@@ -44,9 +44,25 @@ int main(int argc, char **argv) {
     tn_http_server_opts opts = {0};
     int port = 8888, workers = 1, i, rc;
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) port = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) workers = atoi(argv[++i]);
-        else port = atoi(argv[i]); /* "hello 8080" */
+        const char *v = argv[i];
+        int *into = &port, max = 65535;
+        long n;
+        char *end;
+        if ((strcmp(v, "--port") == 0 || strcmp(v, "--workers") == 0) && i + 1 < argc) {
+            if (v[2] == 'w') {
+                into = &workers;
+                max = 1024;
+            }
+            v = argv[++i];
+        } else if (v[0] == '-') { /* "hello 8080" is a port; any other option is a mistake */
+            v = "";
+        }
+        n = strtol(v, &end, 10);
+        if (!*v || *end || n < (into == &port ? 0 : 1) || n > max) {
+            fprintf(stderr, "usage: hello [--port 0-65535] [--workers 1-1024]\n");
+            return 2;
+        }
+        *into = (int)n;
     }
     opts.reuseport = workers > 1;
     spawn_workers(workers);

@@ -150,3 +150,18 @@ TEST(httpbin_proxy_maps_upstream_failures) {
     CHECK(strncmp(out, "HTTP/1.1 504", 12) == 0);
     CHECK_EQ_INT(stop(pid), 0);
 }
+
+/* examples/hello (make run's server) refuses what it cannot honour, rather
+ * than serving on a port nobody asked for: atoi("x") was port 0, an
+ * ephemeral port, and an unknown option became one too. */
+TEST(hello_example_rejects_bad_arguments) {
+    static char out[1024];
+    static const char *bad[] = {"--port x", "--bogus", "99999", "--workers 0", "--port", "--port 80x"};
+    char cmd[256];
+    size_t i;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd, "./examples/hello %s 2>&1", bad[i]);
+        CHECK_EQ_INT(run(cmd, out, sizeof out), 2);
+        CHECK(strstr(out, "usage: hello") != NULL);
+    }
+}

@@ -1954,6 +1954,14 @@ static void h_headers_set(tn_http_request *req, void *arg) {
     SET(g_rc1, tn_http_respond(req, 600, NULL, "", 0) == TN_EINVAL && tn_http_respond(req, 101, NULL, "", 0) == TN_EINVAL);
     tn_http_respond(req, 200, NULL, "{}", 2); /* NULL: the one set */
 }
+/* Tornado's clear_header("Content-Type"): no default type either. */
+static void h_no_ctype(tn_http_request *req, void *arg) {
+    (void)arg;
+    tn_http_set_header(req, "Content-Type", "text/html");
+    SET(g_rc2, tn_http_clear_header(req, "content-type"));
+    SET(g_rc3, tn_http_clear_header(req, "Content-Type")); /* again: none was left, still 0 */
+    tn_http_respond(req, 200, NULL, "raw", 3);
+}
 static void h_short_body(tn_http_request *req, void *arg) {
     (void)arg;
     tn_http_begin(req, 200, NULL, 100);
@@ -2015,6 +2023,7 @@ static void bounds_routes(tn_http_server *srv) {
     REQUIRE(tn_http_route(srv, "GET", "/ref-big", h_ref_big, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/headers-set", h_headers_set, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/short", h_short_body, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/no-ctype", h_no_ctype, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "POST", "/strlen", h_body_strlen, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "POST", "/echo", h_echo, NULL, NULL) == 0);
     REQUIRE(tn_http_route_co(srv, "GET", "/spin/{n}", co_spin, NULL, &spin) == 0);
@@ -2069,6 +2078,13 @@ TEST(response_headers_replace_add_clear_and_final_statuses_only) {
     CHECK_EQ_INT(GET(g_rc2), 0);
     CHECK_EQ_INT(GET(g_rc3), TN_ENOENT);
     CHECK_EQ_INT(GET(g_rc1), 1); /* 600 and 101 refused */
+    resp_free(&r);
+    REQUIRE(roundtrip(c, "GET /no-ctype HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(strstr(r.head, "Content-Type") == NULL);
+    CHECK(r.body_len == 3 && memcmp(r.body, "raw", 3) == 0);
+    CHECK_EQ_INT(GET(g_rc2), 0);
+    CHECK_EQ_INT(GET(g_rc3), 0);
     resp_free(&r);
     /* a short body is an error, and the connection closes (the client
      * reads what came, then the close) */

@@ -753,7 +753,7 @@ TEST(static_files_safe_paths) {
         {"/static/../etc/passwd", 404},      {"/static/%2e%2e/etc/passwd", 404}, {"/static/sub/../a.txt", 404},
         {"/static//a.txt", 404},             {"/static/./a.txt", 404},           {"/static/a.txt%00.png", 400},
         {"/static/link/secret", 403},        {"/static/missing", 404},           {"/static/sub/", 200},
-        {"/static/sub", 200},                {"/static/noindex/", 403},          {"/static/inlink.txt", 200},
+        {"/static/sub", 301},                {"/static/noindex/", 403},          {"/static/inlink.txt", 200},
         {"/static/%2e%2e%2fa.txt", 404},     {"/static/..%2f..%2fetc%2fpasswd", 404},
     };
     server *s;
@@ -770,10 +770,18 @@ TEST(static_files_safe_paths) {
         CHECK_EQ_INT(r.status, cases[i].status);
         if (r.status != cases[i].status) fprintf(stderr, "    %s -> %d\n", cases[i].target, r.status);
         if (r.status == 200) CHECK(r.body_len == 14 || r.body_len == 20);
+        if (r.status == 301) CHECK(header_is(&r, "Location", "/static/sub/"));
         CHECK(!(r.body_len == 6 && memcmp(r.body, "secret", 6) == 0));
         resp_free(&r);
         cli_close(c);
     }
+    /* the directory's redirect keeps the query, and the raw (encoded) path */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GET /static/s%75b?a=1&b=%20 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 301);
+    CHECK(header_is(&r, "Location", "/static/s%75b/?a=1&b=%20"));
+    resp_free(&r);
+    cli_close(c);
     server_stop(s);
     remove_site();
 }
