@@ -3985,7 +3985,8 @@ struct tn__executor {
     tn__job *head, *tail; /* queued, FIFO */
     pthread_t *threads;
     int nthreads, shutdown;
-    int idle; /* workers in (or entering) their wait: only these need a signal */
+    int idle;    /* workers in their wait */
+    int waking;  /* of those, signalled and not yet back: a burst signals each once */
 };
 
 /* Jobs are made and dropped on the loop thread only, so a plain free list
@@ -4017,6 +4018,7 @@ static void *tn__worker(void *arg) {
             ex->idle++;
             pthread_cond_wait(&ex->cond, &ex->lock);
             ex->idle--;
+            if (ex->waking) ex->waking--; /* a spurious wake may take another's: then one more signal */
         }
         if (!ex->head) { /* shutdown and nothing left */
             pthread_mutex_unlock(&ex->lock);
@@ -4155,11 +4157,14 @@ tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_fre
     if (ex->tail) ex->tail->next = j;
     else ex->head = j;
     ex->tail = j;
-    /* As libuv does: a busy worker takes the job when it is done with its
-     * own, so only a waiting one is woken. Signalling anyway cost a futex
-     * call on most submits once the pool was busy (glibc's condvar switches
-     * waiter groups), 1,400 of them per 20,000 jobs instead of ~90. */
-    if (ex->idle) pthread_cond_signal(&ex->cond);
+    /* A busy worker takes the job when it is done with its own, so only a
+     * waiting one is woken (libuv's rule), and only one not already woken:
+     * a burst of submits before the woken get the CPU signals each waiter
+     * once, not once per job (~60 instructions of glibc's condvar each). */
+    if (ex->idle > ex->waking) {
+        ex->waking++;
+        pthread_cond_signal(&ex->cond);
+    }
     pthread_mutex_unlock(&ex->lock);
     return f;
 }
