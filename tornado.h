@@ -353,10 +353,12 @@
  *   TN_AWAIT on a done future continues at once; on a pending one, one
  *                             callback when it resolves
  *   TN_WAIT_UNTIL             O(waiters) per loop iteration
- *   tn_run_in_executor        one mutex round trip each way + one wake-up;
- *                             no allocation once as many jobs as are in
- *                             flight have been made (the job free list
- *                             keeps the most ever in flight at once)
+ *   tn_run_in_executor        one mutex round trip each way + one wake-up
+ *                             (a burst behind a busy pool: one hand-over
+ *                             for the batch); no allocation once as many
+ *                             jobs as are in flight have been made (the
+ *                             job and future free lists keep the most ever
+ *                             in flight at once)
  *   HTTP request              no allocation on the hot path once warm
  *                             (pooled buffers and request objects), one
  *                             read and one write per batch of pipelined
@@ -986,6 +988,10 @@ typedef int (*tn_work_fn)(void *arg, void **result);
  * future fails with TN_ECANCELLED only once fn has returned: a coroutine
  * awaiting it stays suspended until then, and whatever arg points into (its
  * frame, say) stays valid while fn runs. arg stays yours.
+ * A job goes to the pool at once while a worker is free for it; once every
+ * worker is taken, later ones wait (they could not start anyway) and go in
+ * one hand-over when the loop next waits, so a job submitted behind a busy
+ * pool by a callback that keeps the loop busy starts after it returns.
  * NULL only on TN_ENOMEM. Under TN_NO_THREADS fn runs inline, before this
  * returns, and the future comes back already done. TN_NO_EXECUTOR takes
  * these two out (host names are then resolved inline, blocking the loop). */
@@ -3099,6 +3105,7 @@ int tn_signal_remove(tn_loop *l, int signo) {
 
 /* ------------------------------------------------------- loop lifecycle */
 static void tn__executor_free(tn_loop *l);
+static void tn__executor_flush(tn_loop *l);
 static void tn__drop_callbacks(tn_loop *l);
 
 /* Frees a list linked through each block's first bytes. */
@@ -3273,6 +3280,7 @@ int tn_loop_step(tn_loop *l, int max_wait_ms) {
     timeout = tn_loop_next_timeout(l);
     if (max_wait_ms >= 0 && (timeout < 0 || timeout > max_wait_ms)) timeout = max_wait_ms;
     l->nready = 0;
+    tn__executor_flush(l); /* the jobs held back this turn: to the workers before we sleep */
     rc = tn__be_wait(l, timeout);
     l->now_ns = tn__clock_ns();
     for (i = 0; i < l->nready; i++) {
@@ -3983,10 +3991,16 @@ struct tn__executor {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     tn__job *head, *tail; /* queued, FIFO */
+    /* Submitted while every worker was taken (see tn_run_in_executor_owned),
+     * the loop thread's alone (no lock): handed to the queue in one lock
+     * before the loop waits (tn__executor_flush). */
+    tn__job *lhead, *ltail;
+    int nlocal, saturated; /* saturated: the loop thread's hint, reset each turn */
     pthread_t *threads;
     int nthreads, shutdown;
     int idle;    /* workers in their wait */
     int waking;  /* of those, signalled and not yet back: a burst signals each once */
+    int running; /* workers between taking a job and asking for the next */
 };
 
 /* Jobs are made and dropped on the loop thread only, so a plain free list
@@ -4010,10 +4024,13 @@ static void tn__job_recycle(tn_loop *l, tn__job *j) {
 static void *tn__worker(void *arg) {
     tn__executor *ex = (tn__executor *)arg;
     tn_loop *l = ex->loop;
+    int ran = 0;
     for (;;) {
         tn__job *j;
         int wake;
         pthread_mutex_lock(&ex->lock);
+        ex->running -= ran;
+        ran = 1;
         while (!ex->head && !ex->shutdown) {
             ex->idle++;
             pthread_cond_wait(&ex->cond, &ex->lock);
@@ -4028,6 +4045,7 @@ static void *tn__worker(void *arg) {
         ex->head = j->next;
         if (!ex->head) ex->tail = NULL;
         j->state = 1;
+        ex->running++;
         pthread_mutex_unlock(&ex->lock);
 
         j->result = NULL;
@@ -4079,6 +4097,18 @@ static void tn__job_cancelled(tn_future *f, void *arg) {
     tn__job *j = (tn__job *)arg;
     tn__executor *ex = f->loop->executor;
     tn__job **pp, *prev = NULL;
+    for (pp = &ex->lhead; j->state == 0 && *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != j) continue;
+        *pp = j->next; /* not handed over yet: the workers never saw it */
+        if (ex->ltail == j) ex->ltail = prev;
+        ex->nlocal--;
+        j->err = TN_ECANCELLED;
+        tn__job_settle(j);
+        f->loop->njobs--;
+        tn__job_recycle(f->loop, j);
+        return;
+    }
+    prev = NULL;
     pthread_mutex_lock(&ex->lock);
     if (j->state == 0) {
         for (pp = &ex->head; *pp; prev = *pp, pp = &(*pp)->next) {
@@ -4153,20 +4183,54 @@ tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_fre
     f->flags |= TN__F_SETTLES_OWN_CANCEL; /* a running job is settled when it ends */
     tn_future_on_cancel(f, tn__job_cancelled, j);
     if (++l->njobs > l->njobs_peak) l->njobs_peak = l->njobs;
+    /* Every worker taken (running, or woken for a job already queued): this
+     * job could not start now anyway, so it waits with the turn's others
+     * for one hand-over (tn__executor_flush) instead of a lock of its own.
+     * The hint is as of this turn's last locked submit; a worker freed
+     * since then takes the job when the loop next waits. */
+    if (ex->saturated) {
+        if (ex->ltail) ex->ltail->next = j;
+        else ex->lhead = j;
+        ex->ltail = j;
+        ex->nlocal++;
+        return f;
+    }
     pthread_mutex_lock(&ex->lock);
     if (ex->tail) ex->tail->next = j;
     else ex->head = j;
     ex->tail = j;
     /* A busy worker takes the job when it is done with its own, so only a
-     * waiting one is woken (libuv's rule), and only one not already woken:
-     * a burst of submits before the woken get the CPU signals each waiter
-     * once, not once per job (~60 instructions of glibc's condvar each). */
+     * waiting one is woken (libuv's rule), and each only once: not again
+     * while it has not yet got the CPU. */
     if (ex->idle > ex->waking) {
         ex->waking++;
         pthread_cond_signal(&ex->cond);
     }
+    ex->saturated = ex->running + ex->waking >= ex->nthreads;
     pthread_mutex_unlock(&ex->lock);
     return f;
+}
+
+/* Hands the jobs held back this turn to the workers in one lock: 20,000
+ * submitted by one callback took 20,000 locks, each contended by the
+ * workers, before. */
+static void tn__executor_flush(tn_loop *l) {
+    tn__executor *ex = l->executor;
+    int n;
+    if (!ex) return;
+    ex->saturated = 0;
+    if (!ex->lhead) return;
+    pthread_mutex_lock(&ex->lock);
+    if (ex->tail) ex->tail->next = ex->lhead;
+    else ex->head = ex->lhead;
+    ex->tail = ex->ltail;
+    for (n = ex->nlocal; n > 0 && ex->idle > ex->waking; n--) {
+        ex->waking++;
+        pthread_cond_signal(&ex->cond);
+    }
+    pthread_mutex_unlock(&ex->lock);
+    ex->lhead = ex->ltail = NULL;
+    ex->nlocal = 0;
 }
 
 /* Queued jobs are cancelled; running ones are waited for (a thread cannot be
@@ -4177,6 +4241,11 @@ static void tn__executor_free(tn_loop *l) {
     int i;
     if (!ex) return;
     pthread_mutex_lock(&ex->lock);
+    if (ex->lhead) { /* not yet handed over: cancelled below with the queued */
+        if (ex->tail) ex->tail->next = ex->lhead;
+        else ex->head = ex->lhead;
+        ex->lhead = ex->ltail = NULL;
+    }
     q = ex->head;
     ex->head = ex->tail = NULL;
     ex->shutdown = 1;
@@ -4241,6 +4310,7 @@ TN__UNUSED static tn_future *tn__work_inline(tn_loop *l, tn_work_fn fn, void *ar
     return f;
 }
 static void tn__executor_free(tn_loop *l) { (void)l; }
+static void tn__executor_flush(tn_loop *l) { (void)l; }
 #ifndef TN_NO_THREADS /* (TN_NO_EXECUTOR) the thread-safe callbacks only */
 static void tn__drain_threadsafe(tn_loop *l) {
     tn__cb *cbs;
