@@ -2151,24 +2151,19 @@ TN__UNUSED static char *tn__put_u64(char *p, uint64_t v, int hex) {
 }
 
 /* v as exactly 16 hex digits (lower case): an ETag, whose width need not
- * vary. A pair per byte from a table: 8 loads, against 16 per-digit steps. */
-#define TN__HX(a) #a "0" #a "1" #a "2" #a "3" #a "4" #a "5" #a "6" #a "7" \
-    #a "8" #a "9" #a "a" #a "b" #a "c" #a "d" #a "e" #a "f"
+ * vary (no leading-zero strip, unlike tn__put_u64). */
 TN__UNUSED static char *tn__put_hex16(char *p, uint64_t v) {
-    static const char pairs[] = TN__HX(0) TN__HX(1) TN__HX(2) TN__HX(3) TN__HX(4) TN__HX(5) TN__HX(6)
-        TN__HX(7) TN__HX(8) TN__HX(9) TN__HX(a) TN__HX(b) TN__HX(c) TN__HX(d) TN__HX(e) TN__HX(f);
-    uint32_t hi = (uint32_t)(v >> 32), lo = (uint32_t)v; /* unrolled: constant shifts */
-    memcpy(p, pairs + 2 * (hi >> 24), 2);
-    memcpy(p + 2, pairs + 2 * (hi >> 16 & 0xFFu), 2);
-    memcpy(p + 4, pairs + 2 * (hi >> 8 & 0xFFu), 2);
-    memcpy(p + 6, pairs + 2 * (hi & 0xFFu), 2);
-    memcpy(p + 8, pairs + 2 * (lo >> 24), 2);
-    memcpy(p + 10, pairs + 2 * (lo >> 16 & 0xFFu), 2);
-    memcpy(p + 12, pairs + 2 * (lo >> 8 & 0xFFu), 2);
-    memcpy(p + 14, pairs + 2 * (lo & 0xFFu), 2);
+#if TN__HEX_WORDS
+    uint64_t w[2];
+    w[0] = tn__hex8((uint32_t)(v >> 32));
+    w[1] = tn__hex8((uint32_t)v);
+    memcpy(p, w, 16);
+#else
+    int i;
+    for (i = 15; i >= 0; i--, v >>= 4) p[i] = "0123456789abcdef"[v & 15u];
+#endif
     return p + 16;
 }
-#undef TN__HX
 
 TN__UNUSED static uint32_t tn__u32_le(const char *p) {
     const unsigned char *u = (const unsigned char *)p;
