@@ -75,6 +75,7 @@
  *   stream_request_body         tn_http_route_opts.on_body
  *   RequestHandler.flush        tn_http_drain (a future: backpressure)
  *   on_connection_close         tn_http_closed; tn_http_route_opts.cancel_on_close
+ *   request.remote_ip           tn_http_remote_ip
  *   get_argument(s)             tn_http_argument(s); get_query_argument(s),
  *                               get_body_argument(s): tn_http_query_argument(s),
  *                               tn_http_body_argument(s)
@@ -1582,6 +1583,13 @@ TN__API const char *tn_http_body(const tn_http_request *req, size_t *len);
 TN__API void *tn_http_frame(tn_http_request *req);
 /* True once the client has gone away: writes are then dropped. */
 TN__API int tn_http_closed(const tn_http_request *req);
+/* The client's address as text ("127.0.0.1", "::1"; no port) into buf,
+ * NUL-terminated; 46 bytes hold any (INET6_ADDRSTRLEN). Tornado's
+ * request.remote_ip without xheaders: the socket's peer, not what an
+ * X-Forwarded-For or X-Real-Ip says. 0; TN_EINVAL if cap is too small,
+ * TN_ECLOSED once the connection is gone; TN_ENOTSUP for a socket that is
+ * not IP (tn_http_serve_fd on a Unix socket). */
+TN__API int tn_http_remote_ip(const tn_http_request *req, char *buf, size_t cap);
 
 /* --- the response ---
  * Statuses are final ones, 200..599 (TN_EINVAL otherwise: the server sends
@@ -10027,12 +10035,26 @@ size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
     return n < 0 ? 0 : (size_t)n;
 }
 
+/* The peer of fd as text: 0, or an error (see tn_http_remote_ip). */
+static int tn__peer_ip(int fd, char *buf, size_t cap) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char tmp[INET6_ADDRSTRLEN];
+    size_t n;
+    if (fd < 0) return TN_ECLOSED;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) return errno == ENOTCONN ? TN_ECLOSED : -errno;
+    if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, tmp, sizeof tmp);
+    else if (ss.ss_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, tmp, sizeof tmp);
+    else return TN_ENOTSUP;
+    if ((n = strlen(tmp)) >= cap) return TN_EINVAL;
+    memcpy(buf, tmp, n + 1);
+    return 0;
+}
+
 /* Calls the server's access hook for a request that ends now. */
 TN__UNUSED static void tn__req_log(tn_http_request *r) {
     tn_http_server *srv = r->srv;
     tn_http_access e;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
     if (!srv->opts.on_access || !r->head_len) return;
     tn__req_terminate(r); /* answered before tn__req_strings ran (a 413, a 503...) */
     memset(&e, 0, sizeof e);
@@ -10045,12 +10067,7 @@ TN__UNUSED static void tn__req_log(tn_http_request *r) {
     e.time = (int64_t)time(NULL);
     e.user_agent = tn_http_get_header(r, "User-Agent");
     e.referer = tn_http_get_header(r, "Referer");
-    if (r->conn->s.fd >= 0 && getpeername(r->conn->s.fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, e.peer, sizeof e.peer);
-        else if (ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, e.peer, sizeof e.peer);
-    }
+    if (tn__peer_ip(r->conn->s.fd, e.peer, sizeof e.peer)) e.peer[0] = 0;
     srv->opts.on_access(&e, srv->opts.on_access_arg);
 }
 
@@ -11440,6 +11457,13 @@ const char *tn_http_protocol(const tn_http_request *r) {
 }
 void *tn_http_frame(tn_http_request *r) { return r->frame; }
 int tn_http_closed(const tn_http_request *r) { return r->closed; }
+
+int tn_http_remote_ip(const tn_http_request *r, char *buf, size_t cap) {
+    if (!buf || !cap) return TN_EINVAL;
+    buf[0] = 0;
+    if (r->closed || (r->conn->s.flags & TN__S_CLOSED)) return TN_ECLOSED;
+    return tn__peer_ip(r->conn->s.fd, buf, cap);
+}
 
 const char *tn_http_param(tn_http_request *r, const char *name) {
     size_t i, n = strlen(name);

@@ -144,6 +144,14 @@ static void h_catchall(tn_http_request *req, void *arg) {
     (void)arg;
     tn_http_respond(req, 404, NULL, out, (size_t)n);
 }
+/* request.remote_ip: the socket's peer, and a buffer too small for it */
+static void h_ip(tn_http_request *req, void *arg) {
+    char ip[46], small[4], out[96];
+    int rc = tn_http_remote_ip(req, ip, sizeof ip), rc_small = tn_http_remote_ip(req, small, sizeof small), n;
+    (void)arg;
+    n = snprintf(out, sizeof out, "rc=%d ip=%s small=%d", rc, ip, rc_small);
+    tn_http_respond(req, 200, NULL, out, (size_t)n);
+}
 static void h_hello(tn_http_request *req, void *arg) {
     (void)arg;
     tn_http_respond(req, 200, "text/plain", "Hello, world!", 13);
@@ -198,6 +206,7 @@ static void web_routes(tn_http_server *srv) {
     REQUIRE(tn_http_route(srv, "GET", "/noetag", h_etag, NULL, &noe) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/lastmod", h_lastmod, NULL, NULL) == 0);
     REQUIRE(tn_http_route(srv, "GET", "/hello", h_hello, NULL, NULL) == 0);
+    REQUIRE(tn_http_route(srv, "GET", "/ip", h_ip, NULL, NULL) == 0);
 }
 static void web_routes_catchall(tn_http_server *srv) {
     web_routes(srv);
@@ -207,6 +216,22 @@ static void web_routes_catchall(tn_http_server *srv) {
 /* ------------------------------------------------------------------ */
 /* Arguments and forms                                                 */
 /* ------------------------------------------------------------------ */
+
+TEST(remote_ip_is_the_peer_of_the_socket) {
+    server *s = server_start(NULL, web_routes);
+    client *c = cli_open(s->port);
+    response r;
+    char want[96];
+    snprintf(want, sizeof want, "rc=0 ip=127.0.0.1 small=%d", TN_EINVAL);
+    /* what a proxy would say is not taken for it */
+    REQUIRE(roundtrip(c, "GET /ip HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.9.8.7\r\nX-Real-Ip: 10.9.8.7\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body_len == strlen(want) && memcmp(r.body, want, r.body_len) == 0);
+    if (r.body_len != strlen(want) || memcmp(r.body, want, r.body_len)) fprintf(stderr, "    got %.*s\n", (int)r.body_len, r.body);
+    resp_free(&r);
+    cli_close(c);
+    server_stop(s);
+}
 
 TEST(arguments_from_query_and_urlencoded_body_last_wins) {
     server *s = server_start(NULL, web_routes);
