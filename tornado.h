@@ -2323,6 +2323,14 @@ typedef struct tn__heap_entry {
 #else
 #define TN__MINIMAL 0
 #endif
+/* Chunked bodies to decode: none when the server answers a chunked request
+ * 501 (TN_HTTP_MINIMAL) and there is no client to read chunked responses;
+ * then the decoder (about 1 KB of code) is not linked. */
+#if defined(TN_HTTP_MINIMAL) && defined(TN_NO_HTTP_CLIENT)
+#define TN__CHUNKED_IN 0
+#else
+#define TN__CHUNKED_IN 1
+#endif
 
 /* The streams layer, unless every part that uses it is out. */
 #if !defined(TN_NO_TCP) || !defined(TN_NO_HTTP_SERVER) || !defined(TN_NO_HTTP_CLIENT)
@@ -8064,10 +8072,15 @@ static int tn__body_feed(tn__body *b, char *raw, size_t n, int eof, const tn_htt
         *done = b->left == 0;
         break;
     case TN__B_CHUNKED:
+#if TN__CHUNKED_IN
         rc = tn_http_chunked_decode(&b->ch, raw, n, len, b->max, lim);
         if (rc < 0) return rc;
         *done = b->ch.done;
         break;
+#else
+        (void)lim;
+        return TN_EMALFORMED; /* not reached: the server answered the request 501 */
+#endif
     case TN__B_CLOSE:
         *len = n;
         rc = (int)n;
