@@ -312,7 +312,8 @@
  *                                   doubles it, up to this (and the owner's limit),
  *                                   so a large body takes a quarter of the reads
  *                                   and polls; released with the buffer
- *   TN_BUF_POOL             64      free buffers (and stream I/O states) a loop keeps
+ *   TN_BUF_POOL             64      free buffers (and stream I/O states) a loop keeps,
+ *                                   and done fetch records a client keeps
  *   TN_FREE_LIST_MAX        1024    freed futures kept for reuse (plus the most
  *                                   executor jobs ever in flight at once); jobs:
  *                                   this or that most, whichever is more
@@ -11972,6 +11973,8 @@ struct tn_http_client {
     tn__fetch *fetches; /* every fetch in flight, for tn_http_client_free */
     size_t nfetches;
     int closing;
+    tn__fetch *fetch_free; /* done fetch records kept for reuse (TN_BUF_POOL of them) */
+    size_t nfetch_free;
 };
 
 #define TN__H_IDLE 0
@@ -12153,6 +12156,12 @@ static void tn__fetch_free(tn__fetch *fe) {
     else fe->cl->fetches = fe->all_next;
     if (fe->all_next) fe->all_next->all_prev = fe->all_prev;
     fe->cl->nfetches--;
+    if (fe->cl->nfetch_free + 1 <= TN_BUF_POOL) { /* not "<": -Wtype-limits at 0 */
+        fe->next = fe->cl->fetch_free;
+        fe->cl->fetch_free = fe;
+        fe->cl->nfetch_free++;
+        return;
+    }
     tn__free(fe);
 }
 
@@ -12755,8 +12764,14 @@ static int tn__fetch_headers(tn__fetch *fe, const char *const *headers) {
 
 tn_future *tn_http_fetch(tn_http_client *c, const char *url, const tn_http_fetch_opts *opts) {
     tn_future *f = tn_future_new(c->loop);
-    tn__fetch *fe = f ? (tn__fetch *)tn__malloc(c->loop, sizeof *fe) : NULL;
+    tn__fetch *fe = NULL;
     int rc = 0;
+    if (f && (fe = c->fetch_free) != NULL) { /* a done one: no allocation */
+        c->fetch_free = fe->next;
+        c->nfetch_free--;
+    } else if (f) {
+        fe = (tn__fetch *)tn__malloc(c->loop, sizeof *fe);
+    }
     if (!fe) {
         /* The body given by reference is ours from the call on. */
         if (opts && opts->body && opts->body_free) opts->body_free((void *)(uintptr_t)opts->body);
@@ -12829,6 +12844,11 @@ void tn_http_client_free(tn_http_client *c) {
 #if TN__TLS
     if (c->tls) tn__tls_ctx_unref(c->tls);
 #endif
+    while (c->fetch_free) {
+        tn__fetch *fe = c->fetch_free;
+        c->fetch_free = fe->next;
+        tn__free(fe);
+    }
     tn__free(c);
 }
 
