@@ -399,7 +399,7 @@
  *                             (epoll_wait, read, sendmsg), 0 allocations
  *   pipelined request (x16)   ~1,930 instructions, 0.19 syscalls
  *   a connection per request  ~4,200 instructions, 10 syscalls, 1 allocation
- *   client fetch (keep-alive) ~6,700 instructions, 5 allocations
+ *   client fetch (keep-alive) ~6,200 instructions, 4 allocations
  *   100 MiB file sent         0.7-1.15x nginx's CPU (both sendfile), 2 MiB RSS
  *   100 MiB downloaded        0.75x curl's CPU (examples/fetch), 1.8 MiB RSS
  * Object sizes (sizeof, LP64 x86-64 / ILP32 ARM): loop 488 / 272, future
@@ -407,7 +407,7 @@
  * fd-table entry 24 / 16, connection 96 / 64, stream I/O state (active
  * connections only) 144 / 104, request object 4,136 / 2,184 (pooled).
  * Code (text of an -Os build with --gc-sections, x86-64): hello
- * 60 KB by default, 46 KB with TN_HTTP_MINIMAL, 43 KB for the smallest
+ * 60 KB by default, 46 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
  * server (TN_HTTP_MINIMAL, no client, TCP API, executor, signals or
  * threads, poll); the loop, futures and coroutines alone 9 KB (an empty
  * program: 1.2 KB).
