@@ -3974,7 +3974,7 @@ struct tn__job {
     tn_free_fn free_arg, free_result;
     tn_future *f;
     tn__job *next;
-    int err, state; /* 0 queued, 1 running, 2 finished */
+    int err;
 };
 
 /* The pool needs threads; without them (or without the executor: only the
@@ -4056,7 +4056,6 @@ static void *tn__worker(void *arg) {
         j = ex->head;
         ex->head = j->next;
         if (!ex->head) ex->tail = NULL;
-        j->state = 1;
         ex->running++;
         pthread_mutex_unlock(&ex->lock);
 
@@ -4065,7 +4064,6 @@ static void *tn__worker(void *arg) {
 
         /* Hand the job back to the loop thread; only it touches futures. */
         pthread_mutex_lock(&l->ts_lock);
-        j->state = 2;
         j->next = l->jobs_done;
         l->jobs_done = j;
         wake = !l->wake_pending;
@@ -4105,40 +4103,50 @@ static int tn__executor_start(tn_loop *l) {
     return 0;
 }
 
+/* Takes j out of the list head..tail; 0 when it is not there. */
+static int tn__job_unlink(tn__job **head, tn__job **tail, tn__job *j) {
+    tn__job **pp, *prev = NULL;
+    for (pp = head; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != j) continue;
+        *pp = j->next;
+        if (*tail == j) *tail = prev;
+        return 1;
+    }
+    return 0;
+}
+
+/* Appends the jobs held back this turn to the workers' queue (lock held);
+ * returns how many they were. */
+static int tn__executor_splice(tn__executor *ex) {
+    int n = ex->nlocal;
+    if (!ex->lhead) return 0;
+    if (ex->tail) ex->tail->next = ex->lhead;
+    else ex->head = ex->lhead;
+    ex->tail = ex->ltail;
+    ex->lhead = ex->ltail = NULL;
+    ex->nlocal = 0;
+    return n;
+}
+
 static void tn__job_cancelled(tn_future *f, void *arg) {
     tn__job *j = (tn__job *)arg;
     tn__executor *ex = f->loop->executor;
-    tn__job **pp, *prev = NULL;
-    for (pp = &ex->lhead; j->state == 0 && *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp != j) continue;
-        *pp = j->next; /* not handed over yet: the workers never saw it */
-        if (ex->ltail == j) ex->ltail = prev;
-        ex->nlocal--;
-        j->err = TN_ECANCELLED;
-        tn__job_settle(j);
-        f->loop->njobs--;
-        tn__job_recycle(f->loop, j);
-        return;
-    }
-    prev = NULL;
-    pthread_mutex_lock(&ex->lock);
-    if (j->state == 0) {
-        for (pp = &ex->head; *pp; prev = *pp, pp = &(*pp)->next) {
-            if (*pp != j) continue;
-            *pp = j->next;
-            if (ex->tail == j) ex->tail = prev;
-            break;
-        }
+    int queued = 0;
+    if (tn__job_unlink(&ex->lhead, &ex->ltail, j)) { /* the loop's own: no lock */
+        ex->nlocal--; /* not handed over yet: the workers never saw it */
+        queued = 1;
+    } else {
+        pthread_mutex_lock(&ex->lock);
+        queued = tn__job_unlink(&ex->head, &ex->tail, j); /* else taken by a worker */
         pthread_mutex_unlock(&ex->lock);
-        j->err = TN_ECANCELLED;
-        tn__job_settle(j);
-        f->loop->njobs--;
-        tn__job_recycle(f->loop, j);
-        return;
     }
     /* Running: it finishes on its own (its future is settled then, failed,
      * and its result freed): see tn__jobs_complete. */
-    pthread_mutex_unlock(&ex->lock);
+    if (!queued) return;
+    j->err = TN_ECANCELLED;
+    tn__job_settle(j);
+    f->loop->njobs--;
+    tn__job_recycle(f->loop, j);
 }
 
 static void tn__jobs_complete(tn_loop *l, tn__job *done) {
@@ -4233,16 +4241,11 @@ static void tn__executor_flush(tn_loop *l) {
     ex->saturated = 0;
     if (!ex->lhead) return;
     pthread_mutex_lock(&ex->lock);
-    if (ex->tail) ex->tail->next = ex->lhead;
-    else ex->head = ex->lhead;
-    ex->tail = ex->ltail;
-    for (n = ex->nlocal; n > 0 && ex->idle > ex->waking; n--) {
+    for (n = tn__executor_splice(ex); n > 0 && ex->idle > ex->waking; n--) {
         ex->waking++;
         pthread_cond_signal(&ex->cond);
     }
     pthread_mutex_unlock(&ex->lock);
-    ex->lhead = ex->ltail = NULL;
-    ex->nlocal = 0;
 }
 
 /* Queued jobs are cancelled; running ones are waited for (a thread cannot be
@@ -4253,11 +4256,7 @@ static void tn__executor_free(tn_loop *l) {
     int i;
     if (!ex) return;
     pthread_mutex_lock(&ex->lock);
-    if (ex->lhead) { /* not yet handed over: cancelled below with the queued */
-        if (ex->tail) ex->tail->next = ex->lhead;
-        else ex->head = ex->lhead;
-        ex->lhead = ex->ltail = NULL;
-    }
+    tn__executor_splice(ex); /* not yet handed over: cancelled below with the queued */
     q = ex->head;
     ex->head = ex->tail = NULL;
     ex->shutdown = 1;
