@@ -1402,7 +1402,10 @@ typedef struct tn_http_server tn_http_server;
 typedef struct tn_http_request tn_http_request;
 
 /* One finished request, for the access log (tn_http_server_opts.on_access;
- * tn_http_access_combined formats it). The strings are the request's. */
+ * tn_http_access_combined formats it). The strings are the request's. A
+ * head that did not parse (its 400, 414, 431, 505 or 408) is logged too,
+ * with method and target "" (combined: "-" for the request line, as
+ * nginx). */
 typedef struct tn_http_access {
     const char *method, *target;
     int version_minor, status;
@@ -8984,6 +8987,7 @@ static int tn__conn_error(tn__conn *c, int status) {
             *p++ = '\n';
         }
         tn__stream_commit(&c->s, (size_t)(p - start));
+        if (r) r->out_len = head ? 0 : bl; /* for the access log */
     }
     if (r && r->state != TN__RQ_HANDLER) {
 #if !TN__MINIMAL
@@ -10035,6 +10039,7 @@ TN__UNUSED static int tn__req_conditional(tn_http_request *r, int status, const 
 /* ------------------------------------------------------------ access log */
 size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
     char when[40];
+    size_t o;
     struct tm tm;
     time_t t = (time_t)e->time;
     int n;
@@ -10042,10 +10047,19 @@ size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
     gmtime_r(&t, &tm);
     snprintf(when, sizeof when, "%02d/%.3s/%04d:%02d:%02d:%02d +0000", tm.tm_mday, months + 3 * tm.tm_mon,
              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    n = snprintf(buf, cap, "%s - %s [%s] \"%s %s HTTP/1.%d\" %d %llu \"%s\" \"%s\"", e->peer[0] ? e->peer : "-",
-                 e->user ? e->user : "-", when, e->method, e->target, e->version_minor, e->status,
+    /* Three pieces, snprintf's contract kept: the length it needs, the
+     * output cut (and NUL-terminated) at cap. */
+    n = snprintf(buf, cap, "%s - %s [%s] \"", e->peer[0] ? e->peer : "-", e->user ? e->user : "-", when);
+    o = n < 0 ? 0 : (size_t)n;
+    if (e->method[0])
+        n = snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "%s %s HTTP/1.%d", e->method, e->target,
+                     e->version_minor);
+    else
+        n = snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "-"); /* no request line parsed: nginx's "-" */
+    o += n < 0 ? 0 : (size_t)n;
+    n = snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "\" %d %llu \"%s\" \"%s\"", e->status,
                  (unsigned long long)e->bytes, e->referer ? e->referer : "-", e->user_agent ? e->user_agent : "-");
-    return n < 0 ? 0 : (size_t)n;
+    return o + (n < 0 ? 0 : (size_t)n);
 }
 
 /* The peer of fd as text: 0, or an error (see tn_http_remote_ip). */
@@ -10068,18 +10082,23 @@ static int tn__peer_ip(int fd, char *buf, size_t cap) {
 TN__UNUSED static void tn__req_log(tn_http_request *r) {
     tn_http_server *srv = r->srv;
     tn_http_access e;
-    if (!srv->opts.on_access || !r->head_len) return;
-    tn__req_terminate(r); /* answered before tn__req_strings ran (a 413, a 503...) */
+    if (!srv->opts.on_access) return;
     memset(&e, 0, sizeof e);
-    e.method = r->msg.method;
-    e.target = r->msg.target;
-    e.version_minor = r->msg.version_minor;
+    if (r->head_len) {
+        tn__req_terminate(r); /* answered before tn__req_strings ran (a 413, a 503...) */
+        e.method = r->msg.method;
+        e.target = r->msg.target;
+        e.version_minor = r->msg.version_minor;
+        e.user_agent = tn_http_get_header(r, "User-Agent");
+        e.referer = tn_http_get_header(r, "Referer");
+    } else { /* a head that did not parse (400, 414, 431, 505, its 408): logged all the same, as nginx does */
+        e.method = e.target = "";
+        e.version_minor = 1;
+    }
     e.status = r->status;
     e.bytes = r->no_body ? 0 : r->out_len;
     e.duration_us = (tn__clock_ns() - r->start_ns) / 1000u;
     e.time = (int64_t)time(NULL);
-    e.user_agent = tn_http_get_header(r, "User-Agent");
-    e.referer = tn_http_get_header(r, "Referer");
     if (tn__peer_ip(r->conn->s.fd, e.peer, sizeof e.peer)) e.peer[0] = 0;
     srv->opts.on_access(&e, srv->opts.on_access_arg);
 }

@@ -576,6 +576,52 @@ TEST(access_log_once_per_request_in_combined_format) {
     server_stop(s);
 }
 
+/* A head that does not parse is logged too (nginx: "-" for its request
+ * line), and a server's own error answer with the bytes of its body; the
+ * combined line keeps snprintf's contract when cut. */
+TEST(access_log_has_unparsed_heads_and_error_bodies) {
+    tn_http_server_opts o;
+    server *s;
+    client *c;
+    response r;
+    char line[1024], small[24];
+    tn_http_access e;
+    int i, n = 0;
+    size_t need;
+    memset(&o, 0, sizeof o);
+    o.on_access = access_hook;
+    o.max_body_bytes = 10;
+    s = server_start(&o, web_routes);
+    g_log_n = 0;
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "GARBAGE\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 400);
+    resp_free(&r);
+    cli_close(c);
+    for (i = 0; i < 100 && (n = log_count(line, sizeof line)) < 1; i++) sleep_ms(10);
+    CHECK_EQ_INT(n, 1);
+    CHECK(strstr(line, "] \"-\" 400 16 \"-\" \"-\"") != NULL); /* "400 Bad Request\n" */
+    c = cli_open(s->port);
+    REQUIRE(roundtrip(c, "POST /args HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    cli_close(c);
+    for (i = 0; i < 100 && (n = log_count(line, sizeof line)) < 2; i++) sleep_ms(10);
+    CHECK_EQ_INT(n, 2);
+    CHECK(strstr(line, "] \"POST /args HTTP/1.1\" 413 22 ") != NULL); /* "413 Content Too Large\n" */
+    server_stop(s);
+    memset(&e, 0, sizeof e);
+    e.method = "GET";
+    e.target = "/a-long-target";
+    e.version_minor = 1;
+    e.status = 200;
+    need = tn_http_access_combined(&e, line, sizeof line);
+    CHECK_EQ_INT(need, strlen(line));
+    CHECK_EQ_INT(tn_http_access_combined(&e, small, sizeof small), need);
+    CHECK(strlen(small) == sizeof small - 1 && memcmp(small, line, sizeof small - 1) == 0);
+    CHECK_EQ_INT(tn_http_access_combined(&e, NULL, 0), need);
+}
+
 TEST(json_escape_is_rfc8259) {
     char out[64];
     size_t n = tn_json_escape(out, sizeof out, "a\"b\\c\n\x01\xc3\xa9", 9);
