@@ -8043,11 +8043,15 @@ typedef struct tn__body {
 
 /* Sets b up for the message m parsed (a request or a response). */
 static void tn__body_start(tn__body *b, const tn_http_message *m, uint64_t max) {
-    memset(b, 0, sizeof *b);
+    b->kind = 0;
+    b->left = b->got = 0;
     b->max = max;
-    if (m->chunked) b->kind = TN__B_CHUNKED;
-    else if (m->close_delimited) b->kind = TN__B_CLOSE;
-    else if (m->content_length > 0) {
+    if (m->chunked) {
+        b->kind = TN__B_CHUNKED;
+        memset(&b->ch, 0, sizeof b->ch); /* the decoder's state: only a chunked body has one */
+    } else if (m->close_delimited) {
+        b->kind = TN__B_CLOSE;
+    } else if (m->content_length > 0) {
         b->kind = TN__B_LENGTH;
         b->left = (uint64_t)m->content_length;
     }
@@ -8161,7 +8165,8 @@ struct tn_http_request {
     struct tn__kv *qargs, *bargs, *cookies;
     size_t nq, nb, ncookies, nfiles;
     tn_http_file *files;
-    int args_state, cookies_parsed, status_set, in_error_hook, has_etag;
+    int args_state, status_set;
+    unsigned char cookies_parsed, in_error_hook, has_etag; /* flags: chars keep the part tn__req_get zeroes small */
     const char *cache_key; /* a cached route's key (in the arena) while its answer is made */
     uint64_t etag;
     uint64_t start_ns;
@@ -8169,9 +8174,9 @@ struct tn_http_request {
     char *rh; /* header lines set by the handler, "Name: value\r\n"... */
     size_t rh_len, rh_cap;
     int status;
-    int headers_sent, finished, chunked_out, no_body, closed, is_head, has_ctype;
-    int no_ctype; /* tn_http_clear_header("Content-Type"): not even the default */
-    int write_failed; /* the last body write failed: the body has a hole unless a write retries it */
+    unsigned char headers_sent, finished, chunked_out, no_body, closed, is_head, has_ctype;
+    unsigned char no_ctype;     /* tn_http_clear_header("Content-Type"): not even the default */
+    unsigned char write_failed; /* the last body write failed: the body has a hole unless a write retries it */
     int nul_state;
     char nul_saved;
     int64_t length_out;
@@ -8563,6 +8568,7 @@ static int tn__rh_remove(tn_http_request *r, const char *name, size_t nl) {
 /* Reserves the head's room (and body_room more, so a body copy that
  * follows cannot fail halfway) and writes the status line and headers.
  * length: the body's, or -1. */
+#define TN__DEFAULT_CTYPE "text/plain; charset=utf-8"
 static int tn__send_head(tn_http_request *r, int status, const char *ctype, int64_t length, size_t body_room) {
     tn__conn *c = r->conn;
     tn_http_server *srv = r->srv;
@@ -8587,13 +8593,17 @@ static int tn__send_head(tn_http_request *r, int status, const char *ctype, int6
         tn__rh_remove(r, "content-type", 12);
         r->has_ctype = 0;
     }
-    if (!ctype && !r->has_ctype && !r->no_ctype && !bodyless) ctype = "text/plain; charset=utf-8";
+    if (ctype) clen = strlen(ctype);
+    else if (!r->has_ctype && !r->no_ctype && !bodyless) {
+        ctype = TN__DEFAULT_CTYPE;
+        clen = sizeof TN__DEFAULT_CTYPE - 1;
+    } else
+        clen = 0;
     tn__http_date(srv);
     /* One reservation for the longest head these pieces can make, then
      * plain copies: a head is a dozen pieces, each an append call before. */
     reason = status == 200 ? "OK" : tn_http_reason(status);
-    clen = ctype ? strlen(ctype) : 0;
-    if (!(p = tn__stream_room(&c->s, TN__STATUS_ROOM + strlen(reason) +
+    if (!(p = tn__stream_room(&c->s, TN__STATUS_ROOM + (status == 200 ? 2 : strlen(reason)) +
                                          sizeof "Content-Type: \r\n" + clen + r->rh_len +
                                          sizeof "ETag: \"0123456789abcdef\"\r\n" +
                                          sizeof "Content-Length: 18446744073709551615\r\n" +
