@@ -6,7 +6,8 @@
 #
 # 1. instructions per request (valgrind --tool=callgrind, user space) and 2. syscalls per request
 #    (strace -f -c) of examples/hello (-O2, as run.sh builds it), nginx (one process:
-#    master_process off) and bench/ceiling.c, for three request patterns of bench/counts.c:
+#    master_process off), bench/floor.c (a real parser and nothing else: libhttp-parser) and
+#    bench/ceiling.c (no parser), for three request patterns of bench/counts.c:
 #    keep-alive, pipelined x16, ab-style (a connection per request). Each server runs twice,
 #    with N1 and N2 requests, and the figure is (count(N2) - count(N1)) / (N2 - N1): start-up,
 #    the listening socket and shutdown cancel out.
@@ -100,11 +101,20 @@ mkdir -p "$B"
 build() { # out src flags...
     local out=$1 src=$2
     shift 2
-    "$CC" "$@" -o "$B/$out" "$src" >>"$LOG" 2>&1 || { note "error: cannot build $out from $src (see $LOG)"; return 1; }
+    "$CC" -o "$B/$out" "$src" "$@" >>"$LOG" 2>&1 || { note "error: cannot build $out from $src (see $LOG)"; return 1; }
 }
 build hello ../examples/hello.c -O2 -pthread || exit 1 # as run.sh builds it
 build ceiling ceiling.c -O2 -std=c99 || exit 1
 build counts counts.c -O2 -std=c99 -Wall -Wextra || exit 1
+# The floor needs Debian's libhttp-parser-dev (its static library: all of it is user space the
+# counts see); without it, its column is "-".
+HAVE_FLOOR=1
+if [ -r /usr/include/http_parser.h ]; then
+    build floor floor.c -O2 -std=c99 -l:libhttp_parser.a || HAVE_FLOOR=0
+else
+    HAVE_FLOOR=0
+    note "skipped: libhttp-parser-dev not installed (the floor's column)"
+fi
 build fetchn fetchn.c -O2 -std=c99 -D_GNU_SOURCE -pthread || exit 1
 build httpbin ../examples/httpbin.c -O2 -std=c99 -pthread || exit 1 # plain HTTP, as make builds it without OpenSSL
 build fetch ../examples/fetch.c -O2 -std=c99 -pthread || exit 1
@@ -144,6 +154,7 @@ server_cmd() {
     case $1 in
     tornado.h) echo "$B/hello --port $2" ;;
     ceiling) echo "$B/ceiling $2" ;;
+    floor) echo "$B/floor $2" ;;
     nginx) nginx_conf "$TMP/nginx-$2" "$2"; echo "nginx -e $TMP/nginx-$2/error.log -p $TMP/nginx-$2/ -c $TMP/nginx-$2/nginx.conf" ;;
     httpbin) echo "$B/httpbin --port $2 --static $TMP/www" ;;
     esac
@@ -183,8 +194,10 @@ per() { awk -v a="$1" -v b="$2" -v n="$3" -v d="${4:-0}" 'BEGIN { if (a == "" ||
 
 PATTERNS="ka pl ab"
 pat_name() { case $1 in ka) echo "keep-alive" ;; pl) echo "pipelined x16" ;; ab) echo "ab-style (a connection per request)" ;; esac; }
-SERVERS="tornado.h nginx ceiling"
-[ $HAVE_NGINX = 1 ] || SERVERS="tornado.h ceiling"
+SERVERS="tornado.h"
+[ $HAVE_NGINX = 1 ] && SERVERS="$SERVERS nginx"
+[ $HAVE_FLOOR = 1 ] && SERVERS="$SERVERS floor"
+SERVERS="$SERVERS ceiling"
 declare -A IR SC SCB AL
 
 # ---- 1 and 2: instructions and syscalls per request; 3: the server's allocations -------------
@@ -385,31 +398,31 @@ NG=nginx
     echo "connection (keep-alive: one request at a time; pipelined: 16 per write) or one connection per request (ab's request bytes, HTTP/1.0)."
     echo "Instructions: valgrind --tool=callgrind, the server's user space (Ir). Syscalls: strace -f -c. Allocations: valgrind memcheck."
     echo
-    echo "| figure | pattern | tornado.h | nginx | ceiling | tornado.h / nginx |"
-    echo "|---|---|---:|---:|---:|---:|"
+    echo "| figure | pattern | tornado.h | nginx | floor | ceiling | tornado.h / nginx | tornado.h / floor |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
     if [ $HAVE_VG = 1 ]; then
         for p in $PATTERNS; do
-            echo "| instructions per request | $(pat_name $p) | $(cell "${IR[tornado.h,$p]:-}") | $(cell "${IR[nginx,$p]:-}") | $(cell "${IR[ceiling,$p]:-}") | $(ratio "${IR[tornado.h,$p]:-}" "${IR[nginx,$p]:-}") |"
+            echo "| instructions per request | $(pat_name $p) | $(cell "${IR[tornado.h,$p]:-}") | $(cell "${IR[nginx,$p]:-}") | $(cell "${IR[floor,$p]:-}") | $(cell "${IR[ceiling,$p]:-}") | $(ratio "${IR[tornado.h,$p]:-}" "${IR[nginx,$p]:-}") | $(ratio "${IR[tornado.h,$p]:-}" "${IR[floor,$p]:-}") |"
         done
     else
-        echo "| instructions per request | all | skipped: valgrind not installed | | | |"
+        echo "| instructions per request | all | skipped: valgrind not installed | | | | | |"
     fi
     if [ $HAVE_ST = 1 ]; then
         for p in $PATTERNS; do
-            echo "| syscalls per request | $(pat_name $p) | $(cell "${SC[tornado.h,$p]:-}") | $(cell "${SC[nginx,$p]:-}") | $(cell "${SC[ceiling,$p]:-}") | $(ratio "${SC[tornado.h,$p]:-}" "${SC[nginx,$p]:-}") |"
+            echo "| syscalls per request | $(pat_name $p) | $(cell "${SC[tornado.h,$p]:-}") | $(cell "${SC[nginx,$p]:-}") | $(cell "${SC[floor,$p]:-}") | $(cell "${SC[ceiling,$p]:-}") | $(ratio "${SC[tornado.h,$p]:-}" "${SC[nginx,$p]:-}") | $(ratio "${SC[tornado.h,$p]:-}" "${SC[floor,$p]:-}") |"
         done
         for p in $PATTERNS; do
-            echo "| syscalls per request, by call | $(pat_name $p) | $(cell "${SCB[tornado.h,$p]:-}") | $(cell "${SCB[nginx,$p]:-}") | $(cell "${SCB[ceiling,$p]:-}") | |"
+            echo "| syscalls per request, by call | $(pat_name $p) | $(cell "${SCB[tornado.h,$p]:-}") | $(cell "${SCB[nginx,$p]:-}") | $(cell "${SCB[floor,$p]:-}") | $(cell "${SCB[ceiling,$p]:-}") | | |"
         done
     else
-        echo "| syscalls per request | all | skipped: strace not installed | | | |"
+        echo "| syscalls per request | all | skipped: strace not installed | | | | | |"
     fi
     if [ $HAVE_VG = 1 ]; then
         for p in $PATTERNS; do
             a=${AL[tornado.h,$p]:-}
             [ "$a" = 0.000 ] && a=0
             [ "$p" != ab ] && [ -n "$a" ] && { [ "$a" = 0 ] && a="0 (must be 0: met)" || a="$a (must be 0: **missed**)"; }
-            echo "| heap allocations per request (server, memcheck) | $(pat_name $p) | $(cell "$a") | - | - | |"
+            echo "| heap allocations per request (server, memcheck) | $(pat_name $p) | $(cell "$a") | - | - | - | | |"
         done
     fi
     echo
