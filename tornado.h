@@ -395,17 +395,21 @@
  *
  * Measured (make -C bench counts: callgrind, strace and memcheck over a
  * fixed number of requests, the start-up subtracted; x86-64, -O2):
- *   keep-alive request        ~2,950 instructions in user space, 3 syscalls
+ *   keep-alive request        ~2,900 instructions in user space, 3 syscalls
  *                             (epoll_wait, read, sendmsg), 0 allocations
- *   pipelined request (x16)   ~1,930 instructions, 0.19 syscalls
- *   a connection per request  ~4,200 instructions, 10 syscalls, 1 allocation
+ *                             (nginx ~7,200; libhttp-parser alone ~1,250)
+ *   pipelined request (x16)   ~1,900 instructions, 0.19 syscalls
+ *   a connection per request  ~4,150 instructions, 10 syscalls, 1 allocation
  *   client fetch (keep-alive) ~6,200 instructions, 4 allocations
- *   100 MiB file sent         0.7-1.15x nginx's CPU (both sendfile), 2 MiB RSS
+ *   100 MiB file sent         0.8-1.1x nginx's CPU (both sendfile), 2 MiB RSS
+ *                             (the same from a coroutine's 16 KiB writes)
+ *   100 MiB received          ~0.55x nginx's CPU (on_body, 64 KiB reads),
+ *                             2 MiB RSS
  *   100 MiB downloaded        0.75x curl's CPU (examples/fetch), 1.8 MiB RSS
  * Object sizes (sizeof, LP64 x86-64 / ILP32 ARM): loop 488 / 272, future
  * 72 / 48, tn_co 56 / 32, timer slot 40 / 32 plus a 24-byte heap entry,
  * fd-table entry 24 / 16, connection 96 / 64, stream I/O state (active
- * connections only) 144 / 104, request object 4,136 / 2,184 (pooled).
+ * connections only) 144 / 104, request object 4,104 / 2,152 (pooled).
  * Code (text of an -Os build with --gc-sections, x86-64): hello
  * 60 KB by default, 46 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
  * server (TN_HTTP_MINIMAL, no client, TCP API, executor, signals or
