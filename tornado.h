@@ -411,10 +411,13 @@
  * fd-table entry 24 / 16, connection 96 / 64, stream I/O state (active
  * connections only) 144 / 104, request object 4,104 / 2,152 (pooled).
  * Code (text of an -Os build with --gc-sections, x86-64): hello
- * 60 KB by default, 46 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
+ * 56 KB by default, 46 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
  * server (TN_HTTP_MINIMAL, no client, TCP API, executor, signals or
  * threads, poll); the loop, futures and coroutines alone 9 KB (an empty
- * program: 1.2 KB).
+ * program: 1.2 KB). Unwind tables are ~14% of each (built with
+ * -fno-asynchronous-unwind-tables: 51 KB, 36 KB, 7.3 KB). A program
+ * that makes no tn_cache links none of the cache (its routes' lookups
+ * go through the cache object).
  *
  * MEMORY WITHOUT MALLOC (TN_NO_MALLOC) --------------------------------------
  * The library then calls no malloc, realloc or free (make check-nomalloc
@@ -8863,12 +8866,18 @@ static int tn__respond_head(tn_http_request *r, int status, const char *ctype, s
 }
 
 static int tn__req_conditional(tn_http_request *r, int status, const char *body, size_t len);
-static void tn__req_cache_store(tn_http_request *r, int status, const char *ctype, const char *body, size_t len);
+/* The response cache's side of a route (defined with the cache core):
+ * reached through the tn_cache, so a program that makes no cache links
+ * none of it. */
+#if !TN__MINIMAL
+static int tn__cache_route_lookup(tn_cache *c, void *req);
+static void tn__cache_route_store(tn_cache *c, void *req, int status, const char *ctype, const char *body, size_t len);
+#endif
 
 int tn_http_respond(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
     int rc;
 #if !TN__MINIMAL
-    if (r->cache_key && !r->headers_sent) tn__req_cache_store(r, status, ctype, body, len);
+    if (r->cache_key && !r->headers_sent) tn__cache_route_store(r->route->opts.cache, r, status, ctype, body, len);
     if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
 #endif
     rc = tn__respond_head(r, status, ctype, len, len);
@@ -8888,7 +8897,7 @@ int tn_http_respond_ref(tn_http_request *r, int status, const char *ctype, const
                         tn_free_fn free_fn, void *free_arg) {
     int rc;
 #if !TN__MINIMAL
-    if (r->cache_key && !r->headers_sent) tn__req_cache_store(r, status, ctype, body, len);
+    if (r->cache_key && !r->headers_sent) tn__cache_route_store(r->route->opts.cache, r, status, ctype, body, len);
     if (!r->headers_sent && (status = tn__req_conditional(r, status, body, len)) == 304) len = 0;
 #endif
     rc = tn__respond_head(r, status, ctype, len, 0);
@@ -10623,14 +10632,15 @@ static void tn__req_cache_looked_up(tn_future *f, void *arg) {
     }
 }
 
-/* 0: the request waits for its lookup; else the handler runs now. */
-TN__UNUSED static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r) {
+/* 0: the request waits for its lookup; else the handler runs now. (See
+ * tn__cache_route_lookup: req is a tn_http_request.) */
+TN__UNUSED static int tn__req_cache_lookup(void *req) {
+    tn_http_request *r = (tn_http_request *)req;
     tn_future *f;
     if (tn__req_cache_key(r) || !(f = tn_cache_get(r->route->opts.cache, r->cache_key))) {
         r->cache_key = NULL;
         return -1;
     }
-    (void)c;
     r->co_future = f;
     tn_future_on_done(f, tn__req_cache_looked_up, r);
     return 0;
@@ -10638,7 +10648,8 @@ TN__UNUSED static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r) {
 
 /* A cached route's answer, as it goes out (tn_http_respond): kept, if it
  * may be. */
-TN__UNUSED static void tn__req_cache_store(tn_http_request *r, int status, const char *ctype, const char *body, size_t len) {
+TN__UNUSED static void tn__req_cache_store(void *req, int status, const char *ctype, const char *body, size_t len) {
+    tn_http_request *r = (tn_http_request *)req;
     const tn_http_route_opts *o = &r->route->opts;
     uint64_t ttl = o->cache_ttl_ms ? o->cache_ttl_ms : 60000;
     size_t e, cl = ctype ? strlen(ctype) : 0, hl;
@@ -10672,7 +10683,6 @@ TN__UNUSED static void tn__req_cache_store(tn_http_request *r, int status, const
     tn__req_cache_max_age(r, ttl);
 }
 
-static int tn__req_cache_lookup(tn__conn *c, tn_http_request *r);
 
 static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
 #if !TN__MINIMAL
@@ -10698,7 +10708,7 @@ static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
         }
     }
     if (rt->opts.cache && (r->is_head || (r->msg.method_len == 3 && memcmp(r->msg.method, "GET", 3) == 0)) &&
-        tn__req_cache_lookup(c, r) == 0)
+        tn__cache_route_lookup(rt->opts.cache, r) == 0)
         return; /* answered when the lookup ends */
 #endif
     tn__req_run_handler(c, r);
@@ -11739,6 +11749,10 @@ struct tn_cache {
     tn_cache_opts opts;
     const tn_cache_backend *be;
     void *impl;
+    /* the server's route cache (tn__req_cache_lookup, _store), set by
+     * tn_cache_new: only a program that makes a cache links them */
+    int (*route_lookup)(void *req);
+    void (*route_store)(void *req, int status, const char *ctype, const char *body, size_t len);
     tn__flight *flights; /* keys being looked up or computed */
     tn_cache_stats stats;
 };
@@ -11957,9 +11971,20 @@ int tn_cache_new(tn_loop *l, const tn_cache_opts *o, tn_cache **out) {
         c->be = &tn__cmem_backend;
         c->impl = m;
     }
+#if !defined(TN_NO_HTTP_SERVER) && !TN__MINIMAL
+    c->route_lookup = tn__req_cache_lookup;
+    c->route_store = tn__req_cache_store;
+#endif
     *out = c;
     return 0;
 }
+
+#if !defined(TN_NO_HTTP_SERVER) && !TN__MINIMAL
+static int tn__cache_route_lookup(tn_cache *c, void *req) { return c->route_lookup ? c->route_lookup(req) : -1; }
+static void tn__cache_route_store(tn_cache *c, void *req, int status, const char *ctype, const char *body, size_t len) {
+    if (c->route_store) c->route_store(req, status, ctype, body, len);
+}
+#endif
 
 void tn_cache_free(tn_cache *c) {
     if (!c) return;
