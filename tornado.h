@@ -411,13 +411,15 @@
  * fd-table entry 24 / 16, connection 96 / 64, stream I/O state (active
  * connections only) 144 / 104, request object 4,104 / 2,152 (pooled).
  * Code (text of an -Os build with --gc-sections, x86-64): hello
- * 56 KB by default, 46 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
+ * 54 KB by default, 45 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
  * server (TN_HTTP_MINIMAL, no client, TCP API, executor, signals or
  * threads, poll); the loop, futures and coroutines alone 9 KB (an empty
- * program: 1.2 KB). Unwind tables are ~14% of each (built with
- * -fno-asynchronous-unwind-tables: 51 KB, 36 KB, 7.3 KB). A program
- * that makes no tn_cache links none of the cache (its routes' lookups
- * go through the cache object).
+ * program: 1.2 KB). Unwind tables are 15-20% of each (built with
+ * -fno-asynchronous-unwind-tables: 46 KB, 38 KB, 36 KB, 7.3 KB). What a
+ * program never starts it does not link: no tn_cache_new, no cache (a
+ * route's lookups go through the cache object); no job submitted, no
+ * thread pool; no tn_signal_add, no signal code (the loop reaches each
+ * through a pointer its first use sets).
  *
  * MEMORY WITHOUT MALLOC (TN_NO_MALLOC) --------------------------------------
  * The library then calls no malloc, realloc or free (make check-nomalloc
@@ -2402,6 +2404,7 @@ struct tn_loop {
 #ifndef TN_NO_SIGNALS
     tn__sig *sigs; /* TN__MAXSIG entries, allocated by the first tn_signal_add */
     int nsignals;
+    void (*signals_stop)(tn_loop *l); /* set by tn_signal_add: no signal code linked without it */
 #endif
 
     /* Callbacks that must not be lost when the ring cannot grow: future
@@ -3101,6 +3104,13 @@ static void tn__signal_deliver(tn_loop *l, int signo) {
         l->sigs[signo].fn(l, signo, l->sigs[signo].arg);
 }
 
+/* tn_loop_free's: every handler removed, the backend's signal state undone. */
+static void tn__signals_stop(tn_loop *l) {
+    int s;
+    for (s = 1; s < TN__MAXSIG && l->nsignals; s++)
+        if (l->sigs[s].fn) tn_signal_remove(l, s);
+}
+
 int tn_signal_add(tn_loop *l, int signo, tn_signal_fn fn, void *arg) {
     int rc;
     if (signo <= 0 || signo >= TN__MAXSIG || !fn || signo == SIGKILL || signo == SIGSTOP) return TN_EINVAL;
@@ -3113,6 +3123,7 @@ int tn_signal_add(tn_loop *l, int signo, tn_signal_fn fn, void *arg) {
     l->sigs[signo].fn = fn;
     l->sigs[signo].arg = arg;
     l->nsignals++;
+    l->signals_stop = tn__signals_stop;
     return 0;
 }
 
@@ -3186,12 +3197,8 @@ int tn_loop_new(tn_loop **out, const tn_loop_opts *opts) {
 void tn_loop_free(tn_loop *l) {
     if (!l) return;
 #ifndef TN_NO_SIGNALS
-    {
-        int s;
-        for (s = 1; s < TN__MAXSIG && l->nsignals; s++)
-            if (l->sigs[s].fn) tn_signal_remove(l, s);
-        tn__free(l->sigs);
-    }
+    if (l->nsignals) l->signals_stop(l);
+    tn__free(l->sigs);
 #endif
     tn__executor_free(l);
     tn__drop_callbacks(l);
@@ -4023,7 +4030,21 @@ struct tn__executor {
     int idle;    /* workers in their wait */
     int waking;  /* of those, signalled and not yet back: a burst signals each once */
     int running; /* workers between taking a job and asking for the next */
+    /* What the loop calls (tn__executor_flush, _free, the drain): set by
+     * tn__executor_start, so a program that submits no job links no pool. */
+    void (*hand_over)(tn_loop *l);
+    void (*stop)(tn_loop *l);
+    void (*complete)(tn_loop *l, tn__job *done);
 };
+static void tn__executor_hand_over(tn_loop *l);
+static void tn__executor_stop(tn_loop *l);
+static void tn__jobs_complete(tn_loop *l, tn__job *done);
+static void tn__executor_free(tn_loop *l) {
+    if (l->executor) l->executor->stop(l);
+}
+static void tn__executor_flush(tn_loop *l) {
+    if (l->executor) l->executor->hand_over(l);
+}
 
 /* Jobs are made and dropped on the loop thread only, so a plain free list
  * serves them (two mallocs per round trip were half its cost). It keeps
@@ -4090,6 +4111,9 @@ static int tn__executor_start(tn_loop *l) {
     if (!ex) return TN_ENOMEM;
     memset(ex, 0, sizeof *ex);
     ex->loop = l;
+    ex->hand_over = tn__executor_hand_over;
+    ex->stop = tn__executor_stop;
+    ex->complete = tn__jobs_complete;
     ex->threads = (pthread_t *)tn__malloc(l, (size_t)l->executor_threads * sizeof(pthread_t));
     if (!ex->threads || pthread_mutex_init(&ex->lock, NULL)) {
         tn__free(ex->threads);
@@ -4244,10 +4268,9 @@ tn_future *tn_run_in_executor_owned(tn_loop *l, tn_work_fn fn, void *arg, tn_fre
 /* Hands the jobs held back this turn to the workers in one lock: 20,000
  * submitted by one callback took 20,000 locks, each contended by the
  * workers, before. */
-static void tn__executor_flush(tn_loop *l) {
+static void tn__executor_hand_over(tn_loop *l) {
     tn__executor *ex = l->executor;
     int n;
-    if (!ex) return;
     ex->saturated = 0;
     if (!ex->lhead) return;
     pthread_mutex_lock(&ex->lock);
@@ -4260,11 +4283,10 @@ static void tn__executor_flush(tn_loop *l) {
 
 /* Queued jobs are cancelled; running ones are waited for (a thread cannot be
  * stopped safely), then every result is delivered or freed. */
-static void tn__executor_free(tn_loop *l) {
+static void tn__executor_stop(tn_loop *l) {
     tn__executor *ex = l->executor;
     tn__job *q;
     int i;
-    if (!ex) return;
     pthread_mutex_lock(&ex->lock);
     tn__executor_splice(ex); /* not yet handed over: cancelled below with the queued */
     q = ex->head;
@@ -4308,7 +4330,7 @@ static void tn__drain_threadsafe(tn_loop *l) {
     for (i = 0; i < n; i++)
         if (tn_add_callback(l, cbs[i].fn, cbs[i].arg)) cbs[i].fn(l, cbs[i].arg); /* no room: run now */
     tn__free(cbs);
-    tn__jobs_complete(l, done);
+    if (done && l->executor) l->executor->complete(l, done); /* only a started pool has jobs */
 }
 #else
 /* Work on the loop's thread, at once (it blocks the loop meanwhile). */
