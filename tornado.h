@@ -406,7 +406,7 @@
  *   100 MiB received          ~0.55x nginx's CPU (on_body, 64 KiB reads),
  *                             2 MiB RSS
  *   100 MiB downloaded        0.75x curl's CPU (examples/fetch), 1.8 MiB RSS
- * Object sizes (sizeof, LP64 x86-64 / ILP32 ARM): loop 488 / 272, future
+ * Object sizes (sizeof, LP64 x86-64 / ILP32 ARM): loop 496 / 272, future
  * 72 / 48, tn_co 56 / 32, timer slot 40 / 32 plus a 24-byte heap entry,
  * fd-table entry 24 / 16, connection 96 / 64, stream I/O state (active
  * connections only) 144 / 104, request object 4,104 / 2,152 (pooled).
