@@ -8594,10 +8594,10 @@ static int tn__rh_remove(tn_http_request *r, const char *name, size_t nl) {
     return n;
 }
 
+#define TN__DEFAULT_CTYPE "text/plain; charset=utf-8"
 /* Reserves the head's room (and body_room more, so a body copy that
  * follows cannot fail halfway) and writes the status line and headers.
  * length: the body's, or -1. */
-#define TN__DEFAULT_CTYPE "text/plain; charset=utf-8"
 static int tn__send_head(tn_http_request *r, int status, const char *ctype, int64_t length, size_t body_room) {
     tn__conn *c = r->conn;
     tn_http_server *srv = r->srv;
