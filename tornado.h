@@ -4165,7 +4165,7 @@ static int tn__executor_splice(tn__executor *ex) {
 static void tn__job_cancelled(tn_future *f, void *arg) {
     tn__job *j = (tn__job *)arg;
     tn__executor *ex = f->loop->executor;
-    int queued = 0;
+    int queued;
     if (tn__job_unlink(&ex->lhead, &ex->ltail, j)) { /* the loop's own: no lock */
         ex->nlocal--; /* not handed over yet: the workers never saw it */
         queued = 1;
@@ -9021,7 +9021,8 @@ static int tn__conn_error(tn__conn *c, int status) {
     if (p) {
         char *start = p;
         p = tn__put_status(p, c->srv, 1, status, reason);
-        p = tn__put(p, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: ", 57);
+        p = tn__put(p, "Content-Type: " TN__DEFAULT_CTYPE "\r\nContent-Length: ",
+                    sizeof "Content-Type: " TN__DEFAULT_CTYPE "\r\nContent-Length: " - 1);
         p = tn__put_u64(p, bl, 0);
         if (status == 503) p = tn__put(p, "\r\nRetry-After: 1", 16);
         p = tn__put(p, "\r\nConnection: close\r\n\r\n", 23);
@@ -10083,8 +10084,7 @@ TN__UNUSED static int tn__req_conditional(tn_http_request *r, int status, const 
 
 /* ------------------------------------------------------------ access log */
 size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
-    char when[40];
-    size_t o;
+    char when[40], proto[16] = "";
     struct tm tm;
     time_t t = (time_t)e->time;
     int n;
@@ -10092,19 +10092,13 @@ size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
     gmtime_r(&t, &tm);
     snprintf(when, sizeof when, "%02d/%.3s/%04d:%02d:%02d:%02d +0000", tm.tm_mday, months + 3 * tm.tm_mon,
              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    /* Three pieces, snprintf's contract kept: the length it needs, the
-     * output cut (and NUL-terminated) at cap. */
-    n = snprintf(buf, cap, "%s - %s [%s] \"", e->peer[0] ? e->peer : "-", e->user ? e->user : "-", when);
-    o = n < 0 ? 0 : (size_t)n;
-    if (e->method[0])
-        n = snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "%s %s HTTP/1.%d", e->method, e->target,
-                     e->version_minor);
-    else
-        n = snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "-"); /* no request line parsed: nginx's "-" */
-    o += n < 0 ? 0 : (size_t)n;
-    n = snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "\" %d %llu \"%s\" \"%s\"", e->status,
-                 (unsigned long long)e->bytes, e->referer ? e->referer : "-", e->user_agent ? e->user_agent : "-");
-    return o + (n < 0 ? 0 : (size_t)n);
+    /* No request line parsed (method ""): nginx's "-" stands for it. */
+    if (e->method[0]) snprintf(proto, sizeof proto, " HTTP/1.%d", e->version_minor);
+    n = snprintf(buf, cap, "%s - %s [%s] \"%s%s%s%s\" %d %llu \"%s\" \"%s\"", e->peer[0] ? e->peer : "-",
+                 e->user ? e->user : "-", when, e->method[0] ? e->method : "-", e->method[0] ? " " : "", e->target,
+                 proto, e->status, (unsigned long long)e->bytes, e->referer ? e->referer : "-",
+                 e->user_agent ? e->user_agent : "-");
+    return n < 0 ? 0 : (size_t)n;
 }
 
 /* The peer of fd as text: 0, or an error (see tn_http_remote_ip). */
@@ -10704,7 +10698,6 @@ TN__UNUSED static void tn__req_cache_store(void *req, int status, const char *ct
     tn__free(blob);
     tn__req_cache_max_age(r, ttl);
 }
-
 
 static void tn__req_dispatch(tn__conn *c, tn_http_request *r) {
 #if !TN__MINIMAL
@@ -12002,9 +11995,9 @@ int tn_cache_new(tn_loop *l, const tn_cache_opts *o, tn_cache **out) {
 }
 
 #if !defined(TN_NO_HTTP_SERVER) && !TN__MINIMAL
-static int tn__cache_route_lookup(tn_cache *c, void *req) { return c->route_lookup ? c->route_lookup(req) : -1; }
+static int tn__cache_route_lookup(tn_cache *c, void *req) { return c->route_lookup(req); }
 static void tn__cache_route_store(tn_cache *c, void *req, int status, const char *ctype, const char *body, size_t len) {
-    if (c->route_store) c->route_store(req, status, ctype, body, len);
+    c->route_store(req, status, ctype, body, len);
 }
 #endif
 
