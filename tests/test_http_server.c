@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "http_util.h"
+#include <fcntl.h>
 
 /* ------------------------------------------------------------------ */
 /* Handlers                                                            */
@@ -2328,35 +2330,64 @@ TEST(write_timeout_is_not_doubled) {
     server_stop(s);
 }
 
-/* At EMFILE the server pauses accepting on a timer; freeing the server
- * cancels it (it read the freed server before: server_stop checks that no
- * timer is left). The clients here share the process's fd table, so a low
- * RLIMIT_NOFILE puts the server's accept at EMFILE. */
-TEST(accept_at_emfile_pauses_and_free_cancels_the_pause) {
-    server *s = server_start(NULL, std_routes);
-    struct rlimit rl, low;
-    int fds[64], n = 0, i, probe;
-    response r;
-    client *c;
-    REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0);
-    probe = dup(0); /* the lowest free fd: everything below is in use */
+/* Puts the server's accept at EMFILE, deterministically: n client sockets
+ * are made first and moved above the fd numbers a process may allocate,
+ * then RLIMIT_NOFILE is lowered to the lowest free fd (every fd below it is
+ * in use), then they connect (connect allocates no fd). The clients share
+ * the process's fd table with the server, so every accept the server tries
+ * fails with EMFILE until the limit is raised again. (Connecting until the
+ * table was full raced the server's accepts: client and server fds could
+ * alternate and the server hold as many connections as there were clients.)
+ * Returns the number connected; *saved is the limit to restore. */
+static int connect_at_emfile(int port, int *fds, int n, struct rlimit *saved) {
+    struct rlimit low;
+    int i, probe, connected = 0;
+    REQUIRE(getrlimit(RLIMIT_NOFILE, saved) == 0);
+    probe = dup(0); /* the lowest free fd */
     REQUIRE(probe >= 0);
     close(probe);
-    low = rl;
-    low.rlim_cur = (rlim_t)probe + 8;
-    REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
-    /* Connect until the table is full: the server's accepts then fail. */
-    for (i = 0; i < 64; i++) {
-        int fd = tcp_connect(s->port, 0);
-        if (fd < 0) break;
-        fds[n++] = fd;
+    REQUIRE((rlim_t)(probe + 64 + n) <= saved->rlim_cur);
+    for (i = 0; i < n; i++) {
+        int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd >= 0);
+        fds[i] = fcntl(fd, F_DUPFD, probe + 64);
+        REQUIRE(fds[i] >= probe + 64);
+        close(fd);
+        setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        set_timeouts(fds[i], 5000);
     }
-    CHECK(n > 0 && n < 64);
+    low = *saved;
+    low.rlim_cur = (rlim_t)probe;
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    for (i = 0; i < n; i++) {
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)port);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (connect(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0) connected++;
+    }
+    return connected;
+}
+
+/* At EMFILE the server pauses accepting on a timer, and accepts again once
+ * fds are free; freeing the server cancels the pause (it read the freed
+ * server before: server_stop checks that no timer is left). */
+TEST(accept_at_emfile_pauses_and_free_cancels_the_pause) {
+    server *s = server_start(NULL, std_routes);
+    struct rlimit rl;
+    int fds[4], i;
+    response r;
+    client *c;
+    CHECK_EQ_INT(connect_at_emfile(s->port, fds, 4, &rl), 4);
     sleep_ms(300); /* the server meets EMFILE, pauses, retries, pauses */
-    CHECK(server_connections(s) < (size_t)n); /* some wait in the backlog */
-    for (i = 0; i < n; i++) close(fds[i]);
+    CHECK_EQ_INT((int)server_connections(s), 0); /* all four wait in the backlog */
     REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-    /* accepting resumes */
+    /* Accepting resumes: the four waiting, then a new one. (Not under
+     * valgrind: it emulates RLIMIT_NOFILE by closing the fd the kernel's
+     * accept returned, so the four are consumed from the backlog.) */
+    if (!getenv("TN_VALGRIND")) CHECK_EQ_INT((int)wait_connections(s, 4), 4);
+    for (i = 0; i < 4; i++) close(fds[i]);
     c = cli_open(s->port);
     REQUIRE(roundtrip(c, GET_HELLO, &r) == 0);
     CHECK_EQ_INT(r.status, 200);
@@ -2368,24 +2399,13 @@ TEST(accept_at_emfile_pauses_and_free_cancels_the_pause) {
 /* Freed while paused at EMFILE: the pause timer must go with the server. */
 TEST(server_freed_while_accept_is_paused_leaves_no_timer) {
     server *s = server_start(NULL, std_routes);
-    struct rlimit rl, low;
-    int fds[64], n = 0, i, probe;
-    REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0);
-    probe = dup(0);
-    REQUIRE(probe >= 0);
-    close(probe);
-    low = rl;
-    low.rlim_cur = (rlim_t)probe + 6;
-    REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
-    for (i = 0; i < 64; i++) {
-        int fd = tcp_connect(s->port, 0);
-        if (fd < 0) break;
-        fds[n++] = fd;
-    }
-    CHECK(n > 0);
+    struct rlimit rl;
+    int fds[4], i;
+    CHECK_EQ_INT(connect_at_emfile(s->port, fds, 4, &rl), 4);
     sleep_ms(250);
+    CHECK_EQ_INT((int)server_connections(s), 0);
     server_stop(s); /* checks: no timer left on the loop */
-    for (i = 0; i < n; i++) close(fds[i]);
+    for (i = 0; i < 4; i++) close(fds[i]);
     REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
 }
 
