@@ -414,7 +414,13 @@
  * 54 KB by default, 45 KB with TN_HTTP_MINIMAL, 42 KB for the smallest
  * server (TN_HTTP_MINIMAL, no client, TCP API, executor, signals or
  * threads, poll); the loop, futures and coroutines alone 9 KB (an empty
- * program: 1.2 KB). Unwind tables are 15-20% of each (built with
+ * program: 1.2 KB). By layer (bench/layers.sh), hello's 54 KB are: loop
+ * 5.3 KB, futures 0.7, coroutines 0.3, streams 3.8, HTTP parser and body
+ * reader 6.5, server 12.9, routing 0.6, web conveniences (arguments,
+ * forms, multipart, cookies, auth, conditional answers, log) 5.3, response
+ * cache 0.4, the program 0.6; string literals 3.9, unwind tables 8.6 and
+ * dynamic-linking tables 5.3 (the core program's 9 KB: 5.2 of code, 2.0
+ * unwind, 1.5 linking). Unwind tables are 15-20% of each (built with
  * -fno-asynchronous-unwind-tables: 46 KB, 38 KB, 36 KB, 7.3 KB). What a
  * program never starts it does not link: no tn_cache_new, no cache (a
  * route's lookups go through the cache object); no job submitted, no
@@ -11401,6 +11407,7 @@ int tn_http_static(tn_http_server *srv, const char *prefix, const char *root, co
     return 0;
 }
 
+/* ----------------------------------------------------- shutdown, free */
 static void tn__server_close_listeners(tn_http_server *srv) {
     int i;
     for (i = 0; i < srv->nlisten; i++) {

@@ -382,6 +382,15 @@ if have size; then
     build sz-core coremin.c $SZ_FLAGS -std=c99 -D_GNU_SOURCE $CORE && SZ[core]=$(text_of sz-core)
     # shellcheck disable=SC2086
     build sz-empty "$TMP/empty.c" $SZ_FLAGS && SZ[empty]=$(text_of sz-empty)
+    # The same with -g (no more code: only sections size leaves out) for layers.sh's table.
+    LAYERS=
+    # shellcheck disable=SC2086
+    if have nm && build ly-hello ../examples/hello.c ${SZ_FLAGS% -s} -g -pthread &&
+        build ly-minimal ../examples/hello.c ${SZ_FLAGS% -s} -g -DTN_HTTP_MINIMAL -pthread &&
+        build ly-smallest ../examples/hello.c ${SZ_FLAGS% -s} -g $SMALL &&
+        build ly-core coremin.c ${SZ_FLAGS% -s} -g -std=c99 -D_GNU_SOURCE $CORE; then
+        LAYERS=$(bash ./layers.sh "$B/ly-hello" "$B/ly-minimal" "$B/ly-smallest" "$B/ly-core" 2>>"$LOG") || LAYERS=
+    fi
     [ -n "${COUNTS_TSV:-}" ] && [ -n "${SZ[default]:-}" ] && printf 'tornado.h\tsize_text\t%s\t0\n' "${SZ[default]}" >>"$COUNTS_TSV"
 else
     note "skipped: size not installed (binutils: text sizes)"
@@ -471,6 +480,15 @@ NG=nginx
         echo "| examples/hello, smallest server | ${SMALL//-D/} | $(cell "${SZ[smallest]:-}") | 12288 (12 KiB) | $(verdict "${SZ[smallest]:-}" 12288) |"
         echo "| bench/coremin.c (a coroutine awaiting a timer) | ${CORE//-D/} | $(cell "${SZ[core]:-}") | 6144 (6 KiB) | $(verdict "${SZ[core]:-}" 6144) |"
         echo "| int main(void) { return 0; } | - | $(cell "${SZ[empty]:-}") | - | baseline |"
+        echo
+        if [ -n "$LAYERS" ]; then
+            echo "The same text by layer of tornado.h (bench/layers.sh: each function and read-only object to the header"
+            echo "section it is defined in; ly-hello, ly-minimal, ly-smallest and ly-core are the four programs above):"
+            echo
+            echo "$LAYERS"
+        else
+            echo "Text by layer: skipped: nm not installed, or a -g build failed (see the log)."
+        fi
     else
         echo "Text size: skipped: size not installed."
     fi
