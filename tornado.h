@@ -1420,7 +1420,7 @@ typedef struct tn_http_request tn_http_request;
  * tn_http_access_combined formats it). The strings are the request's. A
  * head that did not parse (its 400, 414, 431, 505 or 408) is logged too,
  * with method and target "" (combined: "-" for the request line, as
- * nginx). */
+ * nginx; for an entry of the caller's, NULL strings count as absent). */
 typedef struct tn_http_access {
     const char *method, *target;
     int version_minor, status;
@@ -10090,20 +10090,20 @@ TN__UNUSED static int tn__req_conditional(tn_http_request *r, int status, const 
 
 /* ------------------------------------------------------------ access log */
 size_t tn_http_access_combined(const tn_http_access *e, char *buf, size_t cap) {
-    char when[40], proto[16] = "";
+    char when[40], proto[24] = ""; /* " HTTP/1." and any int */
     struct tm tm;
     time_t t = (time_t)e->time;
-    int n;
+    int n, line = e->method && e->method[0]; /* a request line was parsed */
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
     gmtime_r(&t, &tm);
     snprintf(when, sizeof when, "%02d/%.3s/%04d:%02d:%02d:%02d +0000", tm.tm_mday, months + 3 * tm.tm_mon,
              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    /* No request line parsed (method ""): nginx's "-" stands for it. */
-    if (e->method[0]) snprintf(proto, sizeof proto, " HTTP/1.%d", e->version_minor);
+    /* No request line (method "" or NULL): nginx's "-" stands for it. */
+    if (line) snprintf(proto, sizeof proto, " HTTP/1.%d", e->version_minor);
     n = snprintf(buf, cap, "%s - %s [%s] \"%s%s%s%s\" %d %llu \"%s\" \"%s\"", e->peer[0] ? e->peer : "-",
-                 e->user ? e->user : "-", when, e->method[0] ? e->method : "-", e->method[0] ? " " : "", e->target,
-                 proto, e->status, (unsigned long long)e->bytes, e->referer ? e->referer : "-",
-                 e->user_agent ? e->user_agent : "-");
+                 e->user ? e->user : "-", when, line ? e->method : "-", line ? " " : "",
+                 line && e->target ? e->target : "", proto, e->status, (unsigned long long)e->bytes,
+                 e->referer ? e->referer : "-", e->user_agent ? e->user_agent : "-");
     return n < 0 ? 0 : (size_t)n;
 }
 

@@ -620,6 +620,19 @@ TEST(access_log_has_unparsed_heads_and_error_bodies) {
     CHECK_EQ_INT(tn_http_access_combined(&e, small, sizeof small), need);
     CHECK(strlen(small) == sizeof small - 1 && memcmp(small, line, sizeof small - 1) == 0);
     CHECK_EQ_INT(tn_http_access_combined(&e, NULL, 0), need);
+    /* Any int for the version, whole (it was cut at 7 digits). */
+    e.version_minor = -2147483647 - 1;
+    tn_http_access_combined(&e, line, sizeof line);
+    CHECK(strstr(line, "\"GET /a-long-target HTTP/1.-2147483648\" 200 ") != NULL);
+    /* An entry of the caller's with NULL strings (a zeroed struct) is
+     * formatted, not a crash; no method means no request line. */
+    memset(&e, 0, sizeof e);
+    e.status = 400;
+    tn_http_access_combined(&e, line, sizeof line);
+    CHECK(strcmp(line, "- - - [01/Jan/1970:00:00:00 +0000] \"-\" 400 0 \"-\" \"-\"") == 0);
+    e.target = "/x";
+    tn_http_access_combined(&e, line, sizeof line);
+    CHECK(strstr(line, "] \"-\" 400 ") != NULL); /* not "-/x" */
 }
 
 TEST(json_escape_is_rfc8259) {
