@@ -146,10 +146,10 @@ static inline void do_stop(server *s, void *arg) {
     tn_loop_stop(s->loop);
 }
 
-/* Stops the loop, frees the server and checks the loop is left clean. */
-static inline void server_stop(server *s) {
+/* After the loop was stopped (tn_loop_stop on its thread): frees the server
+ * and checks the loop is left clean. */
+static inline void server_free_stopped(server *s) {
     tn_loop_stats st;
-    on_loop(s, do_stop, NULL);
     REQUIRE(pthread_join(s->thread, NULL) == 0);
     tn_http_server_free(s->srv);
     tn_remove_handler(s->loop, s->call_pipe[0]);
@@ -162,6 +162,12 @@ static inline void server_stop(server *s) {
     CHECK_EQ_INT(st.coroutines, 0);
     tn_loop_free(s->loop);
     free(s);
+}
+
+/* Stops the loop, frees the server and checks the loop is left clean. */
+static inline void server_stop(server *s) {
+    on_loop(s, do_stop, NULL);
+    server_free_stopped(s);
 }
 
 /* ------------------------------------------------------------------ */

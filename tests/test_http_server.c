@@ -2394,16 +2394,39 @@ TEST(accept_at_emfile_pauses_then_resumes) {
     server_stop(s);
 }
 
+static void loop_timers(server *s, void *arg) {
+    tn_loop_stats st;
+    tn_loop_get_stats(s->loop, &st);
+    *(size_t *)arg = st.timers;
+}
+
+/* Stops the loop if a timer is armed: with no connection, the server's only
+ * timer is the accept pause. The loop then ends with this turn (its timers
+ * ran before its I/O, this call), so the pause is still armed when the
+ * server is freed. */
+static void stop_if_paused(server *s, void *arg) {
+    loop_timers(s, arg);
+    if (*(size_t *)arg) tn_loop_stop(s->loop);
+}
+
 /* Freed while paused at EMFILE: the pause timer must go with the server (it
- * read the freed server before: server_stop checks that no timer is left). */
+ * read the freed server before: server_free_stopped checks that no timer is
+ * left). */
 TEST(server_freed_while_accept_is_paused_leaves_no_timer) {
     server *s = server_start(NULL, std_routes);
     struct rlimit rl;
     int fds[4], i;
+    size_t timers = 1;
+    on_loop(s, loop_timers, &timers);
+    CHECK_EQ_INT((int)timers, 0); /* so a timer below is the pause */
     CHECK_EQ_INT(connect_at_emfile(s->port, fds, 4, &rl), 4);
-    sleep_ms(250);
-    CHECK_EQ_INT((int)server_connections(s), 0);
-    server_stop(s); /* checks: no timer left on the loop */
+    for (i = 0, timers = 0; i < 500 && !timers; i++) {
+        on_loop(s, stop_if_paused, &timers);
+        if (!timers) sleep_ms(5);
+    }
+    CHECK_EQ_INT((int)timers, 1); /* stopped while paused */
+    if (!timers) on_loop(s, do_stop, NULL);
+    server_free_stopped(s);
     for (i = 0; i < 4; i++) close(fds[i]);
     REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
 }
