@@ -188,23 +188,34 @@ static inline void set_timeouts(int fd, int ms) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-/* A connected socket, or -errno. rcvbuf > 0 shrinks the receive buffer
- * (and so the window) before connecting. */
-static inline int tcp_connect(int port, int rcvbuf) {
-    struct sockaddr_in sa;
+/* A client's TCP socket, not yet connected, or -errno: no Nagle, 5 s
+ * timeouts, and rcvbuf > 0 shrinks the receive buffer (and so the window). */
+static inline int tcp_socket(int rcvbuf) {
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     if (fd < 0) return -errno;
     if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     set_timeouts(fd, 5000);
+    return fd;
+}
+
+/* Connects fd to 127.0.0.1:port: 0 or -errno. */
+static inline int tcp_connect_fd(int fd, int port) {
+    struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        int err = -errno;
+    return connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ? -errno : 0;
+}
+
+/* A connected socket (see tcp_socket), or -errno. */
+static inline int tcp_connect(int port, int rcvbuf) {
+    int fd = tcp_socket(rcvbuf), rc;
+    if (fd < 0) return fd;
+    if ((rc = tcp_connect_fd(fd, port)) < 0) {
         close(fd);
-        return err;
+        return rc;
     }
     return fd;
 }

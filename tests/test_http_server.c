@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -26,7 +27,6 @@
 #include <unistd.h>
 
 #include "http_util.h"
-#include <fcntl.h>
 
 /* ------------------------------------------------------------------ */
 /* Handlers                                                            */
@@ -2347,25 +2347,17 @@ static int connect_at_emfile(int port, int *fds, int n, struct rlimit *saved) {
     close(probe);
     REQUIRE((rlim_t)(probe + 64 + n) <= saved->rlim_cur);
     for (i = 0; i < n; i++) {
-        int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+        int fd = tcp_socket(0);
         REQUIRE(fd >= 0);
-        fds[i] = fcntl(fd, F_DUPFD, probe + 64);
+        fds[i] = fcntl(fd, F_DUPFD, probe + 64); /* the options go with it */
         REQUIRE(fds[i] >= probe + 64);
         close(fd);
-        setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        set_timeouts(fds[i], 5000);
     }
     low = *saved;
     low.rlim_cur = (rlim_t)probe;
     REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
-    for (i = 0; i < n; i++) {
-        struct sockaddr_in sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons((uint16_t)port);
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (connect(fds[i], (struct sockaddr *)&sa, sizeof sa) == 0) connected++;
-    }
+    for (i = 0; i < n; i++)
+        if (tcp_connect_fd(fds[i], port) == 0) connected++;
     return connected;
 }
 
