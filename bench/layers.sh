@@ -56,25 +56,20 @@ for bin in "$@"; do
     # sections no symbol owns: unwind tables, and what dynamic linking needs
     unwind=$(size -A "$bin" | awk '$1 ~ /^\.eh_frame/ { n += $2 } END { print n + 0 }')
     linking=$(size -A "$bin" | awk '$1 ~ /^\.(interp|note|gnu\.|dynsym|dynstr|rela|plt|init$|fini$)/ { n += $2 } END { print n + 0 }')
-    nm -S -l --defined-only "$bin" | awk -v total="$total" -v unwind="$unwind" -v linking="$linking" \
+    nm -S -t d -l --defined-only "$bin" | awk -v total="$total" -v unwind="$unwind" -v linking="$linking" \
         -v bin="$bin" -v starts="$starts" '
         BEGIN {
             n = split(starts, rows, "\n")
             for (i = 1; i <= n; i++) { split(rows[i], f, "\t"); line[i] = f[1] + 0; name[i] = f[2] }
         }
         NF >= 4 && $3 ~ /^[tTrR]$/ {
-            size = strtonum_hex($2); where = $NF; layer = "-"
+            size = $2 + 0; where = $NF; layer = "-"
             if (where ~ /tornado\.h:[0-9]+$/) {
                 sub(/.*tornado\.h:/, "", where); l = where + 0; layer = "(configuration, helpers)"
                 for (i = 1; i <= n; i++) if (line[i] <= l) layer = name[i]
             } else if (where ~ /\.c:[0-9]+$/) layer = "the program"
             if (layer == "-") next
             sum[layer] += size; owned += size
-        }
-        function strtonum_hex(h,   v, i, c) {
-            v = 0; h = tolower(h)
-            for (i = 1; i <= length(h); i++) { c = index("0123456789abcdef", substr(h, i, 1)) - 1; v = v * 16 + c }
-            return v
         }
         END {
             for (k in sum) printf "%s\t%s\t%d\n", bin, k, sum[k]
